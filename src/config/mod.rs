@@ -1,0 +1,758 @@
+//! Raw input (TOML file or command-line flags) -> one validated [`Config`].
+//!
+//! Both sources produce a [`ListenerSpec`]: a bag of keys, each remembering where it came
+//! from, so every error names the file, line and key (or the flag). Validation is the same
+//! code for `run`, `check` and the single-listener commands; it reads no file but the config.
+
+pub mod ciphers;
+mod file;
+pub mod template;
+
+use crate::tls::verify::ClientAuthMode;
+use hyper::header::HeaderName;
+use rustls::pki_types::ServerName;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use template::Template;
+
+pub use file::load_file;
+
+/// Where a configuration value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Flag(String),
+    File {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "{flag}"),
+            Origin::File { path, line, key } => {
+                write!(f, "{}:{line}: key '{key}'", path.display())
+            }
+            Origin::Default => write!(f, "default"),
+        }
+    }
+}
+
+/// A value with its origin, kept on anything that may still fail after validation
+/// (a file that will not load, an address that will not bind).
+#[derive(Clone, Debug)]
+pub struct Located<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// A configuration mistake, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Option<Origin>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn at(origin: &Origin, message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: Some(origin.clone()),
+            message: message.into(),
+        }
+    }
+
+    pub fn general(message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Some(origin) => write!(f, "{origin}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One raw setting.
+#[derive(Clone, Debug)]
+pub enum SpecValue {
+    Text(String),
+    Integer(i64),
+    Bool(bool),
+    /// Ordered `set_header NAME VALUE` rules.
+    Headers(Vec<(String, String)>),
+}
+
+/// The raw settings of one listener, before validation. Keys are the config file's names.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerSpec {
+    values: BTreeMap<&'static str, Located<SpecValue>>,
+    /// Where the listener itself was declared, for errors about missing keys.
+    pub origin: Option<Origin>,
+}
+
+/// Every key a listener accepts, with a one-line meaning (used for unknown-key errors).
+pub const KEYS: &[&str] = &[
+    "name",
+    "mode",
+    "listen",
+    "upstream",
+    "cert",
+    "key",
+    "client_ca",
+    "verify_client",
+    "ca",
+    "server_name",
+    "verify_depth",
+    "min_tls_version",
+    "max_tls_version",
+    "ciphers",
+    "strict_key_permissions",
+    "session_reuse",
+    "http2",
+    "set_header",
+];
+
+impl ListenerSpec {
+    /// Records a setting. `key` must be one of [`KEYS`].
+    pub fn set(&mut self, key: &str, origin: Origin, value: SpecValue) -> Result<(), ConfigError> {
+        let key = KEYS.iter().find(|k| **k == key).ok_or_else(|| {
+            ConfigError::at(
+                &origin,
+                format!("unknown key '{key}'; known keys: {}", KEYS.join(", ")),
+            )
+        })?;
+        self.values.insert(key, Located { value, origin });
+        Ok(())
+    }
+
+    fn missing(&self, key: &str, what: &str) -> ConfigError {
+        let message = format!("missing '{key}' ({what})");
+        match &self.origin {
+            Some(origin) => ConfigError::at(origin, message),
+            None => ConfigError::general(message),
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<Located<SpecValue>> {
+        self.values.remove(key)
+    }
+
+    fn text(&mut self, key: &str) -> Result<Option<Located<String>>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Located {
+                value: SpecValue::Text(text),
+                origin,
+            }) => Ok(Some(Located {
+                value: text,
+                origin,
+            })),
+            Some(other) => Err(ConfigError::at(&other.origin, "expected a string")),
+        }
+    }
+
+    fn required_text(&mut self, key: &str, what: &str) -> Result<Located<String>, ConfigError> {
+        self.text(key)?.ok_or_else(|| self.missing(key, what))
+    }
+
+    fn path(&mut self, key: &str) -> Result<Option<Located<PathBuf>>, ConfigError> {
+        Ok(self.text(key)?.map(|text| Located {
+            value: PathBuf::from(text.value),
+            origin: text.origin,
+        }))
+    }
+
+    fn flag(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.take(key) {
+            None => Ok(default),
+            Some(Located {
+                value: SpecValue::Bool(b),
+                ..
+            }) => Ok(b),
+            Some(other) => Err(ConfigError::at(&other.origin, "expected true or false")),
+        }
+    }
+
+    fn integer(&mut self, key: &str) -> Result<Option<Located<i64>>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Located {
+                value: SpecValue::Integer(n),
+                origin,
+            }) => Ok(Some(Located { value: n, origin })),
+            Some(Located {
+                value: SpecValue::Text(text),
+                origin,
+            }) => match text.parse() {
+                Ok(n) => Ok(Some(Located { value: n, origin })),
+                Err(_) => Err(ConfigError::at(
+                    &origin,
+                    format!("expected a number, found \"{text}\""),
+                )),
+            },
+            Some(other) => Err(ConfigError::at(&other.origin, "expected a number")),
+        }
+    }
+
+    /// Keys that make no sense for the chosen mode are an error rather than silently ignored.
+    fn refuse(&mut self, key: &str, why: &str) -> Result<(), ConfigError> {
+        match self.take(key) {
+            Some(value) => Err(ConfigError::at(&value.origin, why.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Which side of the seed topology a listener plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Server A: TLS with client certificates in, plain HTTP out.
+    Server,
+    /// Proxy B: plain HTTP in, TLS with a client certificate out.
+    Client,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Server => "server",
+            Mode::Client => "client",
+        })
+    }
+}
+
+/// Protocol versions and cipher suites for one TLS endpoint.
+#[derive(Clone, Debug)]
+pub struct TlsParams {
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    pub cipher_suites: Vec<rustls::SupportedCipherSuite>,
+}
+
+/// Where server mode forwards plain HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpUpstream {
+    /// `host:port`, as it goes into the Host-less authority of the upstream request.
+    Tcp {
+        authority: String,
+    },
+    Unix(PathBuf),
+}
+
+impl fmt::Display for HttpUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpUpstream::Tcp { authority } => write!(f, "http://{authority}"),
+            HttpUpstream::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerListener {
+    pub cert: Located<PathBuf>,
+    pub key: Located<PathBuf>,
+    /// Absent only when client verification is off.
+    pub client_ca: Option<Located<PathBuf>>,
+    pub verify_client: ClientAuthMode,
+    pub upstream: HttpUpstream,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientListener {
+    /// The client certificate (leaf first, then intermediates) and its key, if any.
+    pub identity: Option<(Located<PathBuf>, Located<PathBuf>)>,
+    pub ca: Located<PathBuf>,
+    /// `host:port` of the upstream, used to connect.
+    pub upstream_authority: String,
+    /// The `Host` header sent by default: the host, with the port unless it is 443.
+    pub upstream_host_header: String,
+    /// The name used for SNI and checked against the upstream certificate.
+    pub server_name: ServerName<'static>,
+    pub session_reuse: bool,
+    pub http2: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum ModeConfig {
+    Server(ServerListener),
+    Client(ClientListener),
+}
+
+/// One `set_header NAME VALUE` rule.
+#[derive(Clone, Debug)]
+pub struct HeaderRule {
+    pub name: HeaderName,
+    pub value: Template,
+}
+
+/// A validated listener.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: Located<SocketAddr>,
+    pub mode: ModeConfig,
+    pub tls: TlsParams,
+    pub verify_depth: u32,
+    pub strict_key_permissions: bool,
+    pub header_rules: Vec<HeaderRule>,
+}
+
+impl ListenerConfig {
+    pub fn mode(&self) -> Mode {
+        match self.mode {
+            ModeConfig::Server(_) => Mode::Server,
+            ModeConfig::Client(_) => Mode::Client,
+        }
+    }
+
+    pub fn upstream_display(&self) -> String {
+        match &self.mode {
+            ModeConfig::Server(server) => server.upstream.to_string(),
+            ModeConfig::Client(client) => format!("https://{}", client.upstream_authority),
+        }
+    }
+}
+
+/// A validated configuration: every listener, plus warnings to log at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub warnings: Vec<String>,
+}
+
+/// nginx's default `ssl_verify_depth`.
+pub const DEFAULT_VERIFY_DEPTH: u32 = 1;
+
+impl Config {
+    /// Validates listener specs into a config; the first error wins.
+    pub fn from_specs(specs: Vec<ListenerSpec>) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if specs.is_empty() {
+            return Err(ConfigError::general(
+                "no listener configured: add a [[listener]] table",
+            ));
+        }
+        for (index, spec) in specs.into_iter().enumerate() {
+            let listener = validate_listener(spec, index, &mut config.warnings)?;
+            if let Some(other) = config.listeners.iter().find(|l| {
+                l.name == listener.name
+                    || l.listen.value == listener.listen.value && listener.listen.value.port() != 0
+            }) {
+                return Err(ConfigError::at(
+                    &listener.listen.origin,
+                    format!(
+                        "listener '{}' clashes with listener '{}' (same name or address)",
+                        listener.name, other.name
+                    ),
+                ));
+            }
+            config.listeners.push(listener);
+        }
+        Ok(config)
+    }
+}
+
+fn parse_mode(text: &Located<String>) -> Result<Mode, ConfigError> {
+    match text.value.as_str() {
+        "server" => Ok(Mode::Server),
+        "client" => Ok(Mode::Client),
+        other => Err(ConfigError::at(
+            &text.origin,
+            format!("unknown mode \"{other}\": use \"server\" or \"client\""),
+        )),
+    }
+}
+
+fn parse_listen(text: Located<String>) -> Result<Located<SocketAddr>, ConfigError> {
+    let value = text.value.trim();
+    // nginx accepts a bare port; so do we (on all addresses, as nginx does).
+    let parsed = if let Ok(port) = value.parse::<u16>() {
+        Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+    } else {
+        value.parse::<SocketAddr>()
+    };
+    match parsed {
+        Ok(addr) => Ok(Located {
+            value: addr,
+            origin: text.origin,
+        }),
+        Err(_) => Err(ConfigError::at(
+            &text.origin,
+            format!(
+                "bad listen address \"{value}\": use IP:PORT, for example 127.0.0.1:8443 or [::1]:8443"
+            ),
+        )),
+    }
+}
+
+fn parse_version(
+    text: &Located<String>,
+) -> Result<&'static rustls::SupportedProtocolVersion, ConfigError> {
+    match text.value.as_str() {
+        "TLSv1.2" | "1.2" => Ok(&rustls::version::TLS12),
+        "TLSv1.3" | "1.3" => Ok(&rustls::version::TLS13),
+        "TLSv1" | "TLSv1.0" | "TLSv1.1" | "SSLv3" | "SSLv2" => Err(ConfigError::at(
+            &text.origin,
+            format!(
+                "{} is insecure and not supported: use TLSv1.2 or TLSv1.3",
+                text.value
+            ),
+        )),
+        other => Err(ConfigError::at(
+            &text.origin,
+            format!("unknown TLS version \"{other}\": use TLSv1.2 or TLSv1.3"),
+        )),
+    }
+}
+
+fn tls_params(
+    spec: &mut ListenerSpec,
+    warnings: &mut Vec<String>,
+) -> Result<TlsParams, ConfigError> {
+    use rustls::version::{TLS12, TLS13};
+    let min = spec.text("min_tls_version")?;
+    let max = spec.text("max_tls_version")?;
+    let min_version = min
+        .as_ref()
+        .map(parse_version)
+        .transpose()?
+        .unwrap_or(&TLS12);
+    let max_version = max
+        .as_ref()
+        .map(parse_version)
+        .transpose()?
+        .unwrap_or(&TLS13);
+    let rank =
+        |v: &rustls::SupportedProtocolVersion| if v.version == TLS12.version { 0 } else { 1 };
+    if rank(min_version) > rank(max_version) {
+        let origin = min.as_ref().map(|m| &m.origin).unwrap_or(&Origin::Default);
+        return Err(ConfigError::at(
+            origin,
+            "min_tls_version is above max_tls_version",
+        ));
+    }
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [&TLS12, &TLS13]
+        .into_iter()
+        .filter(|v| rank(v) >= rank(min_version) && rank(v) <= rank(max_version))
+        .collect();
+
+    let cipher_suites = match spec.text("ciphers")? {
+        None => ciphers::ALL_SUITES.iter().map(|(s, _)| *s).collect(),
+        Some(list) => {
+            let selection = ciphers::select(&list.value);
+            if !selection.unknown_words.is_empty() {
+                warnings.push(format!(
+                    "{}: ignoring unknown cipher keyword(s): {}",
+                    list.origin,
+                    selection.unknown_words.join(", ")
+                ));
+            }
+            let usable = selection
+                .suites
+                .iter()
+                .filter(|s| versions.iter().any(|v| s.version().version == v.version))
+                .count();
+            if usable == 0 {
+                return Err(ConfigError::at(
+                    &list.origin,
+                    format!(
+                        "cipher list \"{}\" leaves no cipher suite for the enabled TLS versions; supported suites: {}",
+                        list.value,
+                        ciphers::ALL_SUITES.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            selection.suites
+        }
+    };
+    Ok(TlsParams {
+        versions,
+        cipher_suites,
+    })
+}
+
+fn header_rules(spec: &mut ListenerSpec) -> Result<Vec<HeaderRule>, ConfigError> {
+    let Some(rules) = spec.take("set_header") else {
+        return Ok(Vec::new());
+    };
+    let SpecValue::Headers(pairs) = rules.value else {
+        return Err(ConfigError::at(
+            &rules.origin,
+            "expected a list of [NAME, VALUE] pairs or {name, value} tables",
+        ));
+    };
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ConfigError::at(
+                    &rules.origin,
+                    format!("\"{name}\" is not a valid header name"),
+                )
+            })?;
+            let template = Template::parse(&value)
+                .map_err(|e| ConfigError::at(&rules.origin, format!("header {name}: {e}")))?;
+            Ok(HeaderRule {
+                name: header,
+                value: template,
+            })
+        })
+        .collect()
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into host and port.
+fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host.to_string(), port.parse().ok()?)),
+        Some(_) => None,
+        None => Some((authority.to_string(), default_port)),
+    }
+    .filter(|(host, _)| !host.is_empty())
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn parse_http_upstream(text: &Located<String>) -> Result<HttpUpstream, ConfigError> {
+    let value = text.value.trim();
+    if let Some(path) = value.strip_prefix("unix:") {
+        return Ok(HttpUpstream::Unix(PathBuf::from(path)));
+    }
+    if value.starts_with("https://") {
+        return Err(ConfigError::at(
+            &text.origin,
+            "server mode forwards plain HTTP: use http://HOST:PORT, HOST:PORT or unix:/PATH",
+        ));
+    }
+    let authority = value.strip_prefix("http://").unwrap_or(value);
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    if authority.contains('/') {
+        return Err(ConfigError::at(
+            &text.origin,
+            format!("\"{value}\": a path in the upstream URL is not supported; requests keep their own path"),
+        ));
+    }
+    let (host, port) = split_host_port(authority, 80).ok_or_else(|| {
+        ConfigError::at(
+            &text.origin,
+            format!("bad upstream \"{value}\": use http://HOST:PORT, HOST:PORT or unix:/PATH"),
+        )
+    })?;
+    Ok(HttpUpstream::Tcp {
+        authority: join_host_port(&host, port),
+    })
+}
+
+fn validate_listener(
+    mut spec: ListenerSpec,
+    index: usize,
+    warnings: &mut Vec<String>,
+) -> Result<ListenerConfig, ConfigError> {
+    let mode_text = spec.required_text("mode", "\"server\" or \"client\"")?;
+    let mode = parse_mode(&mode_text)?;
+    let listen = parse_listen(spec.required_text("listen", "the address to listen on")?)?;
+    let name = spec
+        .text("name")?
+        .map(|n| n.value)
+        .unwrap_or_else(|| format!("{mode}-{}", index + 1));
+    let verify_depth = match spec.integer("verify_depth")? {
+        None => DEFAULT_VERIFY_DEPTH,
+        Some(depth) => u32::try_from(depth.value)
+            .ok()
+            .filter(|d| *d <= 100)
+            .ok_or_else(|| {
+                ConfigError::at(&depth.origin, "verify_depth must be between 0 and 100")
+            })?,
+    };
+    let strict_key_permissions = spec.flag("strict_key_permissions", false)?;
+    let tls = tls_params(&mut spec, warnings)?;
+    let header_rules = header_rules(&mut spec)?;
+    let upstream = spec.required_text("upstream", "where to forward requests")?;
+
+    let mode = match mode {
+        Mode::Server => {
+            spec.refuse(
+                "ca",
+                "'ca' is for client mode; server mode verifies clients with 'client_ca'",
+            )?;
+            spec.refuse("server_name", "'server_name' is for client mode")?;
+            spec.refuse("session_reuse", "'session_reuse' is for client mode")?;
+            spec.refuse(
+                "http2",
+                "'http2' is for client mode (server mode offers HTTP/2 through ALPN)",
+            )?;
+            let verify_client = match spec.text("verify_client")? {
+                None => ClientAuthMode::Required,
+                Some(text) => match text.value.as_str() {
+                    "required" | "on" => ClientAuthMode::Required,
+                    "optional" => ClientAuthMode::Optional,
+                    "optional_no_ca" => ClientAuthMode::OptionalNoCa,
+                    "off" => ClientAuthMode::Off,
+                    other => {
+                        return Err(ConfigError::at(
+                            &text.origin,
+                            format!("unknown verify_client \"{other}\": use required, optional, optional_no_ca or off"),
+                        ))
+                    }
+                },
+            };
+            let client_ca = spec.path("client_ca")?;
+            if client_ca.is_none() && verify_client != ClientAuthMode::Off {
+                return Err(spec.missing(
+                    "client_ca",
+                    "the CA bundle that client certificates must chain to; or set verify_client = \"off\"",
+                ));
+            }
+            ModeConfig::Server(ServerListener {
+                cert: spec
+                    .path("cert")?
+                    .ok_or_else(|| spec.missing("cert", "the server certificate"))?,
+                key: spec
+                    .path("key")?
+                    .ok_or_else(|| spec.missing("key", "the server private key"))?,
+                client_ca,
+                verify_client,
+                upstream: parse_http_upstream(&upstream)?,
+            })
+        }
+        Mode::Client => {
+            spec.refuse(
+                "client_ca",
+                "'client_ca' is for server mode; client mode verifies the upstream with 'ca'",
+            )?;
+            spec.refuse("verify_client", "'verify_client' is for server mode")?;
+            let value = upstream.value.trim();
+            if value.starts_with("http://") {
+                return Err(ConfigError::at(
+                    &upstream.origin,
+                    "client mode connects over TLS: use https://HOST[:PORT] or HOST:PORT",
+                ));
+            }
+            let authority = value.strip_prefix("https://").unwrap_or(value);
+            let authority = authority.strip_suffix('/').unwrap_or(authority);
+            let (host, port) = split_host_port(authority, 443)
+                .filter(|_| !authority.contains('/'))
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        &upstream.origin,
+                        format!("bad upstream \"{value}\": use https://HOST[:PORT] (no path)"),
+                    )
+                })?;
+            let name_text = spec.text("server_name")?;
+            let (name, name_origin) = match &name_text {
+                Some(n) => (n.value.clone(), n.origin.clone()),
+                None => (host.clone(), upstream.origin.clone()),
+            };
+            let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+                ConfigError::at(
+                    &name_origin,
+                    format!("\"{name}\" is not a valid DNS name or IP address"),
+                )
+            })?;
+            let cert = spec.path("cert")?;
+            let key = spec.path("key")?;
+            let identity = match (cert, key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                (Some(cert), None) => {
+                    return Err(ConfigError::at(
+                        &cert.origin,
+                        "a client certificate needs its 'key'",
+                    ))
+                }
+                (None, Some(key)) => {
+                    return Err(ConfigError::at(
+                        &key.origin,
+                        "a client key needs its 'cert'",
+                    ))
+                }
+            };
+            ModeConfig::Client(ClientListener {
+                identity,
+                ca: spec.path("ca")?.ok_or_else(|| {
+                    spec.missing(
+                        "ca",
+                        "the CA bundle that the upstream certificate must chain to",
+                    )
+                })?,
+                upstream_host_header: if port == 443 {
+                    join_host_port(&host, 443)
+                        .trim_end_matches(":443")
+                        .to_string()
+                } else {
+                    join_host_port(&host, port)
+                },
+                upstream_authority: join_host_port(&host, port),
+                server_name: server_name.to_owned(),
+                session_reuse: spec.flag("session_reuse", true)?,
+                http2: spec.flag("http2", true)?,
+            })
+        }
+    };
+    Ok(ListenerConfig {
+        name,
+        listen,
+        mode,
+        tls,
+        verify_depth,
+        strict_key_permissions,
+        header_rules,
+    })
+}
+
+/// A path from a config file is relative to the file's directory, as nginx's are to its prefix.
+pub fn resolve_relative(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("a.example:8443", 443),
+            Some(("a.example".into(), 8443))
+        );
+        assert_eq!(
+            split_host_port("a.example", 443),
+            Some(("a.example".into(), 443))
+        );
+        assert_eq!(split_host_port("[::1]:9", 443), Some(("::1".into(), 9)));
+        assert_eq!(split_host_port("a:b", 443), None);
+        assert_eq!(split_host_port(":80", 443), None);
+    }
+}

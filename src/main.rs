@@ -1,0 +1,297 @@
+//! The `certgate` command: argument parsing, logging, exit codes. Everything else is in the
+//! library.
+
+use anyhow::Context;
+use certgate::config::{Config, ListenerSpec, Origin, SpecValue};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "certgate",
+    version,
+    about = "A mutual-TLS proxy: terminate or originate mTLS in front of plain-HTTP services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Server mode (the seed's server A): accept TLS with client certificates, forward plain HTTP.
+    Server(ServerArgs),
+    /// Client mode (the seed's proxy B): accept plain HTTP locally, forward over mTLS.
+    Client(ClientArgs),
+    /// Run every listener of a TOML config file.
+    Run {
+        /// The config file ([[listener]] tables).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file and every file it names, without binding ports (like nginx -t).
+    Check {
+        /// The config file to check.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the seed topology on this machine with a throwaway PKI.
+    Demo {
+        /// Send one request through the chain, print what the backend received, and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to accept TLS on, e.g. 0.0.0.0:443.
+    #[arg(long)]
+    listen: String,
+    /// Plain-HTTP backend: http://HOST:PORT, HOST:PORT or unix:/PATH.
+    #[arg(long)]
+    upstream: String,
+    /// Server certificate chain (PEM or DER), leaf first.
+    #[arg(long)]
+    cert: String,
+    /// Private key of the server certificate (PKCS#8, PKCS#1 or SEC1; PEM or DER).
+    #[arg(long)]
+    key: String,
+    /// CA bundle client certificates must chain to (PEM or DER).
+    #[arg(long)]
+    client_ca: Option<String>,
+    /// Client certificates: required (default), optional, optional_no_ca or off.
+    #[arg(long)]
+    verify_client: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Local address to accept plain HTTP on, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    listen: String,
+    /// TLS upstream: https://HOST[:PORT] or HOST:PORT.
+    #[arg(long)]
+    upstream: String,
+    /// Client certificate, optionally followed by its intermediates (PEM or DER).
+    #[arg(long)]
+    cert: Option<String>,
+    /// Private key of the client certificate (PKCS#8, PKCS#1 or SEC1; PEM or DER).
+    #[arg(long)]
+    key: Option<String>,
+    /// CA bundle the upstream's certificate must chain to.
+    #[arg(long)]
+    ca: String,
+    /// Name for SNI and for checking the upstream certificate (default: the upstream host).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Do not resume TLS sessions on new upstream connections.
+    #[arg(long)]
+    no_session_reuse: bool,
+    /// Do not offer HTTP/2 to the upstream.
+    #[arg(long)]
+    no_http2: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Name used in logs (default: MODE-1).
+    #[arg(long)]
+    name: Option<String>,
+    /// Maximum number of intermediate CAs in the peer's chain, as nginx's ssl_verify_depth (default 1).
+    #[arg(long)]
+    verify_depth: Option<i64>,
+    /// Lowest TLS version: TLSv1.2 (default) or TLSv1.3.
+    #[arg(long)]
+    min_tls_version: Option<String>,
+    /// Highest TLS version: TLSv1.2 or TLSv1.3 (default).
+    #[arg(long)]
+    max_tls_version: Option<String>,
+    /// Cipher suites in OpenSSL syntax, e.g. HIGH:!aNULL:!MD5.
+    #[arg(long)]
+    ciphers: Option<String>,
+    /// Header rule "NAME VALUE" with nginx variables; repeatable; empty values remove the header.
+    #[arg(long = "set-header", value_name = "NAME VALUE")]
+    set_header: Vec<String>,
+    /// Refuse to start when a private key is readable by group or others.
+    #[arg(long)]
+    strict_key_permissions: bool,
+}
+
+/// Builds a spec from flags: the same keys and validation as a config file.
+struct FlagSpec(ListenerSpec);
+
+impl FlagSpec {
+    fn text(&mut self, key: &str, flag: &str, value: Option<String>) -> anyhow::Result<()> {
+        if let Some(value) = value {
+            self.0.set(
+                key,
+                Origin::Flag(format!("--{flag}")),
+                SpecValue::Text(value),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn bool(&mut self, key: &str, flag: &str, value: bool) -> anyhow::Result<()> {
+        self.0.set(
+            key,
+            Origin::Flag(format!("--{flag}")),
+            SpecValue::Bool(value),
+        )?;
+        Ok(())
+    }
+
+    fn common(&mut self, common: CommonArgs) -> anyhow::Result<()> {
+        self.text("name", "name", common.name)?;
+        if let Some(depth) = common.verify_depth {
+            self.0.set(
+                "verify_depth",
+                Origin::Flag("--verify-depth".into()),
+                SpecValue::Integer(depth),
+            )?;
+        }
+        self.text("min_tls_version", "min-tls-version", common.min_tls_version)?;
+        self.text("max_tls_version", "max-tls-version", common.max_tls_version)?;
+        self.text("ciphers", "ciphers", common.ciphers)?;
+        self.bool(
+            "strict_key_permissions",
+            "strict-key-permissions",
+            common.strict_key_permissions,
+        )?;
+        if !common.set_header.is_empty() {
+            let rules = common
+                .set_header
+                .iter()
+                .map(|rule| {
+                    let (name, value) = rule
+                        .trim()
+                        .split_once(char::is_whitespace)
+                        .unwrap_or((rule.trim(), ""));
+                    (name.to_string(), value.trim().to_string())
+                })
+                .collect();
+            self.0.set(
+                "set_header",
+                Origin::Flag("--set-header".into()),
+                SpecValue::Headers(rules),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn server_config(args: ServerArgs) -> anyhow::Result<Config> {
+    let mut spec = FlagSpec(ListenerSpec::default());
+    spec.text("mode", "mode", Some("server".into()))?;
+    spec.text("listen", "listen", Some(args.listen))?;
+    spec.text("upstream", "upstream", Some(args.upstream))?;
+    spec.text("cert", "cert", Some(args.cert))?;
+    spec.text("key", "key", Some(args.key))?;
+    spec.text("client_ca", "client-ca", args.client_ca)?;
+    spec.text("verify_client", "verify-client", args.verify_client)?;
+    spec.common(args.common)?;
+    Ok(Config::from_specs(vec![spec.0])?)
+}
+
+fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
+    let mut spec = FlagSpec(ListenerSpec::default());
+    spec.text("mode", "mode", Some("client".into()))?;
+    spec.text("listen", "listen", Some(args.listen))?;
+    spec.text("upstream", "upstream", Some(args.upstream))?;
+    spec.text("cert", "cert", args.cert)?;
+    spec.text("key", "key", args.key)?;
+    spec.text("ca", "ca", Some(args.ca))?;
+    spec.text("server_name", "server-name", args.server_name)?;
+    spec.bool("session_reuse", "no-session-reuse", !args.no_session_reuse)?;
+    spec.bool("http2", "no-http2", !args.no_http2)?;
+    spec.common(args.common)?;
+    Ok(Config::from_specs(vec![spec.0])?)
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = certgate::start(&config, certgate::DEFAULT_DRAIN_TIMEOUT).await?;
+    stop_signal().await;
+    tracing::info!("stopping: no new connections; letting open requests finish");
+    running.stop().await;
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+async fn main_inner(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(args) => serve(server_config(args)?).await,
+        Command::Client(args) => serve(client_config(args)?).await,
+        Command::Run { config } => serve(certgate::config::load_file(&config)?).await,
+        Command::Check { config: path } => {
+            let config = certgate::config::load_file(&path)?;
+            let (_, warnings) = certgate::prepare(&config)?;
+            for warning in &warnings {
+                println!("warning: {warning}");
+            }
+            println!(
+                "{}: configuration is valid ({} listener{})",
+                path.display(),
+                config.listeners.len(),
+                if config.listeners.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        Command::Demo { once } => certgate::demo::run(once, stop_signal())
+            .await
+            .context("demo failed"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("certgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_inner(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("certgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Throwaway certificate authorities for the demo and the tests.
+//!
+//! Everything here is generated in memory at run time: no private key ever lives in the
+//! repository. Certificates are built with rcgen; each knob exists because a test or the demo
+//! needs a certificate that is wrong in exactly one way (expired, wrong usage, long chain).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::net::IpAddr;
+use time::{Duration, OffsetDateTime};
+
+/// The key algorithms certgate supports for its own identities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+    Ed25519,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 4] = [
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP384,
+        KeyType::Rsa2048,
+        KeyType::Ed25519,
+    ];
+
+    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        match self {
+            KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyType::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+            KeyType::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+        }
+    }
+}
+
+/// What a leaf certificate is for; decides its extended key usage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    Server,
+    Client,
+    /// Both serverAuth and clientAuth, as many internal PKIs issue.
+    Both,
+}
+
+/// A certificate with its private key, both in PEM.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub cert_der: Vec<u8>,
+    /// PKCS#8 PEM.
+    pub key_pem: String,
+    /// PKCS#8 DER.
+    pub key_der: Vec<u8>,
+}
+
+/// A certificate authority (root or intermediate) that can issue more certificates.
+pub struct Authority {
+    pub issued: Issued,
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+/// The description of a leaf certificate to issue.
+#[derive(Clone, Debug)]
+pub struct LeafSpec {
+    pub common_name: String,
+    /// DNS names and IP addresses, told apart by parsing.
+    pub names: Vec<String>,
+    pub usage: Usage,
+    pub key_type: KeyType,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl LeafSpec {
+    /// A leaf valid from an hour ago for 90 days, ECDSA P-256.
+    pub fn new(common_name: &str, usage: Usage) -> Self {
+        let now = OffsetDateTime::now_utc();
+        LeafSpec {
+            common_name: common_name.to_string(),
+            names: vec![common_name.to_string()],
+            usage,
+            key_type: KeyType::EcdsaP256,
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(90),
+        }
+    }
+
+    pub fn names(mut self, names: &[&str]) -> Self {
+        self.names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    pub fn key_type(mut self, key_type: KeyType) -> Self {
+        self.key_type = key_type;
+        self
+    }
+
+    pub fn validity(mut self, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Self {
+        self.not_before = not_before;
+        self.not_after = not_after;
+        self
+    }
+}
+
+fn distinguished_name(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, "certgate test PKI");
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
+fn issued(cert: &rcgen::Certificate, key: &KeyPair) -> Issued {
+    Issued {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().to_vec(),
+        key_pem: key.serialize_pem(),
+        key_der: key.serialize_der(),
+    }
+}
+
+fn ca_params(common_name: &str) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(365);
+    params
+}
+
+impl Authority {
+    /// A new self-signed root CA.
+    pub fn root(common_name: &str, key_type: KeyType) -> Result<Self, rcgen::Error> {
+        let params = ca_params(common_name);
+        let key = key_type.generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Authority {
+            issued: issued(&cert, &key),
+            params,
+            key,
+        })
+    }
+
+    /// A CA certificate signed by this one.
+    pub fn intermediate(&self, common_name: &str) -> Result<Authority, rcgen::Error> {
+        let params = ca_params(common_name);
+        let key = KeyType::EcdsaP256.generate()?;
+        let cert = params.signed_by(&key, &self.issuer())?;
+        Ok(Authority {
+            issued: issued(&cert, &key),
+            params,
+            key,
+        })
+    }
+
+    /// A leaf (end-entity) certificate signed by this CA.
+    pub fn leaf(&self, spec: &LeafSpec) -> Result<Issued, rcgen::Error> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(&spec.common_name);
+        params.subject_alt_names = spec
+            .names
+            .iter()
+            .map(|name| match name.parse::<IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName(name.clone().try_into()?)),
+            })
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = match spec.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Both => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        let key = spec.key_type.generate()?;
+        let cert = params.signed_by(&key, &self.issuer())?;
+        Ok(issued(&cert, &key))
+    }
+
+    fn issuer(&self) -> Issuer<'_, &KeyPair> {
+        Issuer::from_params(&self.params, &self.key)
+    }
+}

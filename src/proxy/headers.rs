@@ -1,0 +1,268 @@
+//! Every header edit certgate makes, in one place.
+//!
+//! For each request, in this order:
+//! 1. Values of all rules are computed from the request *as it arrived* (so `$http_x` sees
+//!    the client's header even if a rule replaces it, as in nginx).
+//! 2. Hop-by-hop headers (`Connection` and those it names, `Keep-Alive`, `TE`, ...) are removed.
+//! 3. In server mode, every identity header is removed, in any letter case and however often
+//!    it was repeated: a client must never be able to forge its identity.
+//! 4. The rules run in order: default rules for the mode, then the listener's `set_header`
+//!    rules (a listener rule replaces the default of the same name). A rule whose value comes
+//!    out empty removes the header, which is how nginx's `if ($http_x) { proxy_set_header .. }`
+//!    is written here.
+
+use super::ConnectionInfo;
+use crate::config::template::{Segment, Template, Variable};
+use crate::config::{HeaderRule, ListenerConfig, ModeConfig};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+
+/// Identity headers of every format certgate knows (its own and other proxies'). Server mode
+/// strips them all from inbound requests whatever the listener's rules say.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-client-cert",
+    "x-client-verify",
+    "x-client-cert-chain",
+    "x-ssl-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-verify",
+    "x-ssl-client-s-dn",
+    "x-ssl-client-i-dn",
+    "x-ssl-client-serial",
+    "x-ssl-client-fingerprint",
+    "ssl-client-cert",
+    "ssl-client-verify",
+    "client-cert",
+    "client-cert-chain",
+    "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+];
+
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// The compiled header edits of one listener.
+#[derive(Debug, Clone)]
+pub struct HeaderEdits {
+    strip: Vec<HeaderName>,
+    rules: Vec<HeaderRule>,
+    /// Client mode: the Host to send when no rule sets one.
+    default_host: Option<HeaderValue>,
+    scheme: &'static str,
+}
+
+fn rule(name: &'static str, variable: Variable) -> HeaderRule {
+    HeaderRule {
+        name: HeaderName::from_static(name),
+        value: Template::variable(variable),
+    }
+}
+
+impl HeaderEdits {
+    pub fn new(listener: &ListenerConfig) -> HeaderEdits {
+        let (defaults, default_host, scheme) = match &listener.mode {
+            ModeConfig::Server(_) => (
+                vec![
+                    rule("x-forwarded-for", Variable::ProxyAddXForwardedFor),
+                    rule("x-forwarded-proto", Variable::Scheme),
+                    rule("x-real-ip", Variable::RemoteAddr),
+                    rule("x-client-cert", Variable::SslClientEscapedCert),
+                    rule("x-client-verify", Variable::SslClientVerify),
+                ],
+                None,
+                "https",
+            ),
+            ModeConfig::Client(client) => (
+                vec![rule("x-real-ip", Variable::RemoteAddr)],
+                HeaderValue::from_str(&client.upstream_host_header).ok(),
+                "http",
+            ),
+        };
+        let mut rules: Vec<HeaderRule> = defaults
+            .into_iter()
+            .filter(|d| !listener.header_rules.iter().any(|r| r.name == d.name))
+            .collect();
+        rules.extend(listener.header_rules.iter().cloned());
+
+        let mut strip = Vec::new();
+        if let ModeConfig::Server(_) = listener.mode {
+            strip.extend(IDENTITY_HEADERS.iter().map(|h| HeaderName::from_static(h)));
+            strip.extend(
+                rules
+                    .iter()
+                    .filter(|r| r.value.uses_client_identity())
+                    .map(|r| r.name.clone()),
+            );
+        }
+        HeaderEdits {
+            strip,
+            rules,
+            default_host,
+            scheme,
+        }
+    }
+
+    /// Applies every edit to a request about to go upstream.
+    pub fn apply(&self, parts: &mut Parts, connection: &ConnectionInfo) {
+        let values: Vec<Option<HeaderValue>> = self
+            .rules
+            .iter()
+            .map(|rule| self.evaluate(&rule.value, parts, connection))
+            .collect();
+
+        remove_hop_by_hop(&mut parts.headers);
+        for name in &self.strip {
+            parts.headers.remove(name);
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 requests carry the authority in the URI instead.
+            let host = self.default_host.clone().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            if let Some(host) = host {
+                parts.headers.insert(header::HOST, host);
+            }
+        } else if let Some(host) = &self.default_host {
+            parts.headers.insert(header::HOST, host.clone());
+        }
+        for (rule, value) in self.rules.iter().zip(values) {
+            match value {
+                Some(value) => {
+                    parts.headers.insert(rule.name.clone(), value);
+                }
+                None => {
+                    parts.headers.remove(&rule.name);
+                }
+            }
+        }
+    }
+
+    fn evaluate(
+        &self,
+        template: &Template,
+        parts: &Parts,
+        connection: &ConnectionInfo,
+    ) -> Option<HeaderValue> {
+        let mut out: Vec<u8> = Vec::new();
+        for segment in &template.segments {
+            match segment {
+                Segment::Literal(text) => out.extend_from_slice(text.as_bytes()),
+                Segment::Variable(variable) => self.variable(variable, parts, connection, &mut out),
+            }
+        }
+        if out.is_empty() {
+            return None;
+        }
+        HeaderValue::from_bytes(&out).ok()
+    }
+
+    fn variable(
+        &self,
+        variable: &Variable,
+        parts: &Parts,
+        connection: &ConnectionInfo,
+        out: &mut Vec<u8>,
+    ) {
+        let tls = connection.tls.as_ref();
+        let peer = tls.and_then(|t| t.peer.as_ref());
+        let text = |out: &mut Vec<u8>, s: &str| out.extend_from_slice(s.as_bytes());
+        match variable {
+            Variable::Host => text(out, &request_host(parts, connection)),
+            Variable::RemoteAddr => text(out, &connection.remote.ip().to_string()),
+            Variable::RemotePort => text(out, &connection.remote.port().to_string()),
+            Variable::Scheme => text(out, self.scheme),
+            Variable::RequestUri => text(
+                out,
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/"),
+            ),
+            Variable::Http(name) => {
+                // nginx joins repeated headers; commas are the HTTP list separator.
+                for (index, value) in parts.headers.get_all(name).iter().enumerate() {
+                    if index > 0 {
+                        out.extend_from_slice(b", ");
+                    }
+                    out.extend_from_slice(value.as_bytes());
+                }
+            }
+            Variable::ProxyAddXForwardedFor => {
+                for value in parts.headers.get_all("x-forwarded-for") {
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b", ");
+                }
+                text(out, &connection.remote.ip().to_string());
+            }
+            Variable::SslClientEscapedCert => {
+                text(out, peer.map(|p| p.escaped_pem.as_str()).unwrap_or(""))
+            }
+            Variable::SslClientSDn => text(out, peer.map(|p| p.subject_dn.as_str()).unwrap_or("")),
+            Variable::SslClientIDn => text(out, peer.map(|p| p.issuer_dn.as_str()).unwrap_or("")),
+            Variable::SslClientSerial => text(out, peer.map(|p| p.serial.as_str()).unwrap_or("")),
+            Variable::SslClientFingerprint => {
+                text(out, peer.map(|p| p.fingerprint_sha1.as_str()).unwrap_or(""))
+            }
+            Variable::SslClientVerify => {
+                if let Some(tls) = tls {
+                    text(out, &tls.verdict.to_string())
+                }
+            }
+            Variable::SslProtocol => text(out, tls.map(|t| t.protocol).unwrap_or("")),
+            Variable::SslCipher => text(out, tls.map(|t| t.cipher).unwrap_or("")),
+        }
+    }
+}
+
+/// nginx's `$host`: the Host header's name (no port, lower case), else the listener address.
+fn request_host(parts: &Parts, connection: &ConnectionInfo) -> String {
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    match authority {
+        Some(authority) => {
+            let host = if authority.starts_with('[') {
+                authority
+                    .split(']')
+                    .next()
+                    .map(|h| format!("{h}]"))
+                    .unwrap_or_default()
+            } else {
+                authority.split(':').next().unwrap_or_default().to_string()
+            };
+            host.to_ascii_lowercase()
+        }
+        None => connection.local.ip().to_string(),
+    }
+}
+
+/// Removes the headers that describe one hop, not the message (RFC 9110 section 7.6.1).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}

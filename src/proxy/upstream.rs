@@ -1,0 +1,182 @@
+//! Connections to the upstream: plain TCP or a Unix socket (server mode), TLS with our client
+//! certificate (client mode), pooled by hyper-util's client.
+//!
+//! Each listener owns its own pool, so a pooled connection is only ever reused for the same
+//! address, SNI, client certificate and verification settings.
+
+use crate::config::HttpUpstream;
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// How long a TCP connect (plus TLS handshake) to the upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One upstream connection of any kind.
+pub enum UpstreamStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamStream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
+            _ => Connected::new(),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $stream:ident => $call:expr) => {
+        match $self.get_mut() {
+            UpstreamStream::Tcp($stream) => $call,
+            UpstreamStream::Unix($stream) => $call,
+            UpstreamStream::Tls($stream) => $call,
+        }
+    };
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Tcp(s) => s.is_write_vectored(),
+            UpstreamStream::Unix(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Where and how a listener connects upstream. The request URI only keys the pool; the
+/// target is fixed by the configuration.
+#[derive(Clone)]
+pub enum Connector {
+    Tcp {
+        authority: String,
+    },
+    Unix(PathBuf),
+    Tls {
+        authority: String,
+        server_name: ServerName<'static>,
+        tls: tokio_rustls::TlsConnector,
+    },
+}
+
+impl Connector {
+    pub fn plain(upstream: &HttpUpstream) -> Connector {
+        match upstream {
+            HttpUpstream::Tcp { authority } => Connector::Tcp {
+                authority: authority.clone(),
+            },
+            HttpUpstream::Unix(path) => Connector::Unix(path.clone()),
+        }
+    }
+
+    pub fn tls(
+        authority: &str,
+        server_name: ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Connector {
+        Connector::Tls {
+            authority: authority.to_string(),
+            server_name,
+            tls: tokio_rustls::TlsConnector::from(config),
+        }
+    }
+
+    async fn connect(self) -> io::Result<TokioIo<UpstreamStream>> {
+        let stream = match self {
+            Connector::Tcp { authority } => UpstreamStream::Tcp(tcp(&authority).await?),
+            Connector::Unix(path) => {
+                UpstreamStream::Unix(UnixStream::connect(&path).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("unix socket {}: {e}", path.display()))
+                })?)
+            }
+            Connector::Tls {
+                authority,
+                server_name,
+                tls,
+            } => {
+                let tcp = tcp(&authority).await?;
+                UpstreamStream::Tls(Box::new(tls.connect(server_name, tcp).await?))
+            }
+        };
+        Ok(TokioIo::new(stream))
+    }
+}
+
+async fn tcp(authority: &str) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect()).await {
+                Ok(result) => result,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {}s", CONNECT_TIMEOUT.as_secs()),
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! TLS failures in plain words, for the one log line (or 502 body) per failure.
+
+use super::verify::ChainRejection;
+use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
+use std::error::Error as StdError;
+
+/// Finds the rustls error inside an error chain (io::Error hides it in `get_ref`).
+pub fn find_rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                current = Some(inner);
+                continue;
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Finds the innermost io::Error kind in an error chain.
+pub fn find_io_kind(error: &(dyn StdError + 'static)) -> Option<std::io::ErrorKind> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut kind = None;
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            kind = Some(io.kind());
+            if let Some(inner) = io.get_ref() {
+                current = Some(inner);
+                continue;
+            }
+        }
+        current = e.source();
+    }
+    kind
+}
+
+/// A failed handshake, in words: what the peer did or what was wrong with its certificate.
+pub fn tls_error(error: &Error) -> String {
+    match error {
+        Error::NoCertificatesPresented => {
+            "no client certificate sent (this listener requires one)".into()
+        }
+        Error::InvalidCertificate(cert) => certificate_error(cert),
+        Error::PeerIncompatible(incompatible) => match incompatible {
+            PeerIncompatible::NoCipherSuitesInCommon => {
+                "cipher mismatch: no cipher suite in common with the peer".into()
+            }
+            PeerIncompatible::SupportedVersionsExtensionRequired
+            | PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::ServerDoesNotSupportTls12Or13
+            | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig => format!(
+                "protocol version mismatch: the peer offers no TLS version this listener allows ({incompatible:?})"
+            ),
+            PeerIncompatible::NoSignatureSchemesInCommon
+            | PeerIncompatible::NoCertificateRequestSignatureSchemesInCommon => {
+                "no signature algorithm in common with the peer (key type mismatch)".into()
+            }
+            PeerIncompatible::NoKxGroupsInCommon => {
+                "no key exchange group in common with the peer".into()
+            }
+            other => format!("peer is incompatible: {other:?}"),
+        },
+        Error::AlertReceived(alert) => alert_received(*alert),
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
+            "not a TLS handshake (plain HTTP sent to a TLS port, or a broken peer)".into()
+        }
+        other => format!("TLS error: {other}"),
+    }
+}
+
+fn alert_received(alert: AlertDescription) -> String {
+    use AlertDescription as A;
+    match alert {
+        A::ProtocolVersion => {
+            "protocol version mismatch: the peer refused every TLS version we offer (alert protocol_version)".into()
+        }
+        A::HandshakeFailure | A::InsufficientSecurity => format!(
+            "the peer refused the handshake (alert {alert:?}): usually no common cipher suite or protocol version"
+        ),
+        A::BadCertificate
+        | A::UnsupportedCertificate
+        | A::CertificateRevoked
+        | A::CertificateExpired
+        | A::CertificateUnknown
+        | A::UnknownCA
+        | A::AccessDenied
+        | A::CertificateRequired => format!(
+            "the peer rejected our certificate (alert {alert:?}); check the peer's log for the reason"
+        ),
+        other => format!("the peer sent TLS alert {other:?}"),
+    }
+}
+
+fn certificate_error(error: &CertificateError) -> String {
+    use CertificateError as C;
+    match error {
+        C::ExpiredContext { time, not_after } => ChainRejection::Expired {
+            not_after: *not_after,
+            now: *time,
+        }
+        .to_string(),
+        C::NotValidYetContext { time, not_before } => ChainRejection::NotYetValid {
+            not_before: *not_before,
+            now: *time,
+        }
+        .to_string(),
+        C::Expired => "certificate expired".into(),
+        C::NotValidYet => "certificate not yet valid".into(),
+        C::UnknownIssuer => "unknown issuer".into(),
+        C::Revoked => "certificate revoked".into(),
+        C::BadSignature => "bad signature in the certificate chain".into(),
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => ChainRejection::NameMismatch {
+            expected: expected.to_str().into_owned(),
+            presented: presented.clone(),
+        }
+        .to_string(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "wrong key usage: the certificate's extended key usage does not fit its role".into()
+        }
+        C::Other(other) => match other.0.downcast_ref::<ChainRejection>() {
+            Some(rejection) => rejection.to_string(),
+            None => format!("certificate rejected: {other}"),
+        },
+        other => format!("certificate rejected: {other:?}"),
+    }
+}

@@ -1,0 +1,157 @@
+//! Files -> certificates and keys.
+//!
+//! Formats are detected by content, never by file name: the seed tells users to convert
+//! certificates to DER, and that must simply work. Every error names the file.
+
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A problem with one TLS file, always naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} holds no certificate (expected PEM 'BEGIN CERTIFICATE' blocks or one DER certificate)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} is not a valid certificate file: {reason}", path.display())]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("{} holds no private key (expected PKCS#8, PKCS#1 or SEC1, in PEM or DER)", path.display())]
+    NoKey { path: PathBuf },
+    #[error("{}: unsupported private key: {reason} (supported: ECDSA P-256/P-384, RSA 2048+, Ed25519)", path.display())]
+    UnsupportedKey { path: PathBuf, reason: String },
+    #[error("private key {} does not match certificate {}: use the key the certificate was issued for", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("private key {} is readable by {who} (mode {mode:04o}); run 'chmod 600 {}'", path.display(), path.display())]
+    LoosePermissions {
+        path: PathBuf,
+        mode: u32,
+        who: &'static str,
+    },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn looks_like_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// Reads every certificate in a PEM bundle, or the single certificate of a DER file.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let bytes = read(path)?;
+    let bad = |reason: String| LoadError::BadCertificate {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = if looks_like_pem(&bytes) {
+        CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, pem::Error>>()
+            .map_err(|e| bad(e.to_string()))?
+    } else if bytes.is_empty() {
+        Vec::new()
+    } else {
+        vec![CertificateDer::from(bytes)]
+    };
+    if certs.is_empty() {
+        return Err(LoadError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    for (index, cert) in certs.iter().enumerate() {
+        x509_parser::parse_x509_certificate(cert)
+            .map_err(|e| bad(format!("certificate #{} does not parse: {e}", index + 1)))?;
+    }
+    Ok(certs)
+}
+
+/// Reads a private key in PKCS#8, PKCS#1 or SEC1 form, PEM or DER, and checks that the
+/// crypto provider can sign with it.
+pub fn private_key(
+    path: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<(PrivateKeyDer<'static>, Arc<dyn rustls::sign::SigningKey>), LoadError> {
+    let bytes = read(path)?;
+    let no_key = || LoadError::NoKey {
+        path: path.to_path_buf(),
+    };
+    let key = if looks_like_pem(&bytes) {
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| no_key())?
+    } else {
+        // pki-types guesses PKCS#8 / PKCS#1 / SEC1 from the DER structure.
+        PrivateKeyDer::try_from(bytes).map_err(|_| no_key())?
+    };
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| LoadError::UnsupportedKey {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    Ok((key, signing_key))
+}
+
+/// Reads certificate revocation lists (PEM or DER).
+pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, LoadError> {
+    let bytes = read(path)?;
+    if looks_like_pem(&bytes) {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, pem::Error>>()
+            .map_err(|e| LoadError::BadCertificate {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+    } else {
+        Ok(vec![CertificateRevocationListDer::from(bytes)])
+    }
+}
+
+/// A certificate chain and the key that goes with its first certificate.
+pub fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, LoadError> {
+    let chain = certificates(cert_path)?;
+    let (_, signing_key) = private_key(key_path, provider)?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(Arc::new(certified))
+        }
+        Err(_) => Err(LoadError::KeyMismatch {
+            cert: cert_path.to_path_buf(),
+            key: key_path.to_path_buf(),
+        }),
+    }
+}
+
+/// Checks that a private key file is not readable by group or others (the seed asks for
+/// mode 600). Returns the problem rather than deciding whether it is fatal.
+pub fn key_permissions(path: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path).map_err(|source| LoadError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
+        (false, false) => return Ok(()),
+        (true, false) => "its group",
+        (false, true) => "other users",
+        (true, true) => "its group and other users",
+    };
+    Err(LoadError::LoosePermissions {
+        path: path.to_path_buf(),
+        mode,
+        who,
+    })
+}

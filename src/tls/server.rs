@@ -1,0 +1,95 @@
+//! Server mode's TLS: certificate, client verification with depth, resumption, ALPN.
+
+use super::identity::{ClientVerdict, PeerIdentity};
+use super::verify::{ChainVerifier, ClientAuthMode, ClientCertPolicy, PeerRole};
+use super::{at, check_key_permissions, load, provider};
+use crate::config::{ConfigError, ListenerConfig, ServerListener};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
+use rustls::sign::CertifiedKey;
+use std::sync::Arc;
+
+/// Serves one certificate whatever the SNI (as an nginx server block with one certificate).
+#[derive(Debug)]
+struct FixedCertificate(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// How many TLS sessions a listener remembers for resumption.
+const SESSION_CACHE_SIZE: usize = 16 * 1024;
+
+/// Everything a server-mode listener needs to accept TLS and judge client certificates.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    policy: Option<Arc<ClientCertPolicy>>,
+}
+
+impl ServerTls {
+    pub fn build(
+        listener: &ListenerConfig,
+        server: &ServerListener,
+        warnings: &mut Vec<String>,
+    ) -> Result<ServerTls, ConfigError> {
+        let provider = provider(&listener.tls);
+        check_key_permissions(&server.key, listener.strict_key_permissions, warnings)?;
+        let identity = at(
+            &server.key,
+            load::certified_key(&server.cert.value, &server.key.value, &provider),
+        )?;
+        let policy = match (&server.client_ca, server.verify_client) {
+            (_, ClientAuthMode::Off) | (None, _) => None,
+            (Some(ca), mode) => {
+                let certs = at(ca, load::certificates(&ca.value))?;
+                let chain =
+                    ChainVerifier::new(&certs, listener.verify_depth, PeerRole::Client, &provider)
+                        .map_err(|e| {
+                            ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display()))
+                        })?;
+                Some(Arc::new(ClientCertPolicy { chain, mode }))
+            }
+        };
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&listener.tls.versions)
+            .map_err(|e| ConfigError::general(format!("listener '{}': {e}", listener.name)))?;
+        let builder = match &policy {
+            Some(policy) => builder.with_client_cert_verifier(policy.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(FixedCertificate(identity)));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
+            ConfigError::general(format!("cannot create TLS session ticketer: {e}"))
+        })?;
+        Ok(ServerTls {
+            config: Arc::new(config),
+            policy,
+        })
+    }
+
+    /// nginx's `$ssl_client_verify` for a finished handshake, and the identity when proven.
+    pub fn verdict(&self, connection: &ServerConnection) -> (ClientVerdict, Option<PeerIdentity>) {
+        let Some(chain) = connection.peer_certificates().filter(|c| !c.is_empty()) else {
+            return (ClientVerdict::None, None);
+        };
+        let identity = PeerIdentity::from_leaf(&chain[0]);
+        match &self.policy {
+            Some(policy) if policy.mode == ClientAuthMode::OptionalNoCa => {
+                match policy.chain.verify(
+                    &chain[0],
+                    &chain[1..],
+                    rustls::pki_types::UnixTime::now(),
+                ) {
+                    Ok(()) => (ClientVerdict::Success, identity),
+                    Err(reason) => (ClientVerdict::Failed(reason.to_string()), identity),
+                }
+            }
+            // The handshake only completes with a certificate that verified.
+            _ => (ClientVerdict::Success, identity),
+        }
+    }
+}

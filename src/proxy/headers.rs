@@ -1,11 +1,12 @@
 //! Every header edit certgate makes, in one place.
 //!
 //! For each request, in this order:
-//! 1. Values of all rules are computed from the request *as it arrived* (so `$http_x` sees
-//!    the client's header even if a rule replaces it, as in nginx).
-//! 2. Hop-by-hop headers (`Connection` and those it names, `Keep-Alive`, `TE`, ...) are removed.
-//! 3. In server mode, every identity header is removed, in any letter case and however often
-//!    it was repeated: a client must never be able to forge its identity.
+//! 1. In server mode, every identity header is removed, in any letter case and however often
+//!    it was repeated: a client must never be able to forge its identity, not even through a
+//!    rule that copies an inbound header (`$http_x_client_cert` is empty in server mode).
+//! 2. Values of all rules are computed from the request as it arrived (so `$http_x` sees the
+//!    client's header even if a rule replaces it, as in nginx).
+//! 3. Hop-by-hop headers (`Connection` and those it names, `Keep-Alive`, `TE`, ...) are removed.
 //! 4. The rules run in order: default rules for the mode, then the listener's `set_header`
 //!    rules (a listener rule replaces the default of the same name). A rule whose value comes
 //!    out empty removes the header, which is how nginx's `if ($http_x) { proxy_set_header .. }`
@@ -112,16 +113,15 @@ impl HeaderEdits {
 
     /// Applies every edit to a request about to go upstream.
     pub fn apply(&self, parts: &mut Parts, connection: &ConnectionInfo) {
+        for name in &self.strip {
+            parts.headers.remove(name);
+        }
         let values: Vec<Option<HeaderValue>> = self
             .rules
             .iter()
             .map(|rule| self.evaluate(&rule.value, parts, connection))
             .collect();
-
         remove_hop_by_hop(&mut parts.headers);
-        for name in &self.strip {
-            parts.headers.remove(name);
-        }
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 requests carry the authority in the URI instead.
             let host = self.default_host.clone().or_else(|| {

@@ -1,0 +1,293 @@
+//! The seed topology end to end: client -> client mode -> mTLS -> server mode -> backend.
+
+mod support;
+
+use support::*;
+
+/// nginx's `$ssl_client_escaped_cert`, written out independently of certgate's encoder:
+/// every byte but A-Z a-z 0-9 - . _ ~ becomes %XX (uppercase).
+fn nginx_escaped(pem: &str) -> String {
+    pem.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn header<'a>(echoed: &'a str, name: &str) -> Vec<&'a str> {
+    echoed
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+        .collect()
+}
+
+struct Seed {
+    files: Files,
+    pki: TestPki,
+    server_a: Certgate,
+    proxy_b: Certgate,
+}
+
+async fn seed(extra_server_args: &[&str]) -> Seed {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let backend_url = format!("http://{backend}");
+    let mut args = vec![
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend_url,
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+        "--verify-depth",
+        "2",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    args.extend(extra_server_args.iter().map(|s| s.to_string()));
+    let server_a = Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let upstream = format!("https://localhost:{}", server_a.addr().port());
+    let proxy_b = Certgate::start(&[
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--cert",
+        &p("client.pem"),
+        "--key",
+        &p("client.key"),
+        "--ca",
+        &p("ca.pem"),
+        "--verify-depth",
+        "2",
+    ]);
+    Seed {
+        files,
+        pki,
+        server_a,
+        proxy_b,
+    }
+}
+
+#[tokio::test]
+async fn backend_receives_nginx_escaped_client_cert_through_both_modes() {
+    let seed = seed(&[]).await;
+    let answer = http_get(seed.proxy_b.addr(), "/orders?id=7", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let echoed = &answer.body;
+    assert!(
+        echoed.starts_with("GET /orders?id=7 HTTP/1.1\n"),
+        "{echoed}"
+    );
+    assert_eq!(
+        header(echoed, "x-client-cert"),
+        vec![nginx_escaped(&seed.pki.client.cert_pem)]
+    );
+    assert_eq!(header(echoed, "x-client-verify"), vec!["SUCCESS"]);
+    assert_eq!(header(echoed, "x-forwarded-proto"), vec!["https"]);
+    assert_eq!(header(echoed, "x-real-ip"), vec!["127.0.0.1"]);
+    // Client mode sends the upstream's host by default; server mode keeps it.
+    assert_eq!(
+        header(echoed, "host"),
+        vec![format!("localhost:{}", seed.server_a.addr().port())]
+    );
+    drop(seed.files);
+}
+
+#[tokio::test]
+async fn forged_identity_headers_never_reach_the_backend() {
+    let seed = seed(&[]).await;
+    let client = tls_client(
+        &seed.pki.ca.issued.cert_pem,
+        Some((&seed.pki.client.cert_pem, &seed.pki.client.key_pem)),
+    );
+    let answer = https_get(
+        seed.server_a.addr(),
+        client,
+        "/",
+        &[
+            ("X-Client-Cert", "forged-one"),
+            ("x-CLIENT-cert", "forged-two"),
+            ("x-client-cert", "forged-three"),
+            ("X-Client-Verify", "SUCCESS-forged"),
+            ("X-Forwarded-Client-Cert", "Hash=forged"),
+            ("Client-Cert", ":Zm9yZ2Vk:"),
+            ("X-Forwarded-Proto", "forged-proto"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(
+        !answer.body.contains("forged"),
+        "a forged header reached the backend:\n{}",
+        answer.body
+    );
+    assert_eq!(
+        header(&answer.body, "x-client-cert"),
+        vec![nginx_escaped(&seed.pki.client.cert_pem)]
+    );
+    assert_eq!(header(&answer.body, "x-client-verify"), vec!["SUCCESS"]);
+    assert_eq!(header(&answer.body, "x-forwarded-proto"), vec!["https"]);
+}
+
+#[tokio::test]
+async fn optional_verification_without_certificate_tells_backend_none_and_drops_forgery() {
+    let seed = seed(&["--verify-client", "optional"]).await;
+    let client = tls_client(&seed.pki.ca.issued.cert_pem, None);
+    let answer = https_get(
+        seed.server_a.addr(),
+        client,
+        "/",
+        &[("X-Client-Cert", "forged")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(header(&answer.body, "x-client-verify"), vec!["NONE"]);
+    assert!(
+        header(&answer.body, "x-client-cert").is_empty(),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn optional_no_ca_tells_backend_why_the_certificate_failed() {
+    let seed = seed(&["--verify-client", "optional_no_ca"]).await;
+    let stranger_ca =
+        certgate::pki::Authority::root("stranger CA", certgate::pki::KeyType::EcdsaP256).unwrap();
+    let stranger = stranger_ca
+        .leaf(&certgate::pki::LeafSpec::new(
+            "stranger",
+            certgate::pki::Usage::Client,
+        ))
+        .unwrap();
+    let client = tls_client(
+        &seed.pki.ca.issued.cert_pem,
+        Some((&stranger.cert_pem, &stranger.key_pem)),
+    );
+    let answer = https_get(seed.server_a.addr(), client, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let verdict = header(&answer.body, "x-client-verify");
+    assert_eq!(verdict.len(), 1);
+    assert!(
+        verdict[0].starts_with("FAILED:unknown issuer"),
+        "{verdict:?}"
+    );
+    assert!(verdict[0].contains("CN=stranger CA"), "{verdict:?}");
+}
+
+#[tokio::test]
+async fn header_rules_use_nginx_variables_and_skip_empty_values() {
+    let seed = seed(&[
+        "--set-header",
+        "X-SSL-CERT $http_x_ssl_cert",
+        "--set-header",
+        "X-Passed $http_x_custom",
+        "--set-header",
+        "X-Subject $ssl_client_s_dn",
+        "--set-header",
+        "X-Issuer $ssl_client_i_dn",
+        "--set-header",
+        "X-Serial $ssl_client_serial",
+        "--set-header",
+        "X-Fingerprint $ssl_client_fingerprint",
+        "--set-header",
+        "X-TLS $ssl_protocol/$ssl_cipher",
+        "--set-header",
+        "X-Where $scheme://$host$request_uri from $remote_addr",
+    ])
+    .await;
+    let client = tls_client_with(
+        &seed.pki.ca.issued.cert_pem,
+        Some((&seed.pki.client.cert_pem, &seed.pki.client.key_pem)),
+        &[&rustls::version::TLS13],
+        Some(vec![
+            rustls::crypto::aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ]),
+    );
+    let answer = https_get(seed.server_a.addr(), client.clone(), "/a?b=c", &[])
+        .await
+        .unwrap();
+    let body = &answer.body;
+    // No inbound X-Custom: the rule's value is empty, so the header is not sent.
+    assert!(header(body, "x-passed").is_empty(), "{body}");
+    assert_eq!(
+        header(body, "x-subject"),
+        vec!["CN=test-client,O=certgate test PKI"]
+    );
+    assert_eq!(
+        header(body, "x-issuer"),
+        vec!["CN=test root CA,O=certgate test PKI"]
+    );
+    let (_, cert) = x509_parser::parse_x509_certificate(&seed.pki.client.cert_der).unwrap();
+    let serial = cert.tbs_certificate.serial.to_str_radix(16).to_uppercase();
+    let serial = if serial.len() % 2 == 1 {
+        format!("0{serial}")
+    } else {
+        serial
+    };
+    assert_eq!(header(body, "x-serial"), vec![serial]);
+    let sha1 = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        &seed.pki.client.cert_der,
+    );
+    let sha1: String = sha1.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(header(body, "x-fingerprint"), vec![sha1]);
+    assert_eq!(
+        header(body, "x-tls"),
+        vec!["TLSv1.3/TLS_CHACHA20_POLY1305_SHA256"]
+    );
+    assert_eq!(
+        header(body, "x-where"),
+        vec!["https://backend.example/a?b=c from 127.0.0.1"]
+    );
+
+    // The seed's `if ($http_x_ssl_cert)` form: a header present inbound is passed on...
+    let answer = https_get(
+        seed.server_a.addr(),
+        client,
+        "/",
+        &[("X-Custom", "abc"), ("X-SSL-CERT", "forged")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        header(&answer.body, "x-passed"),
+        vec!["abc"],
+        "{}",
+        answer.body
+    );
+    // ...but identity headers are stripped before any rule reads them: no rule can launder a
+    // forged identity.
+    assert!(!answer.body.contains("forged"), "{}", answer.body);
+}
+
+#[test]
+fn demo_once_shows_what_the_backend_received_and_exits_zero() {
+    let (code, output) = run_to_exit(&["demo", "--once"]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("x-client-verify: SUCCESS"), "{output}");
+    assert!(
+        output.contains("x-client-cert: -----BEGIN%20CERTIFICATE-----%0A"),
+        "{output}"
+    );
+}

@@ -22,15 +22,30 @@ async fn server_a(extra: &[&str]) -> ServerA {
     let p = |name: &str| files.path(name).to_string_lossy().into_owned();
     let backend_url = format!("http://{backend}");
     let mut args: Vec<String> = [
-        "server", "--name", "edge", "--listen", "127.0.0.1:0", "--upstream", &backend_url,
-        "--cert", &p("server.pem"), "--key", &p("server.key"), "--client-ca", &p("ca.pem"),
+        "server",
+        "--name",
+        "edge",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend_url,
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     let process = Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    ServerA { _files: files, pki, process }
+    ServerA {
+        _files: files,
+        pki,
+        process,
+    }
 }
 
 impl ServerA {
@@ -44,7 +59,12 @@ impl ServerA {
     async fn accepts(&self, chain: &str, key: &str) {
         let client = tls_client(&self.pki.ca.issued.cert_pem, Some((chain, key)));
         let answer = https_get(self.process.addr(), client, "/", &[]).await;
-        assert_eq!(answer.as_ref().map(|a| a.status).ok(), Some(200), "{answer:?}\n{}", self.process.logs());
+        assert_eq!(
+            answer.as_ref().map(|a| a.status).ok(),
+            Some(200),
+            "{answer:?}\n{}",
+            self.process.logs()
+        );
     }
 
     /// The failure line: listener, peer and the given reason fragments.
@@ -71,10 +91,14 @@ async fn refuses_expired_client_cert_naming_not_after() {
     let server = server_a(&[]).await;
     let expired = client_leaf(
         &server.pki.ca,
-        LeafSpec::new("expired-client", Usage::Client)
-            .validity(datetime!(2020-01-01 0:00 UTC), datetime!(2021-01-01 0:00 UTC)),
+        LeafSpec::new("expired-client", Usage::Client).validity(
+            datetime!(2020-01-01 0:00 UTC),
+            datetime!(2021-01-01 0:00 UTC),
+        ),
     );
-    server.refuses(Some((&expired.cert_pem, &expired.key_pem))).await;
+    server
+        .refuses(Some((&expired.cert_pem, &expired.key_pem)))
+        .await;
     server.logged(&["certificate expired: notAfter 2021-01-01 00:00:00 UTC"]);
 }
 
@@ -83,10 +107,14 @@ async fn refuses_not_yet_valid_client_cert_naming_not_before() {
     let server = server_a(&[]).await;
     let future = client_leaf(
         &server.pki.ca,
-        LeafSpec::new("future-client", Usage::Client)
-            .validity(datetime!(2090-01-01 0:00 UTC), datetime!(2091-01-01 0:00 UTC)),
+        LeafSpec::new("future-client", Usage::Client).validity(
+            datetime!(2090-01-01 0:00 UTC),
+            datetime!(2091-01-01 0:00 UTC),
+        ),
     );
-    server.refuses(Some((&future.cert_pem, &future.key_pem))).await;
+    server
+        .refuses(Some((&future.cert_pem, &future.key_pem)))
+        .await;
     server.logged(&["certificate not yet valid: notBefore 2090-01-01 00:00:00 UTC"]);
 }
 
@@ -94,8 +122,13 @@ async fn refuses_not_yet_valid_client_cert_naming_not_before() {
 async fn refuses_unknown_issuer_naming_the_issuer() {
     let server = server_a(&[]).await;
     let stranger_ca = Authority::root("wrong issuer CA", KeyType::EcdsaP256).unwrap();
-    let stranger = client_leaf(&stranger_ca, LeafSpec::new("wrong-issuer-client", Usage::Client));
-    server.refuses(Some((&stranger.cert_pem, &stranger.key_pem))).await;
+    let stranger = client_leaf(
+        &stranger_ca,
+        LeafSpec::new("wrong-issuer-client", Usage::Client),
+    );
+    server
+        .refuses(Some((&stranger.cert_pem, &stranger.key_pem)))
+        .await;
     server.logged(&["unknown issuer", "CN=wrong issuer CA,O=certgate test PKI"]);
 }
 
@@ -103,7 +136,9 @@ async fn refuses_unknown_issuer_naming_the_issuer() {
 async fn refuses_certificate_without_client_auth_usage() {
     let server = server_a(&[]).await;
     let server_only = client_leaf(&server.pki.ca, LeafSpec::new("server-only", Usage::Server));
-    server.refuses(Some((&server_only.cert_pem, &server_only.key_pem))).await;
+    server
+        .refuses(Some((&server_only.cert_pem, &server_only.key_pem)))
+        .await;
     server.logged(&["wrong key usage", "clientAuth"]);
 }
 
@@ -116,20 +151,30 @@ async fn refuses_protocol_version_mismatch() {
         &[&rustls::version::TLS12],
         None,
     );
-    assert!(https_get(server.process.addr(), client, "/", &[]).await.is_err());
+    assert!(https_get(server.process.addr(), client, "/", &[])
+        .await
+        .is_err());
     server.logged(&["protocol version mismatch"]);
 }
 
 #[tokio::test]
 async fn refuses_cipher_mismatch() {
-    let server = server_a(&["--max-tls-version", "TLSv1.2", "--ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]).await;
+    let server = server_a(&[
+        "--max-tls-version",
+        "TLSv1.2",
+        "--ciphers",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ])
+    .await;
     let client = tls_client_with(
         &server.pki.ca.issued.cert_pem,
         Some((&server.pki.client.cert_pem, &server.pki.client.key_pem)),
         &[&rustls::version::TLS12],
         Some(vec![cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]),
     );
-    assert!(https_get(server.process.addr(), client, "/", &[]).await.is_err());
+    assert!(https_get(server.process.addr(), client, "/", &[])
+        .await
+        .is_err());
     server.logged(&["cipher mismatch"]);
 }
 
@@ -154,7 +199,9 @@ fn chain_with(pki: &TestPki, intermediates: usize) -> (String, String) {
         authorities.push(next);
     }
     let signer = authorities.last().unwrap_or(&pki.ca);
-    let leaf = signer.leaf(&LeafSpec::new("chained-client", Usage::Client)).unwrap();
+    let leaf = signer
+        .leaf(&LeafSpec::new("chained-client", Usage::Client))
+        .unwrap();
     let mut chain = leaf.cert_pem.clone();
     for authority in authorities.iter().rev() {
         chain.push_str(&authority.issued.cert_pem);

@@ -377,9 +377,19 @@ impl CountingUpstream {
     /// Requires client certificates from `ca`; answers "ok", closing the connection after each
     /// response when `close_each` (to force new connections).
     pub async fn start(pki: &TestPki, close_each: bool) -> CountingUpstream {
+        CountingUpstream::serve(pki, pki, close_each).await
+    }
+
+    /// Presents `identity.server` (a PEM chain) and trusts clients of `trust.ca`.
+    pub async fn start_with_chain(identity: &TestPki, trust: &TestPki) -> CountingUpstream {
+        CountingUpstream::serve(identity, trust, false).await
+    }
+
+    async fn serve(identity: &TestPki, trust: &TestPki, close_each: bool) -> CountingUpstream {
+        let pki = identity;
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(CertificateDer::from(pki.ca.issued.cert_der.clone()))
+            .add(CertificateDer::from(trust.ca.issued.cert_der.clone()))
             .unwrap();
         let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
             .build()
@@ -387,7 +397,9 @@ impl CountingUpstream {
         let mut config = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(
-                vec![CertificateDer::from(pki.server.cert_der.clone())],
+                CertificateDer::pem_slice_iter(pki.server.cert_pem.as_bytes())
+                    .map(|c| c.unwrap())
+                    .collect(),
                 PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes()).unwrap(),
             )
             .unwrap();

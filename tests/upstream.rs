@@ -1,0 +1,298 @@
+//! Client mode's upstream side: pooling, session resumption, and 502s that say why.
+
+mod support;
+
+use certgate::pki::{Authority, KeyType, LeafSpec, Usage};
+use std::sync::atomic::Ordering;
+use support::*;
+
+struct ProxyB {
+    _files: Files,
+    process: Certgate,
+}
+
+/// Client mode towards `upstream`, trusting `ca_pem`, presenting the PKI's client certificate.
+fn proxy_b(
+    pki: &TestPki,
+    ca_pem: &str,
+    upstream: &str,
+    extra: &[&str],
+    with_identity: bool,
+) -> ProxyB {
+    let files = Files::new();
+    pki.write(&files);
+    files.write("trusted.pem", ca_pem);
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let mut args: Vec<String> = [
+        "client",
+        "--name",
+        "proxy-b",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--ca",
+        &p("trusted.pem"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if with_identity {
+        args.extend([
+            "--cert".into(),
+            p("client.pem"),
+            "--key".into(),
+            p("client.key"),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let process = Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ProxyB {
+        _files: files,
+        process,
+    }
+}
+
+#[tokio::test]
+async fn hundred_requests_cost_no_more_handshakes_than_pooled_connections() {
+    let pki = TestPki::new();
+    let upstream = CountingUpstream::start(&pki, false).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    let proxy = proxy_b(&pki, &pki.ca.issued.cert_pem, &url, &[], true);
+
+    // 50 one after the other, each on a new downstream connection: one upstream connection.
+    for _ in 0..50 {
+        assert_eq!(http_get(proxy.process.addr(), "/", &[]).await.status, 200);
+    }
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.full_handshakes.load(Ordering::SeqCst), 1);
+
+    // 50 more from 5 concurrent clients: at most 5 more pooled connections, one handshake each.
+    let address = proxy.process.addr();
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    assert_eq!(http_get(address, "/", &[]).await.status, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let connections = upstream.connections.load(Ordering::SeqCst);
+    let handshakes = upstream.full_handshakes.load(Ordering::SeqCst)
+        + upstream.resumed_handshakes.load(Ordering::SeqCst);
+    assert!(
+        connections <= 6,
+        "{connections} upstream connections for 5 concurrent clients"
+    );
+    assert_eq!(
+        handshakes, connections,
+        "every handshake belongs to a pooled connection"
+    );
+}
+
+#[tokio::test]
+async fn new_upstream_connections_resume_the_tls_session() {
+    let pki = TestPki::new();
+    let upstream = CountingUpstream::start(&pki, true).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    let proxy = proxy_b(&pki, &pki.ca.issued.cert_pem, &url, &[], true);
+    for _ in 0..3 {
+        assert_eq!(http_get(proxy.process.addr(), "/", &[]).await.status, 200);
+    }
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(upstream.full_handshakes.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.resumed_handshakes.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn no_session_reuse_makes_every_handshake_full() {
+    let pki = TestPki::new();
+    let upstream = CountingUpstream::start(&pki, true).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    let proxy = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--no-session-reuse"],
+        true,
+    );
+    for _ in 0..3 {
+        assert_eq!(http_get(proxy.process.addr(), "/", &[]).await.status, 200);
+    }
+    assert_eq!(upstream.full_handshakes.load(Ordering::SeqCst), 3);
+    assert_eq!(upstream.resumed_handshakes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn upstream_down_answers_502_with_reason() {
+    let pki = TestPki::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("https://localhost:{}", closed.port());
+    let proxy = proxy_b(&pki, &pki.ca.issued.cert_pem, &url, &[], true);
+    let answer = http_get(proxy.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer.body.contains("refused the connection"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body.trim_end().lines().count(),
+        1,
+        "one-line reason: {}",
+        answer.body
+    );
+    proxy
+        .process
+        .wait_for_log(&["listener \"proxy-b\"", "refused the connection"]);
+}
+
+#[tokio::test]
+async fn untrusted_upstream_answers_502_naming_the_issuer() {
+    let pki = TestPki::new();
+    let upstream = CountingUpstream::start(&pki, false).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    let other = Authority::root("some other CA", KeyType::EcdsaP256).unwrap();
+    let proxy = proxy_b(&pki, &other.issued.cert_pem, &url, &[], true);
+    let answer = http_get(proxy.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(answer.body.contains("unknown issuer"), "{}", answer.body);
+    assert!(answer.body.contains("CN=test root CA"), "{}", answer.body);
+    proxy
+        .process
+        .wait_for_log(&["listener \"proxy-b\"", "unknown issuer"]);
+}
+
+#[tokio::test]
+async fn upstream_name_mismatch_answers_502_with_both_names() {
+    let pki = TestPki::new();
+    let upstream = CountingUpstream::start(&pki, false).await;
+    let url = format!("https://127.0.0.1:{}", upstream.address.port());
+    let proxy = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--server-name", "api.internal"],
+        true,
+    );
+    let answer = http_get(proxy.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer
+            .body
+            .contains("name mismatch: expected \"api.internal\""),
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.contains("DNS:localhost"), "{}", answer.body);
+    proxy.process.wait_for_log(&["name mismatch"]);
+}
+
+#[tokio::test]
+async fn upstream_chain_longer_than_depth_answers_502() {
+    let pki = TestPki::new();
+    // The upstream presents leaf + 2 intermediates; the proxy allows 1.
+    let first = pki.ca.intermediate("upstream intermediate 1").unwrap();
+    let second = first.intermediate("upstream intermediate 2").unwrap();
+    let leaf = second
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost"]))
+        .unwrap();
+    let long_pki = TestPki {
+        ca: Authority::root("unused", KeyType::EcdsaP256).unwrap(),
+        server: certgate::pki::Issued {
+            cert_pem: format!(
+                "{}{}{}",
+                leaf.cert_pem, second.issued.cert_pem, first.issued.cert_pem
+            ),
+            ..leaf
+        },
+        client: pki.client.clone(),
+    };
+    let upstream = CountingUpstream::start_with_chain(&long_pki, &pki).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    let proxy = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--verify-depth", "1"],
+        true,
+    );
+    let answer = http_get(proxy.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer.body.contains("longer than verify depth"),
+        "{}",
+        answer.body
+    );
+
+    let deeper = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--verify-depth", "2"],
+        true,
+    );
+    assert_eq!(http_get(deeper.process.addr(), "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn upstream_refusing_our_certificate_answers_502() {
+    let pki = TestPki::new();
+    let upstream = CountingUpstream::start(&pki, false).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    // No client certificate: the upstream requires one. In TLS 1.3 the client only learns
+    // this on its first read, after the request was written.
+    let proxy = proxy_b(&pki, &pki.ca.issued.cert_pem, &url, &[], false);
+    let answer = http_get(proxy.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer.body.contains("rejected our certificate"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn server_mode_backend_down_answers_502() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let server = Certgate::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &closed.to_string(),
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+    ]);
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let answer = https_get(server.addr(), client, "/", &[]).await.unwrap();
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer
+            .body
+            .contains(&format!("upstream http://{closed} refused the connection")),
+        "{}",
+        answer.body
+    );
+}

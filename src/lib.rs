@@ -32,9 +32,8 @@ pub fn prepare(config: &Config) -> Result<(Vec<ListenerRuntime>, Vec<String>), C
         .listeners
         .iter()
         .map(|listener| {
-            ListenerRuntime::build(listener, &mut warnings).map_err(|mut e| {
-                e.message = format!("listener \"{}\": {}", listener.name, e.message);
-                e
+            ListenerRuntime::build(listener, &mut warnings).map_err(|e| {
+                ConfigError::general(format!("listener \"{}\": {e}", listener.name))
             })
         })
         .collect::<Result<_, _>>()?;

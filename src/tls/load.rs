@@ -56,7 +56,8 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadErr
         CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<_, pem::Error>>()
             .map_err(|e| bad(e.to_string()))?
-    } else if bytes.is_empty() {
+    } else if bytes.first() != Some(&0x30) {
+        // Neither PEM nor a DER SEQUENCE: empty, a comment, or some other kind of file.
         Vec::new()
     } else {
         vec![CertificateDer::from(bytes)]

@@ -1,0 +1,227 @@
+//! Start-up refuses bad input with a non-zero exit and a message naming the file; `check`
+//! validates a config without binding; `--help` explains every flag.
+
+mod support;
+
+use certgate::pki::{Authority, KeyType, LeafSpec, Usage};
+use support::*;
+
+fn server_args<'a>(cert: &'a str, key: &'a str, ca: &'a str) -> Vec<&'a str> {
+    vec![
+        "server", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+        "--cert", cert, "--key", key, "--client-ca", ca,
+    ]
+}
+
+fn paths(files: &Files) -> (String, String, String) {
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    (p("server.pem"), p("server.key"), p("ca.pem"))
+}
+
+#[test]
+fn missing_certificate_file_is_named() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let (_, key, ca) = paths(&files);
+    let missing = files.path("nope.pem").to_string_lossy().into_owned();
+    let (code, output) = run_to_exit(&server_args(&missing, &key, &ca));
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("cannot read {missing}")), "{output}");
+}
+
+#[test]
+fn key_not_matching_certificate_is_refused() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let (cert, _, ca) = paths(&files);
+    let client_key = files.path("client.key").to_string_lossy().into_owned();
+    let (code, output) = run_to_exit(&server_args(&cert, &client_key, &ca));
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("private key {client_key} does not match certificate {cert}")), "{output}");
+}
+
+#[test]
+fn ca_file_without_certificate_is_refused() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let (cert, key, _) = paths(&files);
+    let empty = files.write("empty-ca.pem", "# no certificates here\n");
+    let (code, output) = run_to_exit(&server_args(&cert, &key, &empty));
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("{empty} holds no certificate")), "{output}");
+    assert!(output.contains("--client-ca"), "{output}");
+}
+
+#[test]
+fn bad_listen_address_is_refused() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let (cert, key, ca) = paths(&files);
+    let mut args = server_args(&cert, &key, &ca);
+    args[2] = "localhost:notaport";
+    let (code, output) = run_to_exit(&args);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("--listen: bad listen address \"localhost:notaport\""), "{output}");
+}
+
+#[test]
+fn loose_key_permissions_warn_and_strict_mode_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let (cert, key, ca) = paths(&files);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let running = Certgate::start(&server_args(&cert, &key, &ca));
+    running.wait_for_log(&["WARN", &format!("private key {key} is readable by its group and other users (mode 0644)")]);
+    drop(running);
+
+    let mut strict = server_args(&cert, &key, &ca);
+    strict.push("--strict-key-permissions");
+    let (code, output) = run_to_exit(&strict);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("mode 0644"), "{output}");
+}
+
+#[test]
+fn expired_own_certificate_still_loads() {
+    // Serving an expired certificate is the operator's call (nginx does too); it must not crash.
+    let files = Files::new();
+    let ca = Authority::root("ca", KeyType::EcdsaP256).unwrap();
+    let old = ca
+        .leaf(&LeafSpec::new("localhost", Usage::Server).validity(
+            time::macros::datetime!(2020-01-01 0:00 UTC),
+            time::macros::datetime!(2021-01-01 0:00 UTC),
+        ))
+        .unwrap();
+    let cert = files.write("old.pem", &old.cert_pem);
+    let key = files.write_key("old.key", &old.key_pem);
+    let ca_path = files.write("ca.pem", &ca.issued.cert_pem);
+    let running = Certgate::start(&server_args(&cert, &key, &ca_path));
+    assert!(running.addr().port() > 0);
+}
+
+fn config_file(files: &Files, body: &str) -> String {
+    files.write("certgate.toml", body)
+}
+
+#[test]
+fn check_accepts_a_valid_config_without_binding() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    // Port 1 would need privileges to bind: check must not try.
+    let config = config_file(
+        &files,
+        r#"
+[[listener]]
+name = "server-a"
+mode = "server"
+listen = "127.0.0.1:1"
+upstream = "http://127.0.0.1:8000"
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+verify_depth = 2
+ciphers = "HIGH:!aNULL:!MD5"
+
+[[listener]]
+name = "proxy-b"
+mode = "client"
+listen = "127.0.0.1:2"
+upstream = "https://localhost:443"
+cert = "client.pem"
+key = "client.key"
+ca = "ca.pem"
+min_tls_version = "TLSv1.2"
+max_tls_version = "TLSv1.3"
+set_header = [["Host", "$host"], { name = "X-Real-IP", value = "$remote_addr" }]
+"#,
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("configuration is valid (2 listeners)"), "{output}");
+}
+
+#[test]
+fn check_names_file_line_and_key_of_a_missing_file() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let config = config_file(
+        &files,
+        "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:8000\"\ncert = \"server.pem\"\nkey = \"missing.key\"\nclient_ca = \"ca.pem\"\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("{config}:6: key 'key'")), "{output}");
+    assert!(output.contains("missing.key"), "{output}");
+}
+
+#[test]
+fn check_names_the_line_of_an_unknown_key() {
+    let files = Files::new();
+    let config = config_file(&files, "[[listener]]\nmode = \"server\"\nverify_dept = 2\n");
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("{config}:3: key 'verify_dept': unknown key")), "{output}");
+}
+
+#[tokio::test]
+async fn run_serves_every_listener_of_a_config() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    // Server A on a port picked first so that proxy B's config can name it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = config_file(
+        &files,
+        &format!(
+            r#"
+[[listener]]
+name = "server-a"
+mode = "server"
+listen = "127.0.0.1:{port}"
+upstream = "http://{backend}"
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+
+[[listener]]
+name = "proxy-b"
+mode = "client"
+listen = "127.0.0.1:0"
+upstream = "https://localhost:{port}"
+cert = "client.pem"
+key = "client.key"
+ca = "ca.pem"
+set_header = [["X-Original", "$http_x_original"]]
+"#
+        ),
+    );
+    let running = Certgate::start_with(&["run", "--config", &config], 2);
+    let proxy_b = running.addresses.iter().find(|(n, _)| n == "proxy-b").unwrap().1;
+    let answer = http_get(proxy_b, "/", &[("X-Original", "kept")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("x-original: kept"), "{}", answer.body);
+    assert!(answer.body.contains("x-client-verify: SUCCESS"), "{}", answer.body);
+    assert_eq!(running.signal_and_wait("TERM"), 0);
+}
+
+#[test]
+fn help_explains_every_flag() {
+    for (command, flags) in [
+        ("server", &["--listen", "--upstream", "--cert", "--key", "--client-ca", "--verify-depth", "--verify-client", "--ciphers", "--set-header"][..]),
+        ("client", &["--listen", "--upstream", "--cert", "--key", "--ca", "--verify-depth", "--server-name"][..]),
+        ("run", &["--config"][..]),
+        ("check", &["--config"][..]),
+        ("demo", &["--once"][..]),
+    ] {
+        let (code, output) = run_to_exit(&[command, "--help"]);
+        assert_eq!(code, 0, "{output}");
+        for flag in flags {
+            let line = output.lines().find(|l| l.trim_start().starts_with(flag));
+            let line = line.unwrap_or_else(|| panic!("{command} --help lacks {flag}:\n{output}"));
+            assert!(line.len() > flag.len() + 10, "{command} {flag} has no explanation: {line}");
+        }
+    }
+}

@@ -7,13 +7,13 @@
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::net::TcpListener;
 
 /// A body of `remaining` zero bytes, produced in 64 KiB chunks as the peer reads them.
@@ -36,7 +36,9 @@ impl Body for Zeros {
         }
         let size = self.remaining.min(ZERO_CHUNK.len() as u64) as usize;
         self.remaining -= size as u64;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZERO_CHUNK[..size])))))
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &ZERO_CHUNK[..size],
+        )))))
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {

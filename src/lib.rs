@@ -32,9 +32,8 @@ pub fn prepare(config: &Config) -> Result<(Vec<ListenerRuntime>, Vec<String>), C
         .listeners
         .iter()
         .map(|listener| {
-            ListenerRuntime::build(listener, &mut warnings).map_err(|e| {
-                ConfigError::general(format!("listener \"{}\": {e}", listener.name))
-            })
+            ListenerRuntime::build(listener, &mut warnings)
+                .map_err(|e| ConfigError::general(format!("listener \"{}\": {e}", listener.name)))
         })
         .collect::<Result<_, _>>()?;
     Ok((runtimes, warnings))
@@ -95,7 +94,7 @@ pub async fn start(config: &Config, drain_timeout: Duration) -> Result<Running, 
         let config = &runtime.config;
         let tls_note = match &config.mode {
             config::ModeConfig::Server(server) => format!(
-                ", {}, client certificates {:?}, verify depth {}",
+                ", {}, client certificates {}, verify depth {}",
                 tls::describe_versions(&config.tls),
                 server.verify_client,
                 config.verify_depth

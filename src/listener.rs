@@ -144,10 +144,14 @@ impl ListenerRuntime {
                     peer,
                 };
                 tracing::debug!(
-                    "listener \"{name}\": {remote} connected with {} {} ({:?} handshake), client certificate {}",
+                    "listener \"{name}\": {remote} connected with {} {} ({:?} handshake, ALPN {}), client certificate {}",
                     info.protocol,
                     info.cipher,
                     connection.handshake_kind(),
+                    connection
+                        .alpn_protocol()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default(),
                     info.verdict
                 );
                 let info = Arc::new(ConnectionInfo {

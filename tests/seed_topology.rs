@@ -193,6 +193,12 @@ async fn optional_no_ca_tells_backend_why_the_certificate_failed() {
         "{verdict:?}"
     );
     assert!(verdict[0].contains("CN=stranger CA"), "{verdict:?}");
+    // An unverified certificate is never passed on as an identity.
+    assert!(
+        header(&answer.body, "x-client-cert").is_empty(),
+        "{}",
+        answer.body
+    );
 }
 
 #[tokio::test]

@@ -8,8 +8,17 @@ use support::*;
 
 fn server_args<'a>(cert: &'a str, key: &'a str, ca: &'a str) -> Vec<&'a str> {
     vec![
-        "server", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
-        "--cert", cert, "--key", key, "--client-ca", ca,
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--client-ca",
+        ca,
     ]
 }
 
@@ -26,7 +35,10 @@ fn missing_certificate_file_is_named() {
     let missing = files.path("nope.pem").to_string_lossy().into_owned();
     let (code, output) = run_to_exit(&server_args(&missing, &key, &ca));
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains(&format!("cannot read {missing}")), "{output}");
+    assert!(
+        output.contains(&format!("cannot read {missing}")),
+        "{output}"
+    );
 }
 
 #[test]
@@ -38,7 +50,12 @@ fn key_not_matching_certificate_is_refused() {
     let client_key = files.path("client.key").to_string_lossy().into_owned();
     let (code, output) = run_to_exit(&server_args(&cert, &client_key, &ca));
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains(&format!("private key {client_key} does not match certificate {cert}")), "{output}");
+    assert!(
+        output.contains(&format!(
+            "private key {client_key} does not match certificate {cert}"
+        )),
+        "{output}"
+    );
 }
 
 #[test]
@@ -49,7 +66,10 @@ fn ca_file_without_certificate_is_refused() {
     let empty = files.write("empty-ca.pem", "# no certificates here\n");
     let (code, output) = run_to_exit(&server_args(&cert, &key, &empty));
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains(&format!("{empty} holds no certificate")), "{output}");
+    assert!(
+        output.contains(&format!("{empty} holds no certificate")),
+        "{output}"
+    );
     assert!(output.contains("--client-ca"), "{output}");
 }
 
@@ -62,7 +82,10 @@ fn bad_listen_address_is_refused() {
     args[2] = "localhost:notaport";
     let (code, output) = run_to_exit(&args);
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains("--listen: bad listen address \"localhost:notaport\""), "{output}");
+    assert!(
+        output.contains("--listen: bad listen address \"localhost:notaport\""),
+        "{output}"
+    );
 }
 
 #[test]
@@ -74,7 +97,10 @@ fn loose_key_permissions_warn_and_strict_mode_refuses() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let running = Certgate::start(&server_args(&cert, &key, &ca));
-    running.wait_for_log(&["WARN", &format!("private key {key} is readable by its group and other users (mode 0644)")]);
+    running.wait_for_log(&[
+        "WARN",
+        &format!("private key {key} is readable by its group and other users (mode 0644)"),
+    ]);
     drop(running);
 
     let mut strict = server_args(&cert, &key, &ca);
@@ -140,7 +166,10 @@ set_header = [["Host", "$host"], { name = "X-Real-IP", value = "$remote_addr" }]
     );
     let (code, output) = run_to_exit(&["check", "--config", &config]);
     assert_eq!(code, 0, "{output}");
-    assert!(output.contains("configuration is valid (2 listeners)"), "{output}");
+    assert!(
+        output.contains("configuration is valid (2 listeners)"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -153,7 +182,10 @@ fn check_names_file_line_and_key_of_a_missing_file() {
     );
     let (code, output) = run_to_exit(&["check", "--config", &config]);
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains(&format!("{config}:6: key 'key'")), "{output}");
+    assert!(
+        output.contains(&format!("{config}:6: key 'key'")),
+        "{output}"
+    );
     assert!(output.contains("missing.key"), "{output}");
 }
 
@@ -163,7 +195,10 @@ fn check_names_the_line_of_an_unknown_key() {
     let config = config_file(&files, "[[listener]]\nmode = \"server\"\nverify_dept = 2\n");
     let (code, output) = run_to_exit(&["check", "--config", &config]);
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains(&format!("{config}:3: key 'verify_dept': unknown key")), "{output}");
+    assert!(
+        output.contains(&format!("{config}:3: key 'verify_dept': unknown key")),
+        "{output}"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +207,11 @@ async fn run_serves_every_listener_of_a_config() {
     TestPki::new().write(&files);
     let backend = spawn_echo().await;
     // Server A on a port picked first so that proxy B's config can name it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = config_file(
         &files,
         &format!(
@@ -199,19 +238,52 @@ set_header = [["X-Original", "$http_x_original"]]
         ),
     );
     let running = Certgate::start_with(&["run", "--config", &config], 2);
-    let proxy_b = running.addresses.iter().find(|(n, _)| n == "proxy-b").unwrap().1;
+    let proxy_b = running
+        .addresses
+        .iter()
+        .find(|(n, _)| n == "proxy-b")
+        .unwrap()
+        .1;
     let answer = http_get(proxy_b, "/", &[("X-Original", "kept")]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("x-original: kept"), "{}", answer.body);
-    assert!(answer.body.contains("x-client-verify: SUCCESS"), "{}", answer.body);
+    assert!(
+        answer.body.contains("x-client-verify: SUCCESS"),
+        "{}",
+        answer.body
+    );
     assert_eq!(running.signal_and_wait("TERM"), 0);
 }
 
 #[test]
 fn help_explains_every_flag() {
     for (command, flags) in [
-        ("server", &["--listen", "--upstream", "--cert", "--key", "--client-ca", "--verify-depth", "--verify-client", "--ciphers", "--set-header"][..]),
-        ("client", &["--listen", "--upstream", "--cert", "--key", "--ca", "--verify-depth", "--server-name"][..]),
+        (
+            "server",
+            &[
+                "--listen",
+                "--upstream",
+                "--cert",
+                "--key",
+                "--client-ca",
+                "--verify-depth",
+                "--verify-client",
+                "--ciphers",
+                "--set-header",
+            ][..],
+        ),
+        (
+            "client",
+            &[
+                "--listen",
+                "--upstream",
+                "--cert",
+                "--key",
+                "--ca",
+                "--verify-depth",
+                "--server-name",
+            ][..],
+        ),
         ("run", &["--config"][..]),
         ("check", &["--config"][..]),
         ("demo", &["--once"][..]),
@@ -221,7 +293,10 @@ fn help_explains_every_flag() {
         for flag in flags {
             let line = output.lines().find(|l| l.trim_start().starts_with(flag));
             let line = line.unwrap_or_else(|| panic!("{command} --help lacks {flag}:\n{output}"));
-            assert!(line.len() > flag.len() + 10, "{command} {flag} has no explanation: {line}");
+            assert!(
+                line.len() > flag.len() + 10,
+                "{command} {flag} has no explanation: {line}"
+            );
         }
     }
 }

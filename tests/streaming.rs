@@ -28,13 +28,31 @@ async fn chain() -> (Files, Certgate, Certgate) {
     let p = |name: &str| files.path(name).to_string_lossy().into_owned();
     let backend_url = format!("http://{backend}");
     let server_a = Certgate::start(&[
-        "server", "--listen", "127.0.0.1:0", "--upstream", &backend_url,
-        "--cert", &p("server.pem"), "--key", &p("server.key"), "--client-ca", &p("ca.pem"),
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend_url,
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
     ]);
     let upstream = format!("https://localhost:{}", server_a.addr().port());
     let proxy_b = Certgate::start(&[
-        "client", "--listen", "127.0.0.1:0", "--upstream", &upstream,
-        "--cert", &p("client.pem"), "--key", &p("client.key"), "--ca", &p("ca.pem"),
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--cert",
+        &p("client.pem"),
+        "--key",
+        &p("client.key"),
+        "--ca",
+        &p("ca.pem"),
     ]);
     (files, server_a, proxy_b)
 }
@@ -42,9 +60,13 @@ async fn chain() -> (Files, Certgate, Certgate) {
 /// Sends one request with `upload` bytes to `path` through proxy B; returns (status, bytes
 /// received back) without holding either body in memory.
 async fn transfer(proxy_b: &Certgate, path: &str, upload: u64) -> (u16, u64, String) {
-    let stream = tokio::net::TcpStream::connect(proxy_b.addr()).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(proxy_b.addr())
+        .await
+        .unwrap();
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(connection);
     let request = hyper::Request::post(path)
         .header("host", "backend")
@@ -62,7 +84,11 @@ async fn transfer(proxy_b: &Certgate, path: &str, upload: u64) -> (u16, u64, Str
             }
         }
     }
-    (status, received, String::from_utf8_lossy(&head).into_owned())
+    (
+        status,
+        received,
+        String::from_utf8_lossy(&head).into_owned(),
+    )
 }
 
 fn assert_memory_flat(process: &Certgate, before_kib: u64, what: &str) {
@@ -78,7 +104,10 @@ async fn one_gib_upload_streams_through_the_chain() {
     let (_files, server_a, proxy_b) = chain().await;
     // Warm up: pools, TLS sessions and buffers exist before the baseline is taken.
     assert_eq!(transfer(&proxy_b, "/warmup", 1024 * 1024).await.0, 200);
-    let (a_before, b_before) = (status_kib(server_a.pid(), "VmHWM:"), status_kib(proxy_b.pid(), "VmHWM:"));
+    let (a_before, b_before) = (
+        status_kib(server_a.pid(), "VmHWM:"),
+        status_kib(proxy_b.pid(), "VmHWM:"),
+    );
 
     let (status, _, echoed) = transfer(&proxy_b, "/upload", GIB).await;
     assert_eq!(status, 200);
@@ -91,7 +120,10 @@ async fn one_gib_upload_streams_through_the_chain() {
 async fn one_gib_download_streams_through_the_chain() {
     let (_files, server_a, proxy_b) = chain().await;
     assert_eq!(transfer(&proxy_b, "/bytes/1048576", 0).await.1, 1024 * 1024);
-    let (a_before, b_before) = (status_kib(server_a.pid(), "VmHWM:"), status_kib(proxy_b.pid(), "VmHWM:"));
+    let (a_before, b_before) = (
+        status_kib(server_a.pid(), "VmHWM:"),
+        status_kib(proxy_b.pid(), "VmHWM:"),
+    );
 
     let (status, received, _) = transfer(&proxy_b, &format!("/bytes/{GIB}"), 0).await;
     assert_eq!(status, 200);

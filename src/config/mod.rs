@@ -540,6 +540,15 @@ fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// The Host header for an https upstream: the port only when it is not 443 (as browsers do).
+fn host_header(host: &str, port: u16) -> String {
+    match (port, host.contains(':')) {
+        (443, true) => format!("[{host}]"),
+        (443, false) => host.to_string(),
+        _ => join_host_port(host, port),
+    }
+}
+
 fn parse_http_upstream(text: &Located<String>) -> Result<HttpUpstream, ConfigError> {
     let value = text.value.trim();
     if let Some(path) = value.strip_prefix("unix:") {
@@ -702,13 +711,7 @@ fn validate_listener(
                         "the CA bundle that the upstream certificate must chain to",
                     )
                 })?,
-                upstream_host_header: if port == 443 {
-                    join_host_port(&host, 443)
-                        .trim_end_matches(":443")
-                        .to_string()
-                } else {
-                    join_host_port(&host, port)
-                },
+                upstream_host_header: host_header(&host, port),
                 upstream_authority: join_host_port(&host, port),
                 server_name: server_name.to_owned(),
                 session_reuse: spec.flag("session_reuse", true)?,

@@ -71,25 +71,24 @@ impl ServerTls {
         })
     }
 
-    /// nginx's `$ssl_client_verify` for a finished handshake, and the identity when proven.
+    /// nginx's `$ssl_client_verify` for a finished handshake, and the identity only when
+    /// proven: a certificate that failed verification (`optional_no_ca`) never becomes an
+    /// identity header, so a backend that trusts the header's presence cannot be fooled.
     pub fn verdict(&self, connection: &ServerConnection) -> (ClientVerdict, Option<PeerIdentity>) {
         let Some(chain) = connection.peer_certificates().filter(|c| !c.is_empty()) else {
             return (ClientVerdict::None, None);
         };
-        let identity = PeerIdentity::from_leaf(&chain[0]);
-        match &self.policy {
-            Some(policy) if policy.mode == ClientAuthMode::OptionalNoCa => {
-                match policy.chain.verify(
-                    &chain[0],
-                    &chain[1..],
-                    rustls::pki_types::UnixTime::now(),
-                ) {
-                    Ok(()) => (ClientVerdict::Success, identity),
-                    Err(reason) => (ClientVerdict::Failed(reason.to_string()), identity),
-                }
+        let no_ca = self
+            .policy
+            .as_ref()
+            .filter(|p| p.mode == ClientAuthMode::OptionalNoCa);
+        if let Some(policy) = no_ca {
+            let now = rustls::pki_types::UnixTime::now();
+            if let Err(reason) = policy.chain.verify(&chain[0], &chain[1..], now) {
+                return (ClientVerdict::Failed(reason.to_string()), None);
             }
-            // The handshake only completes with a certificate that verified.
-            _ => (ClientVerdict::Success, identity),
         }
+        // Otherwise the handshake only completed because the certificate verified.
+        (ClientVerdict::Success, PeerIdentity::from_leaf(&chain[0]))
     }
 }

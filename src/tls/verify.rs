@@ -327,6 +327,17 @@ pub enum ClientAuthMode {
     Off,
 }
 
+impl fmt::Display for ClientAuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientAuthMode::Required => "required",
+            ClientAuthMode::Optional => "optional",
+            ClientAuthMode::OptionalNoCa => "optional_no_ca",
+            ClientAuthMode::Off => "off",
+        })
+    }
+}
+
 /// Server mode's view of client certificates: rustls' hook around [`ChainVerifier`].
 #[derive(Debug)]
 pub struct ClientCertPolicy {

@@ -297,3 +297,133 @@ fn demo_once_shows_what_the_backend_received_and_exits_zero() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn server_mode_forwards_to_a_unix_socket_backend() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let socket = files.path("backend.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let host = request.headers().get("host").cloned();
+                        let body = format!("unix backend saw host {host:?}");
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(hyper::body::Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let upstream = format!("unix:{}", socket.display());
+    let server = Certgate::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+    ]);
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let answer = https_get(server.addr(), client, "/", &[]).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        "unix backend saw host Some(\"backend.example\")"
+    );
+}
+
+#[tokio::test]
+async fn client_mode_presents_a_chain_with_its_intermediate() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let intermediate = pki.ca.intermediate("client intermediate").unwrap();
+    let leaf = intermediate
+        .leaf(&certgate::pki::LeafSpec::new(
+            "chained-client",
+            certgate::pki::Usage::Client,
+        ))
+        .unwrap();
+    // The seed's client_chain.pem: leaf, then intermediate.
+    let chain = files.write(
+        "client_chain.pem",
+        format!("{}{}", leaf.cert_pem, intermediate.issued.cert_pem),
+    );
+    let key = files.write_key("chained.key", &leaf.key_pem);
+    let backend = spawn_echo().await;
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let backend_url = format!("http://{backend}");
+    let server_a = Certgate::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend_url,
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+        "--verify-depth",
+        "2",
+    ]);
+    let upstream = format!("https://localhost:{}", server_a.addr().port());
+    let proxy_b = Certgate::start(&[
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--cert",
+        &chain,
+        "--key",
+        &key,
+        "--ca",
+        &p("ca.pem"),
+    ]);
+    let answer = http_get(proxy_b.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(header(&answer.body, "x-client-verify"), vec!["SUCCESS"]);
+    assert_eq!(
+        header(&answer.body, "x-client-cert"),
+        vec![nginx_escaped(&leaf.cert_pem)]
+    );
+}
+
+#[tokio::test]
+async fn plain_http_to_the_tls_port_is_logged_and_harms_nobody() {
+    let seed = seed(&[]).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(seed.server_a.addr())
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = plain.read_to_end(&mut sink).await;
+    seed.server_a
+        .wait_for_log(&["TLS handshake with 127.0.0.1:", "not a TLS handshake"]);
+    assert_eq!(http_get(seed.proxy_b.addr(), "/", &[]).await.status, 200);
+}

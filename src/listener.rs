@@ -131,7 +131,12 @@ impl ListenerRuntime {
                 };
                 let connection = tls_stream.get_ref().1;
                 let (verdict, peer) = server_tls.verdict(connection);
+                let identity_headers = peer
+                    .as_ref()
+                    .map(|p| self.proxy.edits.identity_headers(p))
+                    .unwrap_or_default();
                 let info = TlsInfo {
+                    identity_headers,
                     protocol: connection
                         .protocol_version()
                         .map(tls::protocol_name)

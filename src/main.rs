@@ -65,6 +65,36 @@ struct ServerArgs {
     /// Client certificates: required (default), optional, optional_no_ca or off.
     #[arg(long)]
     verify_client: Option<String>,
+    /// Identity header format: escaped-pem (default), rfc9440, xfcc, traefik; repeatable.
+    #[arg(long, value_name = "FORMAT")]
+    client_cert_format: Vec<String>,
+    /// x-forwarded-client-cert handling: sanitize, set (default with xfcc) or append.
+    #[arg(long)]
+    xfcc_mode: Option<String>,
+    /// Peer whose inbound XFCC is kept in append mode, as KIND:VALUE (cn:edge, uri:spiffe://...); repeatable.
+    #[arg(long, value_name = "KIND:VALUE")]
+    xfcc_trusted: Vec<String>,
+    /// Admit clients whose subject CN is this; repeatable (any allow rule admits).
+    #[arg(long, value_name = "CN")]
+    allow_cn: Vec<String>,
+    /// Admit clients whose subject O is this; repeatable.
+    #[arg(long, value_name = "O")]
+    allow_o: Vec<String>,
+    /// Admit clients whose subject OU is this; repeatable.
+    #[arg(long, value_name = "OU")]
+    allow_ou: Vec<String>,
+    /// Admit clients with this DNS SAN (*.domain for one label); repeatable.
+    #[arg(long, value_name = "NAME")]
+    allow_dns: Vec<String>,
+    /// Admit clients with this URI SAN (SPIFFE: * one segment, ** the rest); repeatable.
+    #[arg(long, value_name = "URI")]
+    allow_uri: Vec<String>,
+    /// Admit clients whose certificate or public key (SPKI) has this SHA-256 (hex or base64); repeatable.
+    #[arg(long, value_name = "SHA256")]
+    allow_pin_sha256: Vec<String>,
+    /// DER OCSP response to staple to the server certificate.
+    #[arg(long, value_name = "FILE")]
+    ocsp_response: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -122,6 +152,12 @@ struct CommonArgs {
     /// Refuse to start when a private key is readable by group or others.
     #[arg(long)]
     strict_key_permissions: bool,
+    /// Certificate revocation list (PEM or DER) for verifying the peer; repeatable.
+    #[arg(long, value_name = "FILE")]
+    crl: Vec<String>,
+    /// When a CRL is past its nextUpdate: refuse (default) or allow.
+    #[arg(long)]
+    crl_expired: Option<String>,
 }
 
 /// Builds a spec from flags: the same keys and validation as a config file.
@@ -134,6 +170,17 @@ impl FlagSpec {
                 key,
                 Origin::Flag(format!("--{flag}")),
                 SpecValue::Text(value),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn list(&mut self, key: &str, flag: &str, values: Vec<String>) -> anyhow::Result<()> {
+        if !values.is_empty() {
+            self.0.set(
+                key,
+                Origin::Flag(format!("--{flag}")),
+                SpecValue::List(values),
             )?;
         }
         Ok(())
@@ -160,6 +207,8 @@ impl FlagSpec {
         self.text("min_tls_version", "min-tls-version", common.min_tls_version)?;
         self.text("max_tls_version", "max-tls-version", common.max_tls_version)?;
         self.text("ciphers", "ciphers", common.ciphers)?;
+        self.list("crl", "crl", common.crl)?;
+        self.text("crl_expired", "crl-expired", common.crl_expired)?;
         self.bool(
             "strict_key_permissions",
             "strict-key-permissions",
@@ -196,6 +245,24 @@ fn server_config(args: ServerArgs) -> anyhow::Result<Config> {
     spec.text("key", "key", Some(args.key))?;
     spec.text("client_ca", "client-ca", args.client_ca)?;
     spec.text("verify_client", "verify-client", args.verify_client)?;
+    spec.list(
+        "client_cert_format",
+        "client-cert-format",
+        args.client_cert_format,
+    )?;
+    spec.text("xfcc_mode", "xfcc-mode", args.xfcc_mode)?;
+    spec.list("xfcc_trusted", "xfcc-trusted", args.xfcc_trusted)?;
+    spec.list("allow_cn", "allow-cn", args.allow_cn)?;
+    spec.list("allow_o", "allow-o", args.allow_o)?;
+    spec.list("allow_ou", "allow-ou", args.allow_ou)?;
+    spec.list("allow_dns", "allow-dns", args.allow_dns)?;
+    spec.list("allow_uri", "allow-uri", args.allow_uri)?;
+    spec.list(
+        "allow_pin_sha256",
+        "allow-pin-sha256",
+        args.allow_pin_sha256,
+    )?;
+    spec.text("ocsp_response", "ocsp-response", args.ocsp_response)?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }

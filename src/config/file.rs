@@ -21,7 +21,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// Keys whose string values are file paths, resolved against the config file's directory.
-const PATH_KEYS: &[&str] = &["cert", "key", "client_ca", "ca"];
+const PATH_KEYS: &[&str] = &["cert", "key", "client_ca", "ca", "crl", "ocsp_response"];
 
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -73,16 +73,44 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 origin: Some(origin(table.span(), "listener")),
                 ..ListenerSpec::default()
             };
-            for (key, value) in entries.iter() {
-                let name = key.get_ref().as_ref();
-                let here = origin(key.span(), name);
-                let value = spec_value(name, value, &here, base)?;
-                spec.set(name, here, value)?;
-            }
+            fill(&mut spec, entries, &origin, base)?;
             specs.push(spec);
         }
     }
     Config::from_specs(specs)
+}
+
+/// Records every key of one table into `spec`; nested route tables become route specs.
+fn fill(
+    spec: &mut ListenerSpec,
+    entries: &DeTable<'_>,
+    origin: &dyn Fn(std::ops::Range<usize>, &str) -> Origin,
+    base: &Path,
+) -> Result<(), ConfigError> {
+    for (key, value) in entries.iter() {
+        let name = key.get_ref().as_ref();
+        let here = origin(key.span(), name);
+        let value = match (name, value.get_ref()) {
+            ("route", DeValue::Array(tables)) => {
+                let mut routes = Vec::new();
+                for table in tables.iter() {
+                    let DeValue::Table(route_entries) = table.get_ref() else {
+                        return Err(ConfigError::at(
+                            &here,
+                            "write routes as [[listener.route]] tables",
+                        ));
+                    };
+                    let mut route = ListenerSpec::route(origin(table.span(), "route"));
+                    fill(&mut route, route_entries, origin, base)?;
+                    routes.push(route);
+                }
+                SpecValue::Routes(routes)
+            }
+            _ => spec_value(name, value, &here, base)?,
+        };
+        spec.set(name, here, value)?;
+    }
+    Ok(())
 }
 
 fn spec_value(
@@ -91,11 +119,15 @@ fn spec_value(
     here: &Origin,
     base: &Path,
 ) -> Result<SpecValue, ConfigError> {
+    let text = |text: &str| {
+        if PATH_KEYS.contains(&key) {
+            resolve_relative(base, text).to_string_lossy().into_owned()
+        } else {
+            text.to_string()
+        }
+    };
     match value.get_ref() {
-        DeValue::String(text) if PATH_KEYS.contains(&key) => Ok(SpecValue::Text(
-            resolve_relative(base, text).to_string_lossy().into_owned(),
-        )),
-        DeValue::String(text) => Ok(SpecValue::Text(text.to_string())),
+        DeValue::String(value) => Ok(SpecValue::Text(text(value))),
         DeValue::Boolean(b) => Ok(SpecValue::Bool(*b)),
         DeValue::Integer(n) => n
             .as_str()
@@ -112,6 +144,14 @@ fn spec_value(
             }))
             .collect::<Result<_, _>>()
             .map(SpecValue::Headers),
+        DeValue::Array(items) => items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::String(value) => Ok(text(value)),
+                _ => Err(ConfigError::at(here, "expected a list of strings")),
+            })
+            .collect::<Result<_, _>>()
+            .map(SpecValue::List),
         _ => Err(ConfigError::at(here, "unexpected kind of value")),
     }
 }

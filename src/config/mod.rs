@@ -8,6 +8,8 @@ pub mod ciphers;
 mod file;
 pub mod template;
 
+use crate::access::{parse_pin, AccessRules, DnsPattern, UriPattern};
+use crate::tls::identity::formats::{IdentityFormat, XfccMode};
 use crate::tls::verify::ClientAuthMode;
 use hyper::header::HeaderName;
 use rustls::pki_types::ServerName;
@@ -93,17 +95,55 @@ pub enum SpecValue {
     Bool(bool),
     /// Ordered `set_header NAME VALUE` rules.
     Headers(Vec<(String, String)>),
+    /// A repeatable setting (`--allow-cn a --allow-cn b`, `allow_cn = ["a", "b"]`).
+    List(Vec<String>),
+    /// `[[listener.route]]` tables.
+    Routes(Vec<ListenerSpec>),
 }
 
-/// The raw settings of one listener, before validation. Keys are the config file's names.
-#[derive(Clone, Debug, Default)]
+/// The raw settings of one listener (or of one route in it), before validation. Keys are the
+/// config file's names.
+#[derive(Clone, Debug)]
 pub struct ListenerSpec {
     values: BTreeMap<&'static str, Located<SpecValue>>,
     /// Where the listener itself was declared, for errors about missing keys.
     pub origin: Option<Origin>,
+    keys: &'static [&'static str],
 }
 
-/// Every key a listener accepts, with a one-line meaning (used for unknown-key errors).
+impl Default for ListenerSpec {
+    fn default() -> Self {
+        ListenerSpec {
+            values: BTreeMap::new(),
+            origin: None,
+            keys: KEYS,
+        }
+    }
+}
+
+/// The allow-list keys, shared by listeners and routes.
+const ALLOW_KEYS: [&str; 6] = [
+    "allow_cn",
+    "allow_o",
+    "allow_ou",
+    "allow_dns",
+    "allow_uri",
+    "allow_pin_sha256",
+];
+
+/// Every key a route accepts.
+pub const ROUTE_KEYS: &[&str] = &[
+    "path",
+    "upstream",
+    ALLOW_KEYS[0],
+    ALLOW_KEYS[1],
+    ALLOW_KEYS[2],
+    ALLOW_KEYS[3],
+    ALLOW_KEYS[4],
+    ALLOW_KEYS[5],
+];
+
+/// Every key a listener accepts.
 pub const KEYS: &[&str] = &[
     "name",
     "mode",
@@ -123,17 +163,43 @@ pub const KEYS: &[&str] = &[
     "session_reuse",
     "http2",
     "set_header",
+    "client_cert_format",
+    "xfcc_mode",
+    "xfcc_trusted",
+    ALLOW_KEYS[0],
+    ALLOW_KEYS[1],
+    ALLOW_KEYS[2],
+    ALLOW_KEYS[3],
+    ALLOW_KEYS[4],
+    ALLOW_KEYS[5],
+    "route",
+    "crl",
+    "crl_expired",
+    "ocsp_response",
 ];
 
 impl ListenerSpec {
-    /// Records a setting. `key` must be one of [`KEYS`].
+    /// An empty route spec (`[[listener.route]]`).
+    pub fn route(origin: Origin) -> ListenerSpec {
+        ListenerSpec {
+            values: BTreeMap::new(),
+            origin: Some(origin),
+            keys: ROUTE_KEYS,
+        }
+    }
+
+    /// Records a setting. `key` must be one of the known keys.
     pub fn set(&mut self, key: &str, origin: Origin, value: SpecValue) -> Result<(), ConfigError> {
-        let key = KEYS.iter().find(|k| **k == key).ok_or_else(|| {
+        let keys = self.keys;
+        let key = keys.iter().find(|k| **k == key).ok_or_else(|| {
             ConfigError::at(
                 &origin,
-                format!("unknown key '{key}'; known keys: {}", KEYS.join(", ")),
+                format!("unknown key '{key}'; known keys: {}", keys.join(", ")),
             )
         })?;
+        if self.values.contains_key(key) {
+            return Err(ConfigError::at(&origin, format!("'{key}' is set twice")));
+        }
         self.values.insert(key, Located { value, origin });
         Ok(())
     }
@@ -162,6 +228,42 @@ impl ListenerSpec {
             })),
             Some(other) => Err(ConfigError::at(&other.origin, "expected a string")),
         }
+    }
+
+    /// A list setting; a single string counts as a list of one.
+    fn list(&mut self, key: &str) -> Result<Option<Located<Vec<String>>>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Located {
+                value: SpecValue::List(items),
+                origin,
+            }) => Ok(Some(Located {
+                value: items,
+                origin,
+            })),
+            Some(Located {
+                value: SpecValue::Text(text),
+                origin,
+            }) => Ok(Some(Located {
+                value: vec![text],
+                origin,
+            })),
+            Some(other) => Err(ConfigError::at(&other.origin, "expected a list of strings")),
+        }
+    }
+
+    fn paths(&mut self, key: &str) -> Result<Vec<Located<PathBuf>>, ConfigError> {
+        Ok(match self.list(key)? {
+            None => Vec::new(),
+            Some(list) => list
+                .value
+                .into_iter()
+                .map(|p| Located {
+                    value: PathBuf::from(p),
+                    origin: list.origin.clone(),
+                })
+                .collect(),
+        })
     }
 
     fn required_text(&mut self, key: &str, what: &str) -> Result<Located<String>, ConfigError> {
@@ -260,6 +362,22 @@ impl fmt::Display for HttpUpstream {
     }
 }
 
+/// A path prefix with its own allow-list and, optionally, its own upstream (nginx `location`).
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub path: String,
+    pub upstream: Option<HttpUpstream>,
+    pub rules: AccessRules,
+}
+
+/// Certificate revocation lists and what to do when one is past its nextUpdate.
+#[derive(Clone, Debug, Default)]
+pub struct Revocation {
+    pub crls: Vec<Located<PathBuf>>,
+    /// Accept certificates checked against an expired CRL (default: refuse them).
+    pub allow_expired_crl: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct ServerListener {
     pub cert: Located<PathBuf>,
@@ -268,6 +386,17 @@ pub struct ServerListener {
     pub client_ca: Option<Located<PathBuf>>,
     pub verify_client: ClientAuthMode,
     pub upstream: HttpUpstream,
+    pub identity_formats: Vec<IdentityFormat>,
+    pub xfcc_mode: XfccMode,
+    /// Peers whose inbound `x-forwarded-client-cert` is kept in `append` mode.
+    pub xfcc_trusted: AccessRules,
+    /// Listener-level allow-list, enforced in the handshake.
+    pub access: AccessRules,
+    /// Checked per request, longest path prefix first.
+    pub routes: Vec<Route>,
+    pub revocation: Revocation,
+    /// A DER OCSP response stapled to our certificate.
+    pub ocsp_response: Option<Located<PathBuf>>,
 }
 
 #[derive(Clone, Debug)]
@@ -283,12 +412,13 @@ pub struct ClientListener {
     pub server_name: ServerName<'static>,
     pub session_reuse: bool,
     pub http2: bool,
+    pub revocation: Revocation,
 }
 
 #[derive(Clone, Debug)]
 pub enum ModeConfig {
-    Server(ServerListener),
-    Client(ClientListener),
+    Server(Box<ServerListener>),
+    Client(Box<ClientListener>),
 }
 
 /// One `set_header NAME VALUE` rule.
@@ -579,6 +709,193 @@ fn parse_http_upstream(text: &Located<String>) -> Result<HttpUpstream, ConfigErr
     })
 }
 
+/// Reads the `allow_*` keys of a listener or route.
+fn access_rules(spec: &mut ListenerSpec) -> Result<AccessRules, ConfigError> {
+    let mut rules = AccessRules::default();
+    for key in ALLOW_KEYS {
+        let Some(list) = spec.list(key)? else {
+            continue;
+        };
+        for item in list.value {
+            let bad = |e: String| ConfigError::at(&list.origin, e);
+            match key {
+                "allow_cn" => rules.common_names.push(item),
+                "allow_o" => rules.organizations.push(item),
+                "allow_ou" => rules.org_units.push(item),
+                "allow_dns" => rules.dns.push(DnsPattern::parse(&item).map_err(bad)?),
+                "allow_uri" => rules.uris.push(UriPattern::parse(&item).map_err(bad)?),
+                _ => rules.pins.push(parse_pin(&item).map_err(bad)?),
+            }
+        }
+    }
+    Ok(rules)
+}
+
+/// Reads `kind:value` identity matchers (`cn:edge`, `uri:spiffe://example.org/proxy`).
+fn identity_matchers(list: Located<Vec<String>>) -> Result<AccessRules, ConfigError> {
+    let mut rules = AccessRules::default();
+    for item in &list.value {
+        let bad = |e: String| ConfigError::at(&list.origin, e);
+        let (kind, value) = item.split_once(':').ok_or_else(|| {
+            bad(format!(
+                "\"{item}\": write KIND:VALUE with KIND one of cn, o, ou, dns, uri, pin-sha256"
+            ))
+        })?;
+        match kind {
+            "cn" => rules.common_names.push(value.to_string()),
+            "o" => rules.organizations.push(value.to_string()),
+            "ou" => rules.org_units.push(value.to_string()),
+            "dns" => rules.dns.push(DnsPattern::parse(value).map_err(bad)?),
+            "uri" => rules.uris.push(UriPattern::parse(value).map_err(bad)?),
+            "pin-sha256" => rules.pins.push(parse_pin(value).map_err(bad)?),
+            other => {
+                return Err(bad(format!(
+                    "unknown identity kind \"{other}\" in \"{item}\": use cn, o, ou, dns, uri or pin-sha256"
+                )))
+            }
+        }
+    }
+    Ok(rules)
+}
+
+fn revocation(spec: &mut ListenerSpec) -> Result<Revocation, ConfigError> {
+    let crls = spec.paths("crl")?;
+    let allow_expired_crl = match spec.text("crl_expired")? {
+        None => false,
+        Some(text) => match text.value.as_str() {
+            "refuse" => false,
+            "allow" => true,
+            other => {
+                return Err(ConfigError::at(
+                    &text.origin,
+                    format!(
+                    "unknown crl_expired \"{other}\": use \"refuse\" (the default) or \"allow\""
+                ),
+                ))
+            }
+        },
+    };
+    Ok(Revocation {
+        crls,
+        allow_expired_crl,
+    })
+}
+
+/// Reads `client_cert_format`, `xfcc_mode` and `xfcc_trusted`, refusing contradictions.
+fn identity_formats(
+    spec: &mut ListenerSpec,
+) -> Result<(Vec<IdentityFormat>, XfccMode, AccessRules), ConfigError> {
+    let mut formats = Vec::new();
+    match spec.list("client_cert_format")? {
+        None => formats.push(IdentityFormat::EscapedPem),
+        Some(list) => {
+            for name in &list.value {
+                let format = IdentityFormat::parse(name).ok_or_else(|| {
+                    ConfigError::at(
+                        &list.origin,
+                        format!(
+                            "unknown client_cert_format \"{name}\"; use one or more of {}",
+                            IdentityFormat::NAMES
+                        ),
+                    )
+                })?;
+                if formats.contains(&format) {
+                    return Err(ConfigError::at(
+                        &list.origin,
+                        format!("client_cert_format \"{name}\" is listed twice"),
+                    ));
+                }
+                formats.push(format);
+            }
+        }
+    }
+    let has_xfcc = formats.contains(&IdentityFormat::Xfcc);
+    let mode_text = spec.text("xfcc_mode")?;
+    let mode = match &mode_text {
+        None if has_xfcc => XfccMode::Set,
+        None => XfccMode::Sanitize,
+        Some(text) => {
+            let mode = match text.value.as_str() {
+                "sanitize" => XfccMode::Sanitize,
+                "set" => XfccMode::Set,
+                "append" => XfccMode::Append,
+                other => {
+                    return Err(ConfigError::at(
+                        &text.origin,
+                        format!("unknown xfcc_mode \"{other}\": use sanitize, set or append"),
+                    ))
+                }
+            };
+            if has_xfcc == (mode == XfccMode::Sanitize) {
+                return Err(ConfigError::at(
+                    &text.origin,
+                    "contradictory: xfcc_mode \"sanitize\" sends no x-forwarded-client-cert, so it goes only without client_cert_format \"xfcc\", and \"set\" or \"append\" only with it",
+                ));
+            }
+            mode
+        }
+    };
+    let trusted = match spec.list("xfcc_trusted")? {
+        None => AccessRules::default(),
+        Some(list) if mode != XfccMode::Append => {
+            return Err(ConfigError::at(
+                &list.origin,
+                "contradictory: xfcc_trusted only matters with xfcc_mode = \"append\"",
+            ));
+        }
+        Some(list) => identity_matchers(list)?,
+    };
+    if mode == XfccMode::Append && trusted.is_empty() {
+        let origin = mode_text.map(|t| t.origin).unwrap_or(Origin::Default);
+        return Err(ConfigError::at(
+            &origin,
+            "xfcc_mode \"append\" needs xfcc_trusted: the peers whose inbound x-forwarded-client-cert may be kept",
+        ));
+    }
+    Ok((formats, mode, trusted))
+}
+
+/// Reads `[[listener.route]]` tables.
+fn routes(spec: &mut ListenerSpec) -> Result<Vec<Route>, ConfigError> {
+    let Some(located) = spec.take("route") else {
+        return Ok(Vec::new());
+    };
+    let SpecValue::Routes(route_specs) = located.value else {
+        return Err(ConfigError::at(
+            &located.origin,
+            "write routes as [[listener.route]] tables",
+        ));
+    };
+    let mut routes: Vec<Route> = Vec::new();
+    for mut route_spec in route_specs {
+        let path =
+            route_spec.required_text("path", "the path prefix this route covers, e.g. \"/api\"")?;
+        if !path.value.starts_with('/') {
+            return Err(ConfigError::at(
+                &path.origin,
+                format!("route path \"{}\" must start with '/'", path.value),
+            ));
+        }
+        if routes.iter().any(|r| r.path == path.value) {
+            return Err(ConfigError::at(
+                &path.origin,
+                format!("contradictory: two routes for path \"{}\"", path.value),
+            ));
+        }
+        let upstream = route_spec
+            .text("upstream")?
+            .map(|u| parse_http_upstream(&u))
+            .transpose()?;
+        let rules = access_rules(&mut route_spec)?;
+        routes.push(Route {
+            path: path.value,
+            upstream,
+            rules,
+        });
+    }
+    Ok(routes)
+}
+
 fn validate_listener(
     mut spec: ListenerSpec,
     index: usize,
@@ -639,7 +956,25 @@ fn validate_listener(
                     "the CA bundle that client certificates must chain to; or set verify_client = \"off\"",
                 ));
             }
-            ModeConfig::Server(ServerListener {
+            let (identity_formats, xfcc_mode, xfcc_trusted) = identity_formats(&mut spec)?;
+            let access = access_rules(&mut spec)?;
+            if verify_client == ClientAuthMode::Off && !access.is_empty() {
+                return Err(spec.missing(
+                    "client_ca",
+                    "contradictory: allow rules need client certificates, but verify_client is \"off\"",
+                ));
+            }
+            let routes = routes(&mut spec)?;
+            let revocation = revocation(&mut spec)?;
+            let ocsp_response = spec.path("ocsp_response")?;
+            ModeConfig::Server(Box::new(ServerListener {
+                identity_formats,
+                xfcc_mode,
+                xfcc_trusted,
+                access,
+                routes,
+                revocation,
+                ocsp_response,
                 cert: spec
                     .path("cert")?
                     .ok_or_else(|| spec.missing("cert", "the server certificate"))?,
@@ -649,7 +984,7 @@ fn validate_listener(
                 client_ca,
                 verify_client,
                 upstream: parse_http_upstream(&upstream)?,
-            })
+            }))
         }
         Mode::Client => {
             spec.refuse(
@@ -657,6 +992,19 @@ fn validate_listener(
                 "'client_ca' is for server mode; client mode verifies the upstream with 'ca'",
             )?;
             spec.refuse("verify_client", "'verify_client' is for server mode")?;
+            for key in [
+                "client_cert_format",
+                "xfcc_mode",
+                "xfcc_trusted",
+                "route",
+                "ocsp_response",
+            ]
+            .into_iter()
+            .chain(ALLOW_KEYS)
+            {
+                spec.refuse(key, &format!("'{key}' is for server mode (client mode forwards to a server that checks identities)"))?;
+            }
+            let revocation = revocation(&mut spec)?;
             let value = upstream.value.trim();
             if value.starts_with("http://") {
                 return Err(ConfigError::at(
@@ -703,7 +1051,7 @@ fn validate_listener(
                     ))
                 }
             };
-            ModeConfig::Client(ClientListener {
+            ModeConfig::Client(Box::new(ClientListener {
                 identity,
                 ca: spec.path("ca")?.ok_or_else(|| {
                     spec.missing(
@@ -716,7 +1064,8 @@ fn validate_listener(
                 server_name: server_name.to_owned(),
                 session_reuse: spec.flag("session_reuse", true)?,
                 http2: spec.flag("http2", true)?,
-            })
+                revocation,
+            }))
         }
     };
     Ok(ListenerConfig {

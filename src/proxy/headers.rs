@@ -7,14 +7,19 @@
 //! 2. Values of all rules are computed from the request as it arrived (so `$http_x` sees the
 //!    client's header even if a rule replaces it, as in nginx).
 //! 3. Hop-by-hop headers (`Connection` and those it names, `Keep-Alive`, `TE`, ...) are removed.
-//! 4. The rules run in order: default rules for the mode, then the listener's `set_header`
+//! 4. In server mode, the connection's proven identity is added in each configured format
+//!    (`x-forwarded-client-cert` appended to the inbound one only for trusted peers).
+//! 5. The rules run in order: default rules for the mode, then the listener's `set_header`
 //!    rules (a listener rule replaces the default of the same name). A rule whose value comes
 //!    out empty removes the header, which is how nginx's `if ($http_x) { proxy_set_header .. }`
 //!    is written here.
 
 use super::ConnectionInfo;
+use crate::access::AccessRules;
 use crate::config::template::{Segment, Template, Variable};
 use crate::config::{HeaderRule, ListenerConfig, ModeConfig};
+use crate::tls::identity::formats::{identity_headers, IdentityFormat, XfccMode};
+use crate::tls::identity::PeerIdentity;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 
@@ -40,6 +45,8 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-tls-client-cert-info",
 ];
 
+const XFCC: &str = "x-forwarded-client-cert";
+
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
     header::TE,
@@ -50,10 +57,21 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::PROXY_AUTHENTICATE,
 ];
 
+/// The identity headers of one connection, computed once when its identity is proven.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityHeaders {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The peer may hand on an inbound `x-forwarded-client-cert` (`xfcc_mode = "append"`).
+    pub xfcc_trusted: bool,
+}
+
 /// The compiled header edits of one listener.
 #[derive(Debug, Clone)]
 pub struct HeaderEdits {
     strip: Vec<HeaderName>,
+    formats: Vec<IdentityFormat>,
+    xfcc_mode: XfccMode,
+    xfcc_trusted: AccessRules,
     rules: Vec<HeaderRule>,
     /// Client mode: the Host to send when no rule sets one.
     default_host: Option<HeaderValue>,
@@ -75,7 +93,6 @@ impl HeaderEdits {
                     rule("x-forwarded-for", Variable::ProxyAddXForwardedFor),
                     rule("x-forwarded-proto", Variable::Scheme),
                     rule("x-real-ip", Variable::RemoteAddr),
-                    rule("x-client-cert", Variable::SslClientEscapedCert),
                     rule("x-client-verify", Variable::SslClientVerify),
                 ],
                 None,
@@ -103,16 +120,49 @@ impl HeaderEdits {
                     .map(|r| r.name.clone()),
             );
         }
+        let (formats, xfcc_mode, xfcc_trusted) = match &listener.mode {
+            ModeConfig::Server(server) => (
+                server.identity_formats.clone(),
+                server.xfcc_mode,
+                server.xfcc_trusted.clone(),
+            ),
+            ModeConfig::Client(_) => (Vec::new(), XfccMode::Sanitize, AccessRules::default()),
+        };
         HeaderEdits {
             strip,
+            formats,
+            xfcc_mode,
+            xfcc_trusted,
             rules,
             default_host,
             scheme,
         }
     }
 
+    /// The identity headers for a connection whose peer proved `identity`.
+    pub fn identity_headers(&self, identity: &PeerIdentity) -> IdentityHeaders {
+        IdentityHeaders {
+            headers: identity_headers(identity, &self.formats),
+            xfcc_trusted: self.xfcc_mode == XfccMode::Append && self.xfcc_trusted.allows(identity),
+        }
+    }
+
     /// Applies every edit to a request about to go upstream.
     pub fn apply(&self, parts: &mut Parts, connection: &ConnectionInfo) {
+        let identity = connection.tls.as_ref().map(|t| &t.identity_headers);
+        // Only a trusted peer's inbound XFCC survives, and only to have ours appended.
+        let inbound_xfcc: Vec<u8> = match identity {
+            Some(identity) if identity.xfcc_trusted => {
+                let values: Vec<&[u8]> = parts
+                    .headers
+                    .get_all(XFCC)
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect();
+                values.join(&b","[..])
+            }
+            _ => Vec::new(),
+        };
         for name in &self.strip {
             parts.headers.remove(name);
         }
@@ -135,6 +185,18 @@ impl HeaderEdits {
             }
         } else if let Some(host) = &self.default_host {
             parts.headers.insert(header::HOST, host.clone());
+        }
+        for (name, value) in identity.map(|i| i.headers.as_slice()).unwrap_or_default() {
+            if name == XFCC && !inbound_xfcc.is_empty() {
+                let mut joined = inbound_xfcc.clone();
+                joined.push(b',');
+                joined.extend_from_slice(value.as_bytes());
+                if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+                    parts.headers.insert(name.clone(), joined);
+                    continue;
+                }
+            }
+            parts.headers.insert(name.clone(), value.clone());
         }
         for (rule, value) in self.rules.iter().zip(values) {
             match value {

@@ -3,7 +3,8 @@
 pub mod headers;
 pub mod upstream;
 
-use crate::config::{ListenerConfig, ModeConfig};
+use crate::access::AccessRules;
+use crate::config::{HttpUpstream, ListenerConfig, ModeConfig};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
 use bytes::Bytes;
@@ -26,7 +27,9 @@ pub struct TlsInfo {
     pub protocol: &'static str,
     pub cipher: &'static str,
     pub verdict: ClientVerdict,
+    /// Present only when the client certificate was admitted.
     pub peer: Option<PeerIdentity>,
+    pub identity_headers: headers::IdentityHeaders,
 }
 
 /// One accepted downstream connection.
@@ -43,15 +46,22 @@ pub struct ConnectionInfo {
 pub enum ProxyError {
     /// The upstream could not be reached or failed mid-request.
     Upstream(String),
+    /// A route's allow-list refused the client; the reason is for the log only.
+    Forbidden(String),
 }
 
 impl ProxyError {
     fn into_response(self) -> Response<ProxyBody> {
-        let (status, reason) = match self {
-            ProxyError::Upstream(reason) => (StatusCode::BAD_GATEWAY, reason),
+        let (status, body) = match self {
+            ProxyError::Upstream(reason) => (StatusCode::BAD_GATEWAY, format!("{reason}\n")),
+            // The body does not reveal the rules.
+            ProxyError::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden: this client certificate may not access this path\n".to_string(),
+            ),
         };
         let mut response = Response::new(
-            Full::new(Bytes::from(format!("{reason}\n")))
+            Full::new(Bytes::from(body))
                 .map_err(|never| match never {})
                 .boxed(),
         );
@@ -67,94 +77,37 @@ impl ProxyError {
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A listener's request handler: header edits and an upstream pool.
-pub struct Proxy {
-    pub listener: String,
-    edits: HeaderEdits,
+/// One upstream and its connection pool.
+struct Upstream {
     client: Client<Connector, Incoming>,
     /// Scheme and authority of upstream request URIs (they key the pool).
-    upstream_base: String,
-    upstream_display: String,
+    base: String,
+    display: String,
 }
 
-impl Proxy {
-    pub fn new(listener: &ListenerConfig, client_tls: Option<Arc<rustls::ClientConfig>>) -> Proxy {
-        let (connector, upstream_base) = match (&listener.mode, client_tls) {
-            (ModeConfig::Client(client), Some(tls)) => (
-                Connector::tls(&client.upstream_authority, client.server_name.clone(), tls),
-                format!("https://{}", client.upstream_authority),
-            ),
-            (ModeConfig::Server(server), _) => (
-                Connector::plain(&server.upstream),
-                match &server.upstream {
-                    crate::config::HttpUpstream::Tcp { authority } => format!("http://{authority}"),
-                    crate::config::HttpUpstream::Unix(_) => "http://unix-socket".to_string(),
-                },
-            ),
-            (ModeConfig::Client(_), None) => unreachable!("client mode always has a TLS config"),
-        };
+impl Upstream {
+    fn new(connector: Connector, base: String, display: String) -> Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);
-        Proxy {
-            listener: listener.name.clone(),
-            edits: HeaderEdits::new(listener),
+        Upstream {
             client,
-            upstream_base,
-            upstream_display: listener.upstream_display(),
+            base,
+            display,
         }
     }
 
-    /// Forwards one request; never fails, answering 502 with the reason instead.
-    pub async fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        connection: Arc<ConnectionInfo>,
-    ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-        Ok(match self.forward(request, &connection).await {
-            Ok(response) => response,
-            Err(error) => {
-                let ProxyError::Upstream(reason) = &error;
-                tracing::warn!(
-                    "listener \"{}\": request from {} failed: {reason}",
-                    self.listener,
-                    connection.remote
-                );
-                error.into_response()
-            }
-        })
-    }
-
-    async fn forward(
-        &self,
-        request: Request<Incoming>,
-        connection: &ConnectionInfo,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        self.edits.apply(&mut parts, connection);
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = format!("{}{}", self.upstream_base, path)
-            .parse::<Uri>()
-            .map_err(|e| ProxyError::Upstream(format!("cannot build upstream URI: {e}")))?;
-        // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
-        parts.version = Version::HTTP_11;
-        let response = self
-            .client
-            .request(Request::from_parts(parts, body))
-            .await
-            .map_err(|e| ProxyError::Upstream(self.explain(&e)))?;
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+    fn plain(upstream: &HttpUpstream) -> Upstream {
+        let base = match upstream {
+            HttpUpstream::Tcp { authority } => format!("http://{authority}"),
+            HttpUpstream::Unix(_) => "http://unix-socket".to_string(),
+        };
+        Upstream::new(Connector::plain(upstream), base, upstream.to_string())
     }
 
     /// One line an operator can act on, naming the upstream.
     fn explain(&self, error: &hyper_util::client::legacy::Error) -> String {
-        let upstream = &self.upstream_display;
+        let upstream = &self.display;
         if let Some(tls) = explain::find_rustls_error(error) {
             return format!(
                 "TLS to upstream {upstream} failed: {}",
@@ -179,6 +132,124 @@ impl Proxy {
             }
             _ => format!("upstream {upstream} failed: {}", error_chain(error)),
         }
+    }
+}
+
+/// A path prefix with its allow-list and, when it names one, its own upstream.
+struct RouteRuntime {
+    path: String,
+    rules: AccessRules,
+    upstream: Option<Upstream>,
+}
+
+/// A listener's request handler: header edits, routes and upstream pools.
+pub struct Proxy {
+    pub listener: String,
+    pub edits: HeaderEdits,
+    upstream: Upstream,
+    /// Longest path first, so the first match is nginx's longest-prefix `location`.
+    routes: Vec<RouteRuntime>,
+}
+
+impl Proxy {
+    pub fn new(listener: &ListenerConfig, client_tls: Option<Arc<rustls::ClientConfig>>) -> Proxy {
+        let (upstream, mut routes) = match (&listener.mode, client_tls) {
+            (ModeConfig::Client(client), Some(tls)) => (
+                Upstream::new(
+                    Connector::tls(&client.upstream_authority, client.server_name.clone(), tls),
+                    format!("https://{}", client.upstream_authority),
+                    listener.upstream_display(),
+                ),
+                Vec::new(),
+            ),
+            (ModeConfig::Server(server), _) => (
+                Upstream::plain(&server.upstream),
+                server
+                    .routes
+                    .iter()
+                    .map(|route| RouteRuntime {
+                        path: route.path.clone(),
+                        rules: route.rules.clone(),
+                        upstream: route.upstream.as_ref().map(Upstream::plain),
+                    })
+                    .collect(),
+            ),
+            (ModeConfig::Client(_), None) => unreachable!("client mode always has a TLS config"),
+        };
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        Proxy {
+            listener: listener.name.clone(),
+            edits: HeaderEdits::new(listener),
+            upstream,
+            routes,
+        }
+    }
+
+    /// Forwards one request; never fails, answering 502 or 403 with the reason instead.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        connection: Arc<ConnectionInfo>,
+    ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+        Ok(match self.forward(request, &connection).await {
+            Ok(response) => response,
+            Err(error) => {
+                let (ProxyError::Upstream(reason) | ProxyError::Forbidden(reason)) = &error;
+                tracing::warn!(
+                    "listener \"{}\": request from {} failed: {reason}",
+                    self.listener,
+                    connection.remote
+                );
+                error.into_response()
+            }
+        })
+    }
+
+    /// The route for a path and the upstream it goes to; refuses identities the route's
+    /// allow-list does not admit.
+    fn route(&self, path: &str, connection: &ConnectionInfo) -> Result<&Upstream, ProxyError> {
+        let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.path)) else {
+            return Ok(&self.upstream);
+        };
+        let peer = connection.tls.as_ref().and_then(|t| t.peer.as_ref());
+        if !route.rules.is_empty() && !peer.is_some_and(|p| route.rules.allows(p)) {
+            let who = peer
+                .map(PeerIdentity::describe)
+                .unwrap_or_else(|| "no client certificate".into());
+            return Err(ProxyError::Forbidden(format!(
+                "403 for {path}: route \"{}\" does not allow {who}; allowed: {}",
+                route.path, route.rules
+            )));
+        }
+        Ok(route.upstream.as_ref().unwrap_or(&self.upstream))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        connection: &ConnectionInfo,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let upstream = self.route(parts.uri.path(), connection)?;
+        self.edits.apply(&mut parts, connection);
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = format!("{}{}", upstream.base, path)
+            .parse::<Uri>()
+            .map_err(|e| ProxyError::Upstream(format!("cannot build upstream URI: {e}")))?;
+        // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
+        parts.version = Version::HTTP_11;
+        let response = upstream
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| ProxyError::Upstream(upstream.explain(&e)))?;
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
     }
 }
 

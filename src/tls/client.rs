@@ -2,7 +2,7 @@
 //! session resumption, ALPN.
 
 use super::verify::{ChainVerifier, PeerRole, UpstreamCertPolicy};
-use super::{at, check_key_permissions, load, provider};
+use super::{at, check_key_permissions, load, load_revocation, provider};
 use crate::config::{ClientListener, ConfigError, ListenerConfig};
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
@@ -33,10 +33,12 @@ pub fn build(
 ) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
     let provider = provider(&listener.tls);
     let ca_certs = at(&client.ca, load::certificates(&client.ca.value))?;
+    let revocation = load_revocation(&client.revocation, warnings)?;
     let chain = ChainVerifier::new(
         &ca_certs,
         listener.verify_depth,
         PeerRole::Server,
+        revocation,
         &provider,
     )
     .map_err(|e| {

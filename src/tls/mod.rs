@@ -7,7 +7,7 @@ pub mod load;
 pub mod server;
 pub mod verify;
 
-use crate::config::{ConfigError, Located, TlsParams};
+use crate::config::{ConfigError, Located, Revocation, TlsParams};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,6 +25,49 @@ pub(crate) fn at<T>(
     result: Result<T, load::LoadError>,
 ) -> Result<T, ConfigError> {
     result.map_err(|e| ConfigError::at(&file.origin, e.to_string()))
+}
+
+/// Loads a listener's CRLs, warning about any past its nextUpdate.
+pub(crate) fn load_revocation(
+    revocation: &Revocation,
+    warnings: &mut Vec<String>,
+) -> Result<Option<verify::CrlSet>, ConfigError> {
+    let Some(first) = revocation.crls.first() else {
+        return Ok(None);
+    };
+    let now = rustls::pki_types::UnixTime::now().as_secs() as i64;
+    let mut all = Vec::new();
+    for file in &revocation.crls {
+        let crls = at(file, load::crls(&file.value))?;
+        for der in &crls {
+            let Ok((_, crl)) = x509_parser::parse_x509_crl(der) else {
+                continue;
+            };
+            let Some(next_update) = crl.next_update() else {
+                continue;
+            };
+            if next_update.timestamp() < now {
+                warnings.push(format!(
+                    "{}: CRL {} from \"{}\" expired at {} (nextUpdate); {}",
+                    file.origin,
+                    file.value.display(),
+                    identity::distinguished_name(crl.issuer()),
+                    verify::format_time(rustls::pki_types::UnixTime::since_unix_epoch(
+                        std::time::Duration::from_secs(next_update.timestamp().max(0) as u64)
+                    )),
+                    if revocation.allow_expired_crl {
+                        "certificates are still checked against it (crl_expired = \"allow\")"
+                    } else {
+                        "certificates it covers are refused until it is renewed (crl_expired = \"refuse\")"
+                    }
+                ));
+            }
+        }
+        all.extend(crls);
+    }
+    verify::CrlSet::new(&all, revocation.allow_expired_crl)
+        .map(Some)
+        .map_err(|e| ConfigError::at(&first.origin, e))
 }
 
 /// Warns about (or, when strict, refuses) a private key readable by others.

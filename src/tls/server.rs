@@ -2,7 +2,7 @@
 
 use super::identity::{ClientVerdict, PeerIdentity};
 use super::verify::{ChainVerifier, ClientAuthMode, ClientCertPolicy, PeerRole};
-use super::{at, check_key_permissions, load, provider};
+use super::{at, check_key_permissions, load, load_revocation, provider};
 use crate::config::{ConfigError, ListenerConfig, ServerListener};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
 use rustls::sign::CertifiedKey;
@@ -36,20 +36,49 @@ impl ServerTls {
     ) -> Result<ServerTls, ConfigError> {
         let provider = provider(&listener.tls);
         check_key_permissions(&server.key, listener.strict_key_permissions, warnings)?;
-        let identity = at(
+        let mut identity = at(
             &server.key,
             load::certified_key(&server.cert.value, &server.key.value, &provider),
         )?;
+        if let Some(file) = &server.ocsp_response {
+            let response = std::fs::read(&file.value).map_err(|e| {
+                ConfigError::at(
+                    &file.origin,
+                    format!("cannot read {}: {e}", file.value.display()),
+                )
+            })?;
+            if response.is_empty() {
+                return Err(ConfigError::at(
+                    &file.origin,
+                    format!(
+                        "{} is empty: expected a DER OCSP response",
+                        file.value.display()
+                    ),
+                ));
+            }
+            identity = Arc::new(CertifiedKey {
+                ocsp: Some(response),
+                ..(*identity).clone()
+            });
+        }
         let policy = match (&server.client_ca, server.verify_client) {
             (_, ClientAuthMode::Off) | (None, _) => None,
             (Some(ca), mode) => {
                 let certs = at(ca, load::certificates(&ca.value))?;
-                let chain =
-                    ChainVerifier::new(&certs, listener.verify_depth, PeerRole::Client, &provider)
-                        .map_err(|e| {
-                            ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display()))
-                        })?;
-                Some(Arc::new(ClientCertPolicy { chain, mode }))
+                let revocation = load_revocation(&server.revocation, warnings)?;
+                let chain = ChainVerifier::new(
+                    &certs,
+                    listener.verify_depth,
+                    PeerRole::Client,
+                    revocation,
+                    &provider,
+                )
+                .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?;
+                Some(Arc::new(ClientCertPolicy {
+                    chain,
+                    mode,
+                    access: server.access.clone(),
+                }))
             }
         };
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -72,8 +101,8 @@ impl ServerTls {
     }
 
     /// nginx's `$ssl_client_verify` for a finished handshake, and the identity only when
-    /// proven: a certificate that failed verification (`optional_no_ca`) never becomes an
-    /// identity header, so a backend that trusts the header's presence cannot be fooled.
+    /// proven: a certificate that failed verification or the allow-list (`optional_no_ca`)
+    /// never becomes an identity, so a backend that trusts a header's presence cannot be fooled.
     pub fn verdict(&self, connection: &ServerConnection) -> (ClientVerdict, Option<PeerIdentity>) {
         let Some(chain) = connection.peer_certificates().filter(|c| !c.is_empty()) else {
             return (ClientVerdict::None, None);
@@ -84,11 +113,14 @@ impl ServerTls {
             .filter(|p| p.mode == ClientAuthMode::OptionalNoCa);
         if let Some(policy) = no_ca {
             let now = rustls::pki_types::UnixTime::now();
-            if let Err(reason) = policy.chain.verify(&chain[0], &chain[1..], now) {
+            if let Err(reason) = policy.admit(&chain[0], &chain[1..], now) {
                 return (ClientVerdict::Failed(reason.to_string()), None);
             }
         }
-        // Otherwise the handshake only completed because the certificate verified.
-        (ClientVerdict::Success, PeerIdentity::from_leaf(&chain[0]))
+        // Otherwise the handshake only completed because the certificate was admitted.
+        (
+            ClientVerdict::Success,
+            PeerIdentity::from_chain(&chain[0], &chain[1..]),
+        )
     }
 }

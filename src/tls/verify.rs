@@ -6,7 +6,8 @@
 //! admits at most N intermediate CAs between the peer's certificate and the trusted CA.
 //! Rejections carry enough detail (dates, issuer DN, names) for a log line an operator can act on.
 
-use crate::tls::identity::{distinguished_name, presented_names};
+use crate::access::AccessRules;
+use crate::tls::identity::{distinguished_name, presented_names, PeerIdentity};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
@@ -49,7 +50,20 @@ pub enum ChainRejection {
         expected: String,
         presented: Vec<String>,
     },
-    Revoked,
+    /// Revoked by a CRL; the serial (uppercase hex) and subject of the revoked certificate.
+    Revoked {
+        serial: String,
+        subject: String,
+    },
+    /// The CRL for this chain is past its nextUpdate and expired CRLs are refused.
+    CrlExpired {
+        next_update: UnixTime,
+    },
+    /// The chain verified, but no allow rule of the listener admits this identity.
+    NotAllowed {
+        peer: String,
+        rules: String,
+    },
     BadSignature,
     Malformed(String),
 }
@@ -102,7 +116,19 @@ impl fmt::Display for ChainRejection {
                 "name mismatch: expected \"{expected}\", certificate presents [{}]",
                 presented.join(", ")
             ),
-            ChainRejection::Revoked => write!(f, "certificate revoked"),
+            ChainRejection::Revoked { serial, subject } => write!(
+                f,
+                "certificate revoked: serial {serial} (\"{subject}\") is on the CRL"
+            ),
+            ChainRejection::CrlExpired { next_update } => write!(
+                f,
+                "the CRL for this chain expired at {} (nextUpdate); renew the CRL file, or set crl_expired = \"allow\"",
+                format_time(*next_update)
+            ),
+            ChainRejection::NotAllowed { peer, rules } => write!(
+                f,
+                "certificate not allowed by this listener's rules: {peer}; allowed: {rules}"
+            ),
             ChainRejection::BadSignature => write!(f, "bad signature in the certificate chain"),
             ChainRejection::Malformed(reason) => write!(f, "malformed certificate: {reason}"),
         }
@@ -126,11 +152,65 @@ impl From<ChainRejection> for rustls::Error {
                     not_before,
                 }
             }
-            ChainRejection::Revoked => CertificateError::Revoked,
+            ChainRejection::Revoked { .. } => CertificateError::Revoked,
             ChainRejection::BadSignature => CertificateError::BadSignature,
             other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
         };
         rustls::Error::InvalidCertificate(error)
+    }
+}
+
+/// Certificate revocation lists for one chain verifier.
+#[derive(Debug)]
+pub struct CrlSet {
+    crls: Vec<webpki::CertRevocationList<'static>>,
+    /// (issuer DN as DER, serial as DER content) of every revoked entry, to name the revoked
+    /// certificate in logs (webpki only says that one of the chain is revoked).
+    revoked: Vec<(Vec<u8>, Vec<u8>)>,
+    allow_expired: bool,
+}
+
+impl CrlSet {
+    /// Parses DER CRLs; fails with a reason if one does not parse.
+    pub fn new(
+        crls: &[rustls::pki_types::CertificateRevocationListDer<'_>],
+        allow_expired: bool,
+    ) -> Result<CrlSet, String> {
+        let mut set = CrlSet {
+            crls: Vec::new(),
+            revoked: Vec::new(),
+            allow_expired,
+        };
+        for (index, der) in crls.iter().enumerate() {
+            let owned = webpki::OwnedCertRevocationList::from_der(der)
+                .map_err(|e| format!("CRL #{} does not parse: {e:?}", index + 1))?;
+            set.crls.push(webpki::CertRevocationList::Owned(owned));
+            if let Ok((_, crl)) = x509_parser::parse_x509_crl(der) {
+                for entry in crl.iter_revoked_certificates() {
+                    set.revoked
+                        .push((crl.issuer().as_raw().to_vec(), entry.raw_serial().to_vec()));
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The first certificate of the chain found on a CRL: (serial hex, subject).
+    fn find_revoked(&self, chain: &[&[u8]]) -> (String, String) {
+        use x509_parser::prelude::*;
+        for der in chain {
+            let Ok((_, cert)) = X509Certificate::from_der(der) else {
+                continue;
+            };
+            let key = (cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec());
+            if self.revoked.contains(&key) {
+                return (
+                    crate::tls::identity::serial_hex(cert.raw_serial()),
+                    distinguished_name(cert.subject()),
+                );
+            }
+        }
+        ("(unknown)".into(), "(unknown)".into())
     }
 }
 
@@ -142,6 +222,7 @@ pub struct ChainVerifier {
     verify_depth: u32,
     role: PeerRole,
     algorithms: WebPkiSupportedAlgorithms,
+    revocation: Option<CrlSet>,
 }
 
 impl ChainVerifier {
@@ -150,6 +231,7 @@ impl ChainVerifier {
         ca_certs: &[CertificateDer<'static>],
         verify_depth: u32,
         role: PeerRole,
+        revocation: Option<CrlSet>,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Self, String> {
         let mut roots = Vec::with_capacity(ca_certs.len());
@@ -168,6 +250,7 @@ impl ChainVerifier {
             verify_depth,
             role,
             algorithms: provider.signature_verification_algorithms,
+            revocation,
         })
     }
 
@@ -193,13 +276,33 @@ impl ChainVerifier {
             }
             Ok(())
         };
+        let crl_refs: Vec<&webpki::CertRevocationList<'_>> = match &self.revocation {
+            Some(set) => set.crls.iter().collect(),
+            None => Vec::new(),
+        };
+        // Every certificate of the chain is checked against the CRLs; a CA without a CRL
+        // is not an error (nginx's behaviour with ssl_crl holding some CAs' lists).
+        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
+            .ok()
+            .map(|builder| {
+                builder
+                    .with_depth(webpki::RevocationCheckDepth::Chain)
+                    .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                    .with_expiration_policy(
+                        match self.revocation.as_ref().is_some_and(|r| r.allow_expired) {
+                            true => webpki::ExpirationPolicy::Ignore,
+                            false => webpki::ExpirationPolicy::Enforce,
+                        },
+                    )
+                    .build()
+            });
         let result = cert.verify_for_usage(
             self.algorithms.all,
             &self.roots,
             intermediates,
             now,
             usage,
-            None,
+            revocation,
             Some(&within_depth),
         );
         match result {
@@ -240,7 +343,17 @@ impl ChainVerifier {
                     PeerRole::Server => "TLS server authentication (serverAuth)",
                 },
             },
-            E::CertRevoked => ChainRejection::Revoked,
+            E::CertRevoked => {
+                let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
+                    .chain(intermediates.iter().map(|c| c.as_ref()))
+                    .collect();
+                let (serial, subject) = match &self.revocation {
+                    Some(set) => set.find_revoked(&chain),
+                    None => ("(unknown)".into(), "(unknown)".into()),
+                };
+                ChainRejection::Revoked { serial, subject }
+            }
+            E::CrlExpired { next_update, .. } => ChainRejection::CrlExpired { next_update },
             E::InvalidSignatureForPublicKey
             | E::UnsupportedSignatureAlgorithmContext(_)
             | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
@@ -338,11 +451,38 @@ impl fmt::Display for ClientAuthMode {
     }
 }
 
-/// Server mode's view of client certificates: rustls' hook around [`ChainVerifier`].
+/// Server mode's view of client certificates: rustls' hook around [`ChainVerifier`], plus
+/// the listener's allow-list, so a refused identity never gets past the handshake.
 #[derive(Debug)]
 pub struct ClientCertPolicy {
     pub chain: ChainVerifier,
     pub mode: ClientAuthMode,
+    pub access: AccessRules,
+}
+
+impl ClientCertPolicy {
+    /// Chain, then allow-list.
+    pub fn admit(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), ChainRejection> {
+        self.chain.verify(end_entity, intermediates, now)?;
+        if self.access.is_empty() {
+            return Ok(());
+        }
+        let identity = PeerIdentity::from_chain(end_entity, intermediates)
+            .ok_or_else(|| ChainRejection::Malformed("the certificate does not parse".into()))?;
+        if self.access.allows(&identity) {
+            Ok(())
+        } else {
+            Err(ChainRejection::NotAllowed {
+                peer: identity.describe(),
+                rules: self.access.to_string(),
+            })
+        }
+    }
 }
 
 impl ClientCertVerifier for ClientCertPolicy {
@@ -368,7 +508,7 @@ impl ClientCertVerifier for ClientCertPolicy {
             // The verdict is computed after the handshake and handed to the backend.
             return Ok(ClientCertVerified::assertion());
         }
-        self.chain.verify(end_entity, intermediates, now)?;
+        self.admit(end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -2,6 +2,9 @@
 //!
 //! Each value matches the nginx variable of the same name byte for byte, because backends
 //! written against nginx parse them: `$ssl_client_escaped_cert`, `$ssl_client_s_dn`, ...
+//! The other proxies' header formats are in [`formats`].
+
+pub mod formats;
 
 use base64::Engine;
 use rustls::pki_types::CertificateDer;
@@ -27,9 +30,14 @@ impl std::fmt::Display for ClientVerdict {
     }
 }
 
-/// What certgate knows about the client certificate of one connection.
-#[derive(Clone, Debug)]
+/// What certgate knows about the client certificate of one connection: computed once, after
+/// the chain verified, and read by header rules, identity formats and access rules.
+#[derive(Clone, Debug, Default)]
 pub struct PeerIdentity {
+    /// The leaf, DER.
+    pub leaf: Vec<u8>,
+    /// The certificates the peer sent after its leaf, DER.
+    pub intermediates: Vec<Vec<u8>>,
     /// The PEM of the leaf, URL-escaped as nginx's `$ssl_client_escaped_cert`.
     pub escaped_pem: String,
     /// RFC 2253 subject, as nginx's `$ssl_client_s_dn`.
@@ -38,24 +46,122 @@ pub struct PeerIdentity {
     pub issuer_dn: String,
     /// Uppercase hex serial, as nginx's `$ssl_client_serial`.
     pub serial: String,
+    /// The serial in decimal (Traefik's form).
+    pub serial_decimal: String,
     /// Lowercase hex SHA-1 of the DER, as nginx's `$ssl_client_fingerprint`.
     pub fingerprint_sha1: String,
+    /// SHA-256 of the leaf DER.
+    pub sha256: [u8; 32],
+    /// SHA-256 of the leaf's SubjectPublicKeyInfo (the key pin).
+    pub spki_sha256: [u8; 32],
+    /// Subject attributes by kind, in certificate order.
+    pub subject: NameParts,
+    pub issuer: NameParts,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+    pub emails: Vec<String>,
+    pub ips: Vec<String>,
+    /// Validity as Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The attributes of a distinguished name that identity formats and rules use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameParts {
+    pub common_names: Vec<String>,
+    pub organizations: Vec<String>,
+    pub org_units: Vec<String>,
+    pub countries: Vec<String>,
+    pub provinces: Vec<String>,
+    pub localities: Vec<String>,
+    pub domain_components: Vec<String>,
+    pub serial_numbers: Vec<String>,
+}
+
+impl NameParts {
+    fn from_name(name: &X509Name<'_>) -> NameParts {
+        use x509_parser::oid_registry as oids;
+        let mut parts = NameParts::default();
+        for attr in name.iter_attributes() {
+            let Ok(value) = attr.as_str() else { continue };
+            let list = match attr.attr_type() {
+                oid if *oid == oids::OID_X509_COMMON_NAME => &mut parts.common_names,
+                oid if *oid == oids::OID_X509_ORGANIZATION_NAME => &mut parts.organizations,
+                oid if *oid == oids::OID_X509_ORGANIZATIONAL_UNIT => &mut parts.org_units,
+                oid if *oid == oids::OID_X509_COUNTRY_NAME => &mut parts.countries,
+                oid if *oid == oids::OID_X509_STATE_OR_PROVINCE_NAME => &mut parts.provinces,
+                oid if *oid == oids::OID_X509_LOCALITY_NAME => &mut parts.localities,
+                oid if *oid == oids::OID_DOMAIN_COMPONENT => &mut parts.domain_components,
+                oid if *oid == oids::OID_X509_SERIALNUMBER => &mut parts.serial_numbers,
+                _ => continue,
+            };
+            list.push(value.to_string());
+        }
+        parts
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 impl PeerIdentity {
-    /// Describes a leaf certificate; `None` if it does not parse (it was verified, so it does).
-    pub fn from_leaf(leaf: &CertificateDer<'_>) -> Option<Self> {
+    /// Describes a verified chain (leaf first); `None` if the leaf does not parse.
+    pub fn from_chain(
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-        Some(PeerIdentity {
+        let mut identity = PeerIdentity {
+            leaf: leaf.to_vec(),
+            intermediates: intermediates.iter().map(|c| c.to_vec()).collect(),
             escaped_pem: escape_uri_component(&pem_encode(leaf)),
             subject_dn: distinguished_name(cert.subject()),
             issuer_dn: distinguished_name(cert.issuer()),
             serial: serial_hex(cert.raw_serial()),
+            serial_decimal: cert.tbs_certificate.serial.to_str_radix(10),
             fingerprint_sha1: lowercase_hex(
                 aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, leaf)
                     .as_ref(),
             ),
-        })
+            sha256: sha256(leaf),
+            spki_sha256: sha256(cert.public_key().raw),
+            subject: NameParts::from_name(cert.subject()),
+            issuer: NameParts::from_name(cert.issuer()),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            ..PeerIdentity::default()
+        };
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(dns) => identity.dns_names.push(dns.to_string()),
+                    GeneralName::URI(uri) => identity.uris.push(uri.to_string()),
+                    GeneralName::RFC822Name(email) => identity.emails.push(email.to_string()),
+                    GeneralName::IPAddress(bytes) => identity.ips.push(ip_text(bytes)),
+                    _ => {}
+                }
+            }
+        }
+        Some(identity)
+    }
+
+    /// Subject and SANs in one phrase, for log lines about this peer.
+    pub fn describe(&self) -> String {
+        let mut sans: Vec<String> = Vec::new();
+        sans.extend(self.dns_names.iter().map(|n| format!("DNS:{n}")));
+        sans.extend(self.uris.iter().map(|n| format!("URI:{n}")));
+        sans.extend(self.ips.iter().map(|n| format!("IP:{n}")));
+        sans.extend(self.emails.iter().map(|n| format!("email:{n}")));
+        format!(
+            "subject \"{}\", SANs [{}]",
+            self.subject_dn,
+            sans.join(", ")
+        )
     }
 }
 
@@ -95,7 +201,7 @@ pub fn lowercase_hex(bytes: &[u8]) -> String {
 }
 
 /// OpenSSL prints serials as uppercase hex of the magnitude, without DER's sign padding.
-fn serial_hex(raw: &[u8]) -> String {
+pub fn serial_hex(raw: &[u8]) -> String {
     let magnitude = match raw {
         [0, rest @ ..] if !rest.is_empty() => rest,
         other => other,

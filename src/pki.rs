@@ -71,7 +71,10 @@ pub struct Authority {
 #[derive(Clone, Debug)]
 pub struct LeafSpec {
     pub common_name: String,
-    /// DNS names and IP addresses, told apart by parsing.
+    /// Organizational unit, if any.
+    pub org_unit: Option<String>,
+    /// Subject alternative names: `scheme://...` is a URI, an IP address is an IP, anything
+    /// else a DNS name.
     pub names: Vec<String>,
     pub usage: Usage,
     pub key_type: KeyType,
@@ -85,6 +88,7 @@ impl LeafSpec {
         let now = OffsetDateTime::now_utc();
         LeafSpec {
             common_name: common_name.to_string(),
+            org_unit: None,
             names: vec![common_name.to_string()],
             usage,
             key_type: KeyType::EcdsaP256,
@@ -95,6 +99,11 @@ impl LeafSpec {
 
     pub fn names(mut self, names: &[&str]) -> Self {
         self.names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    pub fn org_unit(mut self, unit: &str) -> Self {
+        self.org_unit = Some(unit.to_string());
         self
     }
 
@@ -166,11 +175,17 @@ impl Authority {
     pub fn leaf(&self, spec: &LeafSpec) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&spec.common_name);
+        if let Some(unit) = &spec.org_unit {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, unit.as_str());
+        }
         params.subject_alt_names = spec
             .names
             .iter()
             .map(|name| match name.parse::<IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) if name.contains("://") => Ok(SanType::URI(name.clone().try_into()?)),
                 Err(_) => Ok(SanType::DnsName(name.clone().try_into()?)),
             })
             .collect::<Result<_, rcgen::Error>>()?;
@@ -192,6 +207,42 @@ impl Authority {
         let key = spec.key_type.generate()?;
         let cert = params.signed_by(&key, &self.issuer())?;
         Ok(issued(&cert, &key))
+    }
+
+    /// A CRL signed by this CA revoking `revoked` (DER certificates it issued), valid from an
+    /// hour ago until `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[&[u8]],
+        next_update: OffsetDateTime,
+    ) -> Result<String, rcgen::Error> {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der)
+                    .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+                let serial = match cert.raw_serial() {
+                    [0, rest @ ..] if !rest.is_empty() => rest,
+                    other => other,
+                };
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::hours(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, rcgen::Error>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: (now - Duration::hours(1)).min(next_update - Duration::hours(1)),
+            next_update,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer())?.pem()
     }
 
     fn issuer(&self) -> Issuer<'_, &KeyPair> {

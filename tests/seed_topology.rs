@@ -2,29 +2,8 @@
 
 mod support;
 
+use support::echoed_header as header;
 use support::*;
-
-/// nginx's `$ssl_client_escaped_cert`, written out independently of certgate's encoder:
-/// every byte but A-Z a-z 0-9 - . _ ~ becomes %XX (uppercase).
-fn nginx_escaped(pem: &str) -> String {
-    pem.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-fn header<'a>(echoed: &'a str, name: &str) -> Vec<&'a str> {
-    echoed
-        .lines()
-        .filter_map(|line| line.split_once(": "))
-        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value)
-        .collect()
-}
 
 struct Seed {
     files: Files,

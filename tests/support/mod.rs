@@ -451,3 +451,54 @@ impl CountingUpstream {
         upstream
     }
 }
+
+/// Server mode (named "edge") in front of a fresh echo backend, using the `TestPki` files
+/// already written to `files`, plus `extra` flags.
+pub async fn start_server_mode(files: &Files, extra: &[&str]) -> Certgate {
+    let backend = spawn_echo().await;
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let backend_url = format!("http://{backend}");
+    let mut args: Vec<String> = [
+        "server",
+        "--name",
+        "edge",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend_url,
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Every value of a header in an echo answer, in order.
+pub fn echoed_header<'a>(echoed: &'a str, name: &str) -> Vec<&'a str> {
+    echoed
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+        .collect()
+}
+
+/// nginx's `$ssl_client_escaped_cert`, written out independently of certgate's encoder:
+/// every byte but A-Z a-z 0-9 - . _ ~ becomes %XX (uppercase).
+pub fn nginx_escaped(pem: &str) -> String {
+    pem.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

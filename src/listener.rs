@@ -148,15 +148,18 @@ impl ListenerRuntime {
                     verdict,
                     peer,
                 };
+                let handshake = match connection.handshake_kind() {
+                    Some(rustls::HandshakeKind::Resumed) => "resumed",
+                    _ => "full",
+                };
+                let alpn = connection
+                    .alpn_protocol()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or("none".into());
                 tracing::debug!(
-                    "listener \"{name}\": {remote} connected with {} {} ({:?} handshake, ALPN {}), client certificate {}",
+                    "listener \"{name}\": {remote} connected with {} {} ({handshake} handshake, ALPN {alpn}), client certificate {}",
                     info.protocol,
                     info.cipher,
-                    connection.handshake_kind(),
-                    connection
-                        .alpn_protocol()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default(),
                     info.verdict
                 );
                 let info = Arc::new(ConnectionInfo {

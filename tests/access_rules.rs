@@ -1,0 +1,321 @@
+//! Who may pass: listener-level allow rules refuse in the handshake; route-level rules answer
+//! 403; both log the peer's subject, SANs and the rule set that refused it.
+
+mod support;
+
+use certgate::pki::{Issued, LeafSpec, Usage};
+use support::*;
+
+fn setup() -> (Files, TestPki) {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    (files, pki)
+}
+
+fn leaf(pki: &TestPki, spec: LeafSpec) -> Issued {
+    pki.ca.leaf(&spec).unwrap()
+}
+
+async fn status(server: &Certgate, pki: &TestPki, who: &Issued, path: &str) -> Result<u16, String> {
+    let client = tls_client(&pki.ca.issued.cert_pem, Some((&who.cert_pem, &who.key_pem)));
+    https_get(server.addr(), client, path, &[])
+        .await
+        .map(|a| a.status)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn allow_cn_admits_listed_names_and_refuses_others_in_the_handshake() {
+    let (files, pki) = setup();
+    let server =
+        start_server_mode(&files, &["--allow-cn", "billing", "--allow-cn", "orders"]).await;
+    let billing = leaf(&pki, LeafSpec::new("billing", Usage::Client));
+    let intruder = leaf(
+        &pki,
+        LeafSpec::new("intruder", Usage::Client).names(&["intruder.internal"]),
+    );
+    assert_eq!(status(&server, &pki, &billing, "/").await, Ok(200));
+    assert!(
+        status(&server, &pki, &intruder, "/").await.is_err(),
+        "refused in the handshake"
+    );
+    server.wait_for_log(&[
+        "TLS handshake with 127.0.0.1:",
+        "not allowed by this listener's rules",
+        "subject \"CN=intruder,O=certgate test PKI\"",
+        "SANs [DNS:intruder.internal]",
+        "allowed: cn=[billing, orders]",
+    ]);
+}
+
+#[tokio::test]
+async fn allow_uri_matches_spiffe_ids_by_trust_domain_and_path() {
+    let (files, pki) = setup();
+    let server = start_server_mode(
+        &files,
+        &[
+            "--allow-uri",
+            "spiffe://example.org/ns/*/sa/api",
+            "--allow-uri",
+            "spiffe://example.org/jobs/**",
+        ],
+    )
+    .await;
+    let cases = [
+        ("spiffe://example.org/ns/prod/sa/api", true),
+        ("spiffe://example.org/ns/staging/sa/api", true),
+        ("spiffe://example.org/jobs/nightly/report", true),
+        ("spiffe://example.org/ns/prod/sa/web", false),
+        ("spiffe://example.org/ns/prod/x/sa/api", false),
+        ("spiffe://evil.org/ns/prod/sa/api", false),
+        ("spiffe://example.org/jobs", false),
+    ];
+    for (spiffe_id, admitted) in cases {
+        let who = leaf(
+            &pki,
+            LeafSpec::new("workload", Usage::Client).names(&[spiffe_id]),
+        );
+        let result = status(&server, &pki, &who, "/").await;
+        assert_eq!(result.is_ok(), admitted, "{spiffe_id}: {result:?}");
+    }
+    server.wait_for_log(&[
+        "URI:spiffe://evil.org/ns/prod/sa/api",
+        "uri=[spiffe://example.org/ns/*/sa/api, spiffe://example.org/jobs/**]",
+    ]);
+}
+
+#[tokio::test]
+async fn allow_dns_ou_and_o_each_admit() {
+    let (files, pki) = setup();
+    let server = start_server_mode(
+        &files,
+        &[
+            "--allow-dns",
+            "*.payments.internal",
+            "--allow-ou",
+            "platform",
+            "--allow-o",
+            "partner corp",
+        ],
+    )
+    .await;
+    let by_dns = leaf(
+        &pki,
+        LeafSpec::new("a", Usage::Client).names(&["api.payments.internal"]),
+    );
+    let by_ou = leaf(&pki, LeafSpec::new("b", Usage::Client).org_unit("platform"));
+    let nobody = leaf(
+        &pki,
+        LeafSpec::new("c", Usage::Client)
+            .names(&["a.b.payments.internal"])
+            .org_unit("sales"),
+    );
+    assert_eq!(status(&server, &pki, &by_dns, "/").await, Ok(200));
+    assert_eq!(status(&server, &pki, &by_ou, "/").await, Ok(200));
+    assert!(status(&server, &pki, &nobody, "/").await.is_err());
+    server.wait_for_log(&[
+        "subject \"OU=sales,CN=c,O=certgate test PKI\"",
+        "o=[partner corp] ou=[platform] dns=[*.payments.internal]",
+    ]);
+}
+
+#[tokio::test]
+async fn pins_match_the_certificate_or_its_public_key() {
+    let (files, pki) = setup();
+    let by_cert = leaf(&pki, LeafSpec::new("pinned-cert", Usage::Client));
+    let by_key = leaf(&pki, LeafSpec::new("pinned-key", Usage::Client));
+    let other = leaf(&pki, LeafSpec::new("unpinned", Usage::Client));
+    let (_, parsed) = x509_parser::parse_x509_certificate(&by_key.cert_der).unwrap();
+    let cert_pin = sha256_hex(&by_cert.cert_der);
+    let spki_pin = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, parsed.public_key().raw),
+    );
+    let server = start_server_mode(
+        &files,
+        &[
+            "--allow-pin-sha256",
+            &cert_pin,
+            "--allow-pin-sha256",
+            &spki_pin,
+        ],
+    )
+    .await;
+    assert_eq!(status(&server, &pki, &by_cert, "/").await, Ok(200));
+    assert_eq!(status(&server, &pki, &by_key, "/").await, Ok(200));
+    assert!(status(&server, &pki, &other, "/").await.is_err());
+    server.wait_for_log(&["CN=unpinned", "pin-sha256=["]);
+}
+
+#[tokio::test]
+async fn rules_apply_to_clients_below_an_intermediate() {
+    let (files, pki) = setup();
+    let intermediate = pki.ca.intermediate("team CA").unwrap();
+    let member = intermediate
+        .leaf(&LeafSpec::new("svc", Usage::Client).names(&["spiffe://example.org/team/svc"]))
+        .unwrap();
+    let chain = format!("{}{}", member.cert_pem, intermediate.issued.cert_pem);
+    let server = start_server_mode(&files, &["--allow-uri", "spiffe://example.org/team/*"]).await;
+    let client = tls_client(&pki.ca.issued.cert_pem, Some((&chain, &member.key_pem)));
+    let answer = https_get(server.addr(), client, "/", &[]).await.unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+fn routes_config(files: &Files, admin_backend: &str, api_backend: &str) -> String {
+    files.write(
+        "certgate.toml",
+        format!(
+            r#"
+[[listener]]
+name = "edge"
+mode = "server"
+listen = "127.0.0.1:0"
+upstream = "http://{api_backend}"
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+
+[[listener.route]]
+path = "/admin"
+upstream = "http://{admin_backend}"
+allow_cn = ["operator"]
+
+[[listener.route]]
+path = "/admin/public"
+
+[[listener.route]]
+path = "/api"
+allow_uri = ["spiffe://example.org/ns/*/sa/billing"]
+"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn routes_pick_the_longest_prefix_and_answer_403_without_revealing_rules() {
+    let (files, pki) = setup();
+    let api_backend = spawn_echo().await;
+    let admin_backend = spawn_echo().await;
+    let config = routes_config(&files, &admin_backend.to_string(), &api_backend.to_string());
+    let server = Certgate::start(&["run", "--config", &config]);
+    let operator = leaf(&pki, LeafSpec::new("operator", Usage::Client));
+    let billing = leaf(
+        &pki,
+        LeafSpec::new("billing", Usage::Client).names(&["spiffe://example.org/ns/prod/sa/billing"]),
+    );
+
+    let get = |who: &Issued, path: &str| {
+        let client = tls_client(&pki.ca.issued.cert_pem, Some((&who.cert_pem, &who.key_pem)));
+        let path = path.to_string();
+        let address = server.addr();
+        async move { https_get(address, client, &path, &[]).await.unwrap() }
+    };
+
+    // /admin goes to its own backend, for the operator only.
+    let answer = get(&operator, "/admin/users").await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body.contains(&format!("host: backend.example")),
+        "{}",
+        answer.body
+    );
+    let denied = get(&billing, "/admin/users").await;
+    assert_eq!(denied.status, 403);
+    assert!(
+        !denied.body.contains("operator"),
+        "the 403 body reveals the rules: {}",
+        denied.body
+    );
+    server.wait_for_log(&[
+        "listener \"edge\"",
+        "route \"/admin\" does not allow subject \"CN=billing,O=certgate test PKI\"",
+        "SANs [URI:spiffe://example.org/ns/prod/sa/billing]",
+        "allowed: cn=[operator]",
+    ]);
+
+    // The longer prefix /admin/public has no rules: anyone verified passes.
+    assert_eq!(get(&billing, "/admin/public/status").await.status, 200);
+    // /api admits the SPIFFE workload, not the operator.
+    assert_eq!(get(&billing, "/api/charge").await.status, 200);
+    assert_eq!(get(&operator, "/api/charge").await.status, 403);
+    // No route: the listener's upstream, no extra rules.
+    assert_eq!(get(&operator, "/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn route_upstreams_are_separate_backends() {
+    let (files, pki) = setup();
+    // The admin "backend" is not running: only /admin requests fail, with the admin upstream named.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let api_backend = spawn_echo().await;
+    let config = routes_config(&files, &closed.to_string(), &api_backend.to_string());
+    let server = Certgate::start(&["run", "--config", &config]);
+    let operator = leaf(&pki, LeafSpec::new("operator", Usage::Client));
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&operator.cert_pem, &operator.key_pem)),
+    );
+    let admin = https_get(server.addr(), client.clone(), "/admin", &[])
+        .await
+        .unwrap();
+    assert_eq!(admin.status, 502);
+    assert!(
+        admin
+            .body
+            .contains(&format!("upstream http://{closed} refused")),
+        "{}",
+        admin.body
+    );
+    assert_eq!(
+        https_get(server.addr(), client, "/other", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[test]
+fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
+    let (files, _) = setup();
+    let head = "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n";
+    let cases = [
+        ("[[listener.route]]\npath = \"/a\"\nallow_common_name = [\"x\"]\n", ":10: key 'allow_common_name': unknown key"),
+        ("[[listener.route]]\npath = \"/a\"\n[[listener.route]]\npath = \"/a\"\n", ":11: key 'path': contradictory: two routes for path \"/a\""),
+        ("allow_uri = [\"spiffe://example.org/**/x\"]\n", ":8: key 'allow_uri': \"spiffe://example.org/**/x\": '**' may only be the last path segment"),
+        ("allow_pin_sha256 = [\"abc\"]\n", ":8: key 'allow_pin_sha256'"),
+        ("verify_client = \"off\"\nallow_cn = [\"x\"]\n", "contradictory: allow rules need client certificates"),
+        ("[[listener.route]]\nallow_cn = [\"x\"]\n", "missing 'path'"),
+    ];
+    for (tail, expected) in cases {
+        let config = files.write("certgate.toml", format!("{head}{tail}"));
+        let (code, output) = run_to_exit(&["check", "--config", &config]);
+        assert_eq!(code, 1, "{tail}: {output}");
+        assert!(
+            output.contains(expected),
+            "{tail}:\nexpected {expected}\ngot {output}"
+        );
+    }
+    // Rules in client mode are a mistake: the server side checks identities.
+    let client = files.write(
+        "client.toml",
+        "[[listener]]\nmode = \"client\"\nlisten = \"127.0.0.1:0\"\nupstream = \"a:1\"\nca = \"ca.pem\"\nallow_cn = [\"x\"]\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &client]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(":6: key 'allow_cn': 'allow_cn' is for server mode"),
+        "{output}"
+    );
+}

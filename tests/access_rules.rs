@@ -223,7 +223,7 @@ async fn routes_pick_the_longest_prefix_and_answer_403_without_revealing_rules()
     let answer = get(&operator, "/admin/users").await;
     assert_eq!(answer.status, 200);
     assert!(
-        answer.body.contains(&format!("host: backend.example")),
+        answer.body.starts_with("GET /admin/users "),
         "{}",
         answer.body
     );

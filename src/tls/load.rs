@@ -20,6 +20,8 @@ pub enum LoadError {
     NoCertificate { path: PathBuf },
     #[error("{} is not a valid certificate file: {reason}", path.display())]
     BadCertificate { path: PathBuf, reason: String },
+    #[error("{} holds no CRL (expected PEM 'BEGIN X509 CRL' blocks or one DER CRL)", path.display())]
+    NoCrl { path: PathBuf },
     #[error("{} holds no private key (expected PKCS#8, PKCS#1 or SEC1, in PEM or DER)", path.display())]
     NoKey { path: PathBuf },
     #[error("{}: unsupported private key: {reason} (supported: ECDSA P-256/P-384, RSA 2048+, Ed25519)", path.display())]
@@ -100,19 +102,27 @@ pub fn private_key(
     Ok((key, signing_key))
 }
 
-/// Reads certificate revocation lists (PEM or DER).
+/// Reads certificate revocation lists (PEM `X509 CRL` blocks or one DER CRL).
 pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, LoadError> {
     let bytes = read(path)?;
-    if looks_like_pem(&bytes) {
+    let crls: Vec<CertificateRevocationListDer<'static>> = if looks_like_pem(&bytes) {
         CertificateRevocationListDer::pem_slice_iter(&bytes)
             .collect::<Result<_, pem::Error>>()
             .map_err(|e| LoadError::BadCertificate {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            })
+            })?
+    } else if bytes.first() == Some(&0x30) {
+        vec![CertificateRevocationListDer::from(bytes)]
     } else {
-        Ok(vec![CertificateRevocationListDer::from(bytes)])
+        Vec::new()
+    };
+    if crls.is_empty() {
+        return Err(LoadError::NoCrl {
+            path: path.to_path_buf(),
+        });
     }
+    Ok(crls)
 }
 
 /// A certificate chain and the key that goes with its first certificate.

@@ -139,7 +139,8 @@ impl std::error::Error for ChainRejection {}
 
 impl From<ChainRejection> for rustls::Error {
     /// Uses rustls' own variants where they carry the detail, so the peer gets the precise
-    /// TLS alert (certificate_expired, ...); everything else travels as our own type.
+    /// TLS alert (certificate_expired, ...); everything else travels as our own type, so the
+    /// log line keeps the detail (which serial was revoked, which issuer is unknown).
     fn from(rejection: ChainRejection) -> Self {
         let error = match rejection {
             ChainRejection::Expired { not_after, now } => CertificateError::ExpiredContext {
@@ -152,7 +153,6 @@ impl From<ChainRejection> for rustls::Error {
                     not_before,
                 }
             }
-            ChainRejection::Revoked { .. } => CertificateError::Revoked,
             ChainRejection::BadSignature => CertificateError::BadSignature,
             other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
         };

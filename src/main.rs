@@ -121,6 +121,18 @@ struct ClientArgs {
     /// Name for SNI and for checking the upstream certificate (default: the upstream host).
     #[arg(long)]
     server_name: Option<String>,
+    /// Require this subject CN in the upstream's certificate; repeatable (any verify rule admits).
+    #[arg(long, value_name = "CN")]
+    verify_cn: Vec<String>,
+    /// Require this DNS SAN (*.domain for one label) in the upstream's certificate; repeatable.
+    #[arg(long, value_name = "NAME")]
+    verify_dns: Vec<String>,
+    /// Require this URI SAN (SPIFFE: * one segment, ** the rest) in the upstream's certificate; repeatable.
+    #[arg(long, value_name = "URI")]
+    verify_uri: Vec<String>,
+    /// Require this SHA-256 of the upstream's certificate or public key (hex or base64); repeatable.
+    #[arg(long, value_name = "SHA256")]
+    verify_pin_sha256: Vec<String>,
     /// Do not resume TLS sessions on new upstream connections.
     #[arg(long)]
     no_session_reuse: bool,
@@ -278,6 +290,14 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
     spec.text("key", "key", args.key)?;
     spec.text("ca", "ca", Some(args.ca))?;
     spec.text("server_name", "server-name", args.server_name)?;
+    spec.list("verify_cn", "verify-cn", args.verify_cn)?;
+    spec.list("verify_dns", "verify-dns", args.verify_dns)?;
+    spec.list("verify_uri", "verify-uri", args.verify_uri)?;
+    spec.list(
+        "verify_pin_sha256",
+        "verify-pin-sha256",
+        args.verify_pin_sha256,
+    )?;
     spec.bool("session_reuse", "no-session-reuse", !args.no_session_reuse)?;
     spec.bool("http2", "no-http2", !args.no_http2)?;
     spec.common(args.common)?;

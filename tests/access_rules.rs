@@ -319,3 +319,26 @@ fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn an_allowed_name_does_not_excuse_an_expired_or_foreign_certificate() {
+    let (files, pki) = setup();
+    let server = start_server_mode(&files, &["--allow-cn", "billing"]).await;
+    let expired = leaf(
+        &pki,
+        LeafSpec::new("billing", Usage::Client).validity(
+            time::macros::datetime!(2020-01-01 0:00 UTC),
+            time::macros::datetime!(2021-01-01 0:00 UTC),
+        ),
+    );
+    assert!(status(&server, &pki, &expired, "/").await.is_err());
+    server.wait_for_log(&["certificate expired"]);
+
+    let foreign_ca =
+        certgate::pki::Authority::root("foreign CA", certgate::pki::KeyType::EcdsaP256).unwrap();
+    let foreign = foreign_ca
+        .leaf(&LeafSpec::new("billing", Usage::Client))
+        .unwrap();
+    assert!(status(&server, &pki, &foreign, "/").await.is_err());
+    server.wait_for_log(&["unknown issuer", "CN=foreign CA"]);
+}

@@ -355,3 +355,61 @@ async fn no_http2_keeps_the_upstream_on_http1() {
     server_a.wait_for_log(&["listener \"server-a\"", "ALPN http/1.1"]);
     assert!(!server_a.logs().contains("ALPN h2"), "{}", server_a.logs());
 }
+
+#[tokio::test]
+async fn verify_rules_check_the_upstream_identity_beyond_its_name() {
+    let pki = TestPki::new();
+    let spiffe_server = pki
+        .ca
+        .leaf(
+            &LeafSpec::new("server-a", Usage::Server)
+                .names(&["localhost", "spiffe://example.org/ns/prod/sa/server-a"]),
+        )
+        .unwrap();
+    let identity = TestPki {
+        ca: Authority::root("unused", KeyType::EcdsaP256).unwrap(),
+        server: spiffe_server,
+        client: pki.client.clone(),
+    };
+    let upstream = CountingUpstream::start_with_chain(&identity, &pki).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+
+    let right = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--verify-uri", "spiffe://example.org/ns/*/sa/server-a"],
+        true,
+    );
+    assert_eq!(http_get(right.process.addr(), "/", &[]).await.status, 200);
+
+    let wrong = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &[
+            "--verify-uri",
+            "spiffe://example.org/ns/*/sa/payments",
+            "--verify-cn",
+            "payments",
+        ],
+        true,
+    );
+    let answer = http_get(wrong.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(answer.body.contains("not allowed"), "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("URI:spiffe://example.org/ns/prod/sa/server-a"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer
+            .body
+            .contains("cn=[payments] uri=[spiffe://example.org/ns/*/sa/payments]"),
+        "{}",
+        answer.body
+    );
+}

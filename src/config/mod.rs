@@ -131,6 +131,16 @@ const ALLOW_KEYS: [&str; 6] = [
     "allow_pin_sha256",
 ];
 
+/// Client mode's mirror image: rules the upstream's certificate must meet beyond its name.
+const VERIFY_KEYS: [&str; 6] = [
+    "verify_cn",
+    "verify_o",
+    "verify_ou",
+    "verify_dns",
+    "verify_uri",
+    "verify_pin_sha256",
+];
+
 /// Every key a route accepts.
 pub const ROUTE_KEYS: &[&str] = &[
     "path",
@@ -172,6 +182,12 @@ pub const KEYS: &[&str] = &[
     ALLOW_KEYS[3],
     ALLOW_KEYS[4],
     ALLOW_KEYS[5],
+    VERIFY_KEYS[0],
+    VERIFY_KEYS[1],
+    VERIFY_KEYS[2],
+    VERIFY_KEYS[3],
+    VERIFY_KEYS[4],
+    VERIFY_KEYS[5],
     "route",
     "crl",
     "crl_expired",
@@ -413,6 +429,8 @@ pub struct ClientListener {
     pub session_reuse: bool,
     pub http2: bool,
     pub revocation: Revocation,
+    /// What the upstream's certificate must also match (DNS, URI/SPIFFE, CN, pins).
+    pub upstream_rules: AccessRules,
 }
 
 #[derive(Clone, Debug)]
@@ -709,21 +727,21 @@ fn parse_http_upstream(text: &Located<String>) -> Result<HttpUpstream, ConfigErr
     })
 }
 
-/// Reads the `allow_*` keys of a listener or route.
-fn access_rules(spec: &mut ListenerSpec) -> Result<AccessRules, ConfigError> {
+/// Reads one family of rule keys (`allow_*` or `verify_*`, in [`ALLOW_KEYS`] order).
+fn access_rules(spec: &mut ListenerSpec, keys: [&str; 6]) -> Result<AccessRules, ConfigError> {
     let mut rules = AccessRules::default();
-    for key in ALLOW_KEYS {
+    for (kind, key) in keys.into_iter().enumerate() {
         let Some(list) = spec.list(key)? else {
             continue;
         };
         for item in list.value {
             let bad = |e: String| ConfigError::at(&list.origin, e);
-            match key {
-                "allow_cn" => rules.common_names.push(item),
-                "allow_o" => rules.organizations.push(item),
-                "allow_ou" => rules.org_units.push(item),
-                "allow_dns" => rules.dns.push(DnsPattern::parse(&item).map_err(bad)?),
-                "allow_uri" => rules.uris.push(UriPattern::parse(&item).map_err(bad)?),
+            match kind {
+                0 => rules.common_names.push(item),
+                1 => rules.organizations.push(item),
+                2 => rules.org_units.push(item),
+                3 => rules.dns.push(DnsPattern::parse(&item).map_err(bad)?),
+                4 => rules.uris.push(UriPattern::parse(&item).map_err(bad)?),
                 _ => rules.pins.push(parse_pin(&item).map_err(bad)?),
             }
         }
@@ -886,7 +904,7 @@ fn routes(spec: &mut ListenerSpec) -> Result<Vec<Route>, ConfigError> {
             .text("upstream")?
             .map(|u| parse_http_upstream(&u))
             .transpose()?;
-        let rules = access_rules(&mut route_spec)?;
+        let rules = access_rules(&mut route_spec, ALLOW_KEYS)?;
         routes.push(Route {
             path: path.value,
             upstream,
@@ -957,7 +975,10 @@ fn validate_listener(
                 ));
             }
             let (identity_formats, xfcc_mode, xfcc_trusted) = identity_formats(&mut spec)?;
-            let access = access_rules(&mut spec)?;
+            let access = access_rules(&mut spec, ALLOW_KEYS)?;
+            for key in VERIFY_KEYS {
+                spec.refuse(key, &format!("'{key}' is for client mode (it checks the upstream's certificate); server mode admits clients with allow_*"))?;
+            }
             if verify_client == ClientAuthMode::Off && !access.is_empty() {
                 return Err(spec.missing(
                     "client_ca",
@@ -1005,6 +1026,7 @@ fn validate_listener(
                 spec.refuse(key, &format!("'{key}' is for server mode (client mode forwards to a server that checks identities)"))?;
             }
             let revocation = revocation(&mut spec)?;
+            let upstream_rules = access_rules(&mut spec, VERIFY_KEYS)?;
             let value = upstream.value.trim();
             if value.starts_with("http://") {
                 return Err(ConfigError::at(
@@ -1065,6 +1087,7 @@ fn validate_listener(
                 session_reuse: spec.flag("session_reuse", true)?,
                 http2: spec.flag("http2", true)?,
                 revocation,
+                upstream_rules,
             }))
         }
     };

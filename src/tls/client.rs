@@ -51,7 +51,10 @@ pub fn build(
         .with_protocol_versions(&listener.tls.versions)
         .map_err(|e| ConfigError::general(format!("listener '{}': {e}", listener.name)))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(UpstreamCertPolicy { chain }));
+        .with_custom_certificate_verifier(Arc::new(UpstreamCertPolicy {
+            chain,
+            rules: client.upstream_rules.clone(),
+        }));
     let mut config = match &client.identity {
         Some((cert, key)) => {
             check_key_permissions(key, listener.strict_key_permissions, warnings)?;

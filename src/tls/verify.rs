@@ -469,19 +469,28 @@ impl ClientCertPolicy {
         now: UnixTime,
     ) -> Result<(), ChainRejection> {
         self.chain.verify(end_entity, intermediates, now)?;
-        if self.access.is_empty() {
-            return Ok(());
-        }
-        let identity = PeerIdentity::from_chain(end_entity, intermediates)
-            .ok_or_else(|| ChainRejection::Malformed("the certificate does not parse".into()))?;
-        if self.access.allows(&identity) {
-            Ok(())
-        } else {
-            Err(ChainRejection::NotAllowed {
-                peer: identity.describe(),
-                rules: self.access.to_string(),
-            })
-        }
+        admit_by_rules(&self.access, end_entity, intermediates)
+    }
+}
+
+/// Checks a verified chain's leaf against allow rules (no rules admit everyone).
+fn admit_by_rules(
+    rules: &AccessRules,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Result<(), ChainRejection> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let identity = PeerIdentity::from_chain(end_entity, intermediates)
+        .ok_or_else(|| ChainRejection::Malformed("the certificate does not parse".into()))?;
+    if rules.allows(&identity) {
+        Ok(())
+    } else {
+        Err(ChainRejection::NotAllowed {
+            peer: identity.describe(),
+            rules: rules.to_string(),
+        })
     }
 }
 
@@ -535,10 +544,12 @@ impl ClientCertVerifier for ClientCertPolicy {
     }
 }
 
-/// Client mode's view of upstream certificates: chain, depth and name.
+/// Client mode's view of upstream certificates: chain, depth, name, then the listener's
+/// `verify_*` rules.
 #[derive(Debug)]
 pub struct UpstreamCertPolicy {
     pub chain: ChainVerifier,
+    pub rules: AccessRules,
 }
 
 impl ServerCertVerifier for UpstreamCertPolicy {
@@ -552,6 +563,7 @@ impl ServerCertVerifier for UpstreamCertPolicy {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.chain.verify(end_entity, intermediates, now)?;
         self.chain.verify_name(end_entity, server_name)?;
+        admit_by_rules(&self.rules, end_entity, intermediates)?;
         Ok(ServerCertVerified::assertion())
     }
 

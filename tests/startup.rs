@@ -300,3 +300,34 @@ fn help_explains_every_flag() {
         }
     }
 }
+
+#[test]
+fn readme_config_examples_pass_check() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 2, "the README should show config examples");
+    let files = Files::new();
+    let pki = TestPki::new();
+    for (name, contents) in [
+        ("server.crt", &pki.server.cert_pem),
+        ("ca.crt", &pki.ca.issued.cert_pem),
+        ("client_chain.pem", &pki.client.cert_pem),
+    ] {
+        files.write(name, contents);
+    }
+    files.write_key("server.key", &pki.server.key_pem);
+    files.write_key("client.key", &pki.client.key_pem);
+    for (index, block) in blocks.iter().enumerate() {
+        let config = files.write(&format!("readme-{index}.toml"), block);
+        let (code, output) = run_to_exit(&["check", "--config", &config]);
+        assert_eq!(
+            code, 0,
+            "README example {index} fails check:\n{block}\n{output}"
+        );
+    }
+}

@@ -295,7 +295,9 @@ fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
         ("[[listener.route]]\npath = \"/a\"\n[[listener.route]]\npath = \"/a\"\n", ":11: key 'path': contradictory: two routes for path \"/a\""),
         ("allow_uri = [\"spiffe://example.org/**/x\"]\n", ":8: key 'allow_uri': \"spiffe://example.org/**/x\": '**' may only be the last path segment"),
         ("allow_pin_sha256 = [\"abc\"]\n", ":8: key 'allow_pin_sha256'"),
-        ("verify_client = \"off\"\nallow_cn = [\"x\"]\n", "contradictory: allow rules need client certificates"),
+        ("verify_client = \"off\"\nallow_cn = [\"x\"]\n", ":9: key 'allow_cn': contradictory: listener allow rules need verify_client = \"required\""),
+        ("verify_client = \"optional\"\nallow_cn = [\"x\"]\n", ":9: key 'allow_cn': contradictory"),
+        ("verify_client = \"off\"\n[[listener.route]]\npath = \"/a\"\nallow_cn = [\"x\"]\n", ":10: key 'path': contradictory: route \"/a\" has allow rules"),
         ("[[listener.route]]\nallow_cn = [\"x\"]\n", "missing 'path'"),
     ];
     for (tail, expected) in cases {

@@ -36,7 +36,7 @@ fn missing_certificate_file_is_named() {
     let (code, output) = run_to_exit(&server_args(&missing, &key, &ca));
     assert_eq!(code, 1, "{output}");
     assert!(
-        output.contains(&format!("cannot read {missing}")),
+        output.contains(&format!("--cert: cannot read {missing}")),
         "{output}"
     );
 }
@@ -330,4 +330,19 @@ fn readme_config_examples_pass_check() {
             "README example {index} fails check:\n{block}\n{output}"
         );
     }
+}
+
+#[test]
+fn key_problems_name_the_key_and_certificate_problems_the_certificate() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let (cert, key, ca) = paths(&files);
+    let garbage = files.write_key("garbage.key", "not a key\n");
+    let (code, output) = run_to_exit(&server_args(&cert, &garbage, &ca));
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("--key: {garbage} holds no private key")), "{output}");
+    let not_cert = files.write("not-a-cert.pem", "hello\n");
+    let (code, output) = run_to_exit(&server_args(&not_cert, &key, &ca));
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains(&format!("--cert: {not_cert} holds no certificate")), "{output}");
 }

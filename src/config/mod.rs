@@ -228,6 +228,13 @@ impl ListenerSpec {
         }
     }
 
+    /// Where the first of `keys` that is set came from.
+    fn origin_of(&self, keys: &[&str]) -> Option<Origin> {
+        keys.iter()
+            .find_map(|k| self.values.get(k))
+            .map(|v| v.origin.clone())
+    }
+
     fn take(&mut self, key: &str) -> Option<Located<SpecValue>> {
         self.values.remove(key)
     }
@@ -382,6 +389,8 @@ impl fmt::Display for HttpUpstream {
 #[derive(Clone, Debug)]
 pub struct Route {
     pub path: String,
+    /// Where the route's path was given, for errors about the route.
+    pub origin: Origin,
     pub upstream: Option<HttpUpstream>,
     pub rules: AccessRules,
 }
@@ -906,6 +915,7 @@ fn routes(spec: &mut ListenerSpec) -> Result<Vec<Route>, ConfigError> {
             .transpose()?;
         let rules = access_rules(&mut route_spec, ALLOW_KEYS)?;
         routes.push(Route {
+            origin: path.origin,
             path: path.value,
             upstream,
             rules,
@@ -975,17 +985,31 @@ fn validate_listener(
                 ));
             }
             let (identity_formats, xfcc_mode, xfcc_trusted) = identity_formats(&mut spec)?;
+            let allow_origin = spec.origin_of(&ALLOW_KEYS);
             let access = access_rules(&mut spec, ALLOW_KEYS)?;
             for key in VERIFY_KEYS {
                 spec.refuse(key, &format!("'{key}' is for client mode (it checks the upstream's certificate); server mode admits clients with allow_*"))?;
             }
-            if verify_client == ClientAuthMode::Off && !access.is_empty() {
-                return Err(spec.missing(
-                    "client_ca",
-                    "contradictory: allow rules need client certificates, but verify_client is \"off\"",
+            // Listener rules are enforced in the handshake, which only `required` guarantees:
+            // with `optional` a client could skip its certificate and reach HTTP anyway.
+            if let Some(origin) = allow_origin.filter(|_| verify_client != ClientAuthMode::Required)
+            {
+                return Err(ConfigError::at(
+                    &origin,
+                    format!("contradictory: listener allow rules need verify_client = \"required\" (it is \"{verify_client}\"); put rules on routes to let some paths through without a certificate"),
                 ));
             }
             let routes = routes(&mut spec)?;
+            if let Some(route) = routes
+                .iter()
+                .find(|r| !r.rules.is_empty())
+                .filter(|_| verify_client == ClientAuthMode::Off)
+            {
+                return Err(ConfigError::at(
+                    &route.origin,
+                    format!("contradictory: route \"{}\" has allow rules, but verify_client = \"off\" asks for no certificate", route.path),
+                ));
+            }
             let revocation = revocation(&mut spec)?;
             let ocsp_response = spec.path("ocsp_response")?;
             ModeConfig::Server(Box::new(ServerListener {

@@ -2,7 +2,7 @@
 //! session resumption, ALPN.
 
 use super::verify::{ChainVerifier, PeerRole, UpstreamCertPolicy};
-use super::{at, check_key_permissions, load, load_revocation, provider};
+use super::{at, check_key_permissions, load, load_identity, load_revocation, provider};
 use crate::config::{ClientListener, ConfigError, ListenerConfig};
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
@@ -58,7 +58,7 @@ pub fn build(
     let mut config = match &client.identity {
         Some((cert, key)) => {
             check_key_permissions(key, listener.strict_key_permissions, warnings)?;
-            let identity = at(key, load::certified_key(&cert.value, &key.value, &provider))?;
+            let identity = load_identity(cert, key, &provider)?;
             builder.with_client_cert_resolver(Arc::new(FixedClientCertificate(identity)))
         }
         None => builder.with_no_client_auth(),

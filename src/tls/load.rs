@@ -36,6 +36,22 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The file the problem is about (for a key/certificate mismatch: the key).
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadError::Unreadable { path, .. }
+            | LoadError::NoCertificate { path }
+            | LoadError::BadCertificate { path, .. }
+            | LoadError::NoCrl { path }
+            | LoadError::NoKey { path }
+            | LoadError::UnsupportedKey { path, .. }
+            | LoadError::LoosePermissions { path, .. } => path,
+            LoadError::KeyMismatch { key, .. } => key,
+        }
+    }
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|source| LoadError::Unreadable {
         path: path.to_path_buf(),

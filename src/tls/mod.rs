@@ -27,6 +27,22 @@ pub(crate) fn at<T>(
     result.map_err(|e| ConfigError::at(&file.origin, e.to_string()))
 }
 
+/// Loads a certificate chain and its key, blaming whichever of the two files is at fault.
+pub(crate) fn load_identity(
+    cert: &Located<PathBuf>,
+    key: &Located<PathBuf>,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, ConfigError> {
+    load::certified_key(&cert.value, &key.value, provider).map_err(|e| {
+        let origin = if e.path() == cert.value {
+            &cert.origin
+        } else {
+            &key.origin
+        };
+        ConfigError::at(origin, e.to_string())
+    })
+}
+
 /// Loads a listener's CRLs, warning about any past its nextUpdate.
 pub(crate) fn load_revocation(
     revocation: &Revocation,

@@ -2,7 +2,7 @@
 
 use super::identity::{ClientVerdict, PeerIdentity};
 use super::verify::{ChainVerifier, ClientAuthMode, ClientCertPolicy, PeerRole};
-use super::{at, check_key_permissions, load, load_revocation, provider};
+use super::{at, check_key_permissions, load, load_identity, load_revocation, provider};
 use crate::config::{ConfigError, ListenerConfig, ServerListener};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
 use rustls::sign::CertifiedKey;
@@ -36,10 +36,7 @@ impl ServerTls {
     ) -> Result<ServerTls, ConfigError> {
         let provider = provider(&listener.tls);
         check_key_permissions(&server.key, listener.strict_key_permissions, warnings)?;
-        let mut identity = at(
-            &server.key,
-            load::certified_key(&server.cert.value, &server.key.value, &provider),
-        )?;
+        let mut identity = load_identity(&server.cert, &server.key, &provider)?;
         if let Some(file) = &server.ocsp_response {
             let response = std::fs::read(&file.value).map_err(|e| {
                 ConfigError::at(

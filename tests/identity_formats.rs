@@ -214,6 +214,9 @@ const FORGERIES: &[(&str, &str)] = &[
     ("x-forwarded-client-CERT", "By=forged"),
     ("X-Forwarded-Tls-Client-Cert", "forged"),
     ("x-forwarded-tls-client-cert-INFO", "Subject%3D%22forged"),
+    // Variants other proxies' backends read, stripped by prefix.
+    ("X-SSL-Client-CN", "forged"),
+    ("X-Client-Cert-Chain-0", "forged"),
 ];
 
 #[tokio::test]

@@ -71,7 +71,11 @@ async fn revoked_intermediate_refuses_its_whole_branch() {
         .crl(&[&intermediate.issued.cert_der], in_a_week())
         .unwrap();
     let crl = files.write("root.crl", root_crl);
-    let server = start_server_mode(&files, &["--crl", &crl]).await;
+    let intermediate_crl = files.write(
+        "intermediate.crl",
+        intermediate.crl(&[], in_a_week()).unwrap(),
+    );
+    let server = start_server_mode(&files, &["--crl", &crl, "--crl", &intermediate_crl]).await;
     let chain = format!("{}{}", leaf.cert_pem, intermediate.issued.cert_pem);
     let client = tls_client(&pki.ca.issued.cert_pem, Some((&chain, &leaf.key_pem)));
     assert!(https_get(server.addr(), client, "/", &[]).await.is_err());
@@ -80,6 +84,24 @@ async fn revoked_intermediate_refuses_its_whole_branch() {
         &serial_hex(&intermediate.issued.cert_der),
         "CN=compromised CA",
     ]);
+}
+
+#[tokio::test]
+async fn a_ca_without_a_crl_refuses_its_chain_as_nginx_does() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let intermediate = pki.ca.intermediate("forgotten CA").unwrap();
+    let leaf = intermediate
+        .leaf(&LeafSpec::new("under-forgotten", Usage::Client))
+        .unwrap();
+    // Only the root's CRL: nothing says whether the intermediate's leaves are revoked.
+    let crl = files.write("root.crl", pki.ca.crl(&[], in_a_week()).unwrap());
+    let server = start_server_mode(&files, &["--crl", &crl]).await;
+    let chain = format!("{}{}", leaf.cert_pem, intermediate.issued.cert_pem);
+    let client = tls_client(&pki.ca.issued.cert_pem, Some((&chain, &leaf.key_pem)));
+    assert!(https_get(server.addr(), client, "/", &[]).await.is_err());
+    server.wait_for_log(&["no CRL for issuer \"CN=forgotten CA,O=certgate test PKI\""]);
 }
 
 #[tokio::test]

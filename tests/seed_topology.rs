@@ -406,3 +406,52 @@ async fn plain_http_to_the_tls_port_is_logged_and_harms_nobody() {
         .wait_for_log(&["TLS handshake with 127.0.0.1:", "not a TLS handshake"]);
     assert_eq!(http_get(seed.proxy_b.addr(), "/", &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn http2_clients_are_served_and_their_cookies_joined_for_the_backend() {
+    let seed = seed(&[]).await;
+    let mut config = (*tls_client(
+        &seed.pki.ca.issued.cert_pem,
+        Some((&seed.pki.client.cert_pem, &seed.pki.client.key_pem)),
+    ))
+    .clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let stream = tokio::net::TcpStream::connect(seed.server_a.addr())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("https://app.example/h2?x=1")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("x-client-cert", "forged")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("GET /h2?x=1 HTTP/1.1\n"), "{body}");
+    assert_eq!(header(&body, "cookie"), vec!["a=1; b=2"]);
+    assert_eq!(header(&body, "host"), vec!["app.example"]);
+    assert_eq!(
+        header(&body, "x-client-cert"),
+        vec![nginx_escaped(&seed.pki.client.cert_pem)]
+    );
+}

@@ -340,9 +340,15 @@ fn key_problems_name_the_key_and_certificate_problems_the_certificate() {
     let garbage = files.write_key("garbage.key", "not a key\n");
     let (code, output) = run_to_exit(&server_args(&cert, &garbage, &ca));
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains(&format!("--key: {garbage} holds no private key")), "{output}");
+    assert!(
+        output.contains(&format!("--key: {garbage} holds no private key")),
+        "{output}"
+    );
     let not_cert = files.write("not-a-cert.pem", "hello\n");
     let (code, output) = run_to_exit(&server_args(&not_cert, &key, &ca));
     assert_eq!(code, 1, "{output}");
-    assert!(output.contains(&format!("--cert: {not_cert} holds no certificate")), "{output}");
+    assert!(
+        output.contains(&format!("--cert: {not_cert} holds no certificate")),
+        "{output}"
+    );
 }

@@ -45,7 +45,35 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-tls-client-cert-info",
 ];
 
+/// Families of identity headers stripped by prefix, so that variants a backend written for
+/// another proxy reads (`X-SSL-Client-CN`, `X-Client-Cert-Chain-0`, ...) cannot be forged.
+pub const IDENTITY_PREFIXES: &[&str] = &[
+    "x-ssl-",
+    "ssl-client-",
+    "x-client-cert",
+    "x-client-verify",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-client-cert",
+];
+
 const XFCC: &str = "x-forwarded-client-cert";
+
+/// HTTP/2 clients send each cookie as its own field; HTTP/1 backends expect one `Cookie`
+/// header, joined with `; ` (RFC 9113 section 8.2.3), as nginx does.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
+}
 
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
@@ -166,6 +194,22 @@ impl HeaderEdits {
         for name in &self.strip {
             parts.headers.remove(name);
         }
+        if !self.strip.is_empty() {
+            let prefixed: Vec<HeaderName> = parts
+                .headers
+                .keys()
+                .filter(|name| {
+                    IDENTITY_PREFIXES
+                        .iter()
+                        .any(|p| name.as_str().starts_with(p))
+                })
+                .cloned()
+                .collect();
+            for name in prefixed {
+                parts.headers.remove(name);
+            }
+        }
+        join_cookies(&mut parts.headers);
         let values: Vec<Option<HeaderValue>> = self
             .rules
             .iter()
@@ -290,12 +334,14 @@ impl HeaderEdits {
 
 /// nginx's `$host`: the Host header's name (no port, lower case), else the listener address.
 fn request_host(parts: &Parts, connection: &ConnectionInfo) -> String {
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    // As nginx: the request line's host (absolute-form, HTTP/2) wins over the Host header.
+    let authority = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    });
     match authority {
         Some(authority) => {
             let host = if authority.starts_with('[') {

@@ -55,6 +55,10 @@ pub enum ChainRejection {
         serial: String,
         subject: String,
     },
+    /// CRLs are configured but none covers this CA (nginx refuses this too).
+    NoCrl {
+        issuer: String,
+    },
     /// The CRL for this chain is past its nextUpdate and expired CRLs are refused.
     CrlExpired {
         next_update: UnixTime,
@@ -120,6 +124,10 @@ impl fmt::Display for ChainRejection {
                 f,
                 "certificate revoked: serial {serial} (\"{subject}\") is on the CRL"
             ),
+            ChainRejection::NoCrl { issuer } => write!(
+                f,
+                "no CRL for issuer \"{issuer}\": with CRLs configured, every CA in the chain needs one (as with nginx's ssl_crl); add that CA's CRL"
+            ),
             ChainRejection::CrlExpired { next_update } => write!(
                 f,
                 "the CRL for this chain expired at {} (nextUpdate); renew the CRL file, or set crl_expired = \"allow\"",
@@ -167,6 +175,8 @@ pub struct CrlSet {
     /// (issuer DN as DER, serial as DER content) of every revoked entry, to name the revoked
     /// certificate in logs (webpki only says that one of the chain is revoked).
     revoked: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Issuer DN (DER) of every CRL.
+    issuers: Vec<Vec<u8>>,
     allow_expired: bool,
 }
 
@@ -179,6 +189,7 @@ impl CrlSet {
         let mut set = CrlSet {
             crls: Vec::new(),
             revoked: Vec::new(),
+            issuers: Vec::new(),
             allow_expired,
         };
         for (index, der) in crls.iter().enumerate() {
@@ -186,6 +197,7 @@ impl CrlSet {
                 .map_err(|e| format!("CRL #{} does not parse: {e:?}", index + 1))?;
             set.crls.push(webpki::CertRevocationList::Owned(owned));
             if let Ok((_, crl)) = x509_parser::parse_x509_crl(der) {
+                set.issuers.push(crl.issuer().as_raw().to_vec());
                 for entry in crl.iter_revoked_certificates() {
                     set.revoked
                         .push((crl.issuer().as_raw().to_vec(), entry.raw_serial().to_vec()));
@@ -193,6 +205,17 @@ impl CrlSet {
             }
         }
         Ok(set)
+    }
+
+    /// The issuer of the first certificate of the chain that no CRL covers.
+    fn missing_issuer(&self, chain: &[&[u8]]) -> String {
+        use x509_parser::prelude::*;
+        chain
+            .iter()
+            .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+            .find(|cert| !self.issuers.iter().any(|i| i == cert.issuer().as_raw()))
+            .map(|cert| distinguished_name(cert.issuer()))
+            .unwrap_or_else(|| "(unknown)".into())
     }
 
     /// The first certificate of the chain found on a CRL: (serial hex, subject).
@@ -280,14 +303,15 @@ impl ChainVerifier {
             Some(set) => set.crls.iter().collect(),
             None => Vec::new(),
         };
-        // Every certificate of the chain is checked against the CRLs; a CA without a CRL
-        // is not an error (nginx's behaviour with ssl_crl holding some CAs' lists).
+        // Every certificate of the chain is checked against the CRLs, and a CA without a CRL
+        // is an error, as with nginx's ssl_crl (OpenSSL's CRL_CHECK_ALL): failing open would
+        // accept revoked leaves of a CA whose CRL was forgotten.
         let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
             .ok()
             .map(|builder| {
                 builder
                     .with_depth(webpki::RevocationCheckDepth::Chain)
-                    .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                    .with_status_policy(webpki::UnknownStatusPolicy::Deny)
                     .with_expiration_policy(
                         match self.revocation.as_ref().is_some_and(|r| r.allow_expired) {
                             true => webpki::ExpirationPolicy::Ignore,
@@ -343,6 +367,16 @@ impl ChainVerifier {
                     PeerRole::Server => "TLS server authentication (serverAuth)",
                 },
             },
+            E::UnknownRevocationStatus => {
+                let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
+                    .chain(intermediates.iter().map(|c| c.as_ref()))
+                    .collect();
+                let issuer = match &self.revocation {
+                    Some(set) => set.missing_issuer(&chain),
+                    None => "(unknown)".into(),
+                };
+                ChainRejection::NoCrl { issuer }
+            }
             E::CertRevoked => {
                 let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
                     .chain(intermediates.iter().map(|c| c.as_ref()))

@@ -70,8 +70,9 @@ pub fn rfc9440_chain(identity: &PeerIdentity) -> Option<String> {
 
 /// An XFCC value, double-quoted (with `\"` for quotes) when it holds `,` `;` `=` or `"`.
 fn xfcc_value(value: &str, always_quote: bool) -> String {
-    if always_quote || value.contains([',', ';', '=', '"']) {
-        format!("\"{}\"", value.replace('"', "\\\""))
+    if always_quote || value.contains([',', ';', '=', '"', '\\']) {
+        // A quoted string: backslash escapes come first, so RFC 2253's `\,` stays intact.
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         value.to_string()
     }
@@ -218,6 +219,7 @@ mod tests {
         assert_eq!(xfcc_value("spiffe://a/b", false), "spiffe://a/b");
         assert_eq!(xfcc_value("a=b", false), "\"a=b\"");
         assert_eq!(xfcc_value("say \"hi\"", true), "\"say \\\"hi\\\"\"");
+        assert_eq!(xfcc_value("CN=a\\,b", true), "\"CN=a\\\\,b\"");
     }
 
     #[test]

@@ -14,12 +14,18 @@ use tokio::sync::watch;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections per listener beyond which accepting pauses (nginx: worker_connections).
+const MAX_CONNECTIONS: usize = 16 * 1024;
+/// A client must send its request headers within this time (nginx: client_header_timeout).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// After an accept error (out of file descriptors, say) wait before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A listener ready to serve: its config, TLS material and request handler.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
+    /// HTTP/1 and HTTP/2 server settings, shared by every connection.
+    http: auto::Builder<TokioExecutor>,
     server_tls: Option<ServerTls>,
     proxy: Arc<Proxy>,
 }
@@ -36,7 +42,13 @@ impl ListenerRuntime {
                 (None, Some(tls::client::build(config, client, warnings)?))
             }
         };
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        http.http2().timer(hyper_util::rt::TokioTimer::new());
         Ok(ListenerRuntime {
+            http,
             proxy: Arc::new(Proxy::new(config, client_tls)),
             config: config.clone(),
             server_tls,
@@ -52,13 +64,42 @@ impl ListenerRuntime {
         drain_timeout: Duration,
     ) {
         let graceful = GracefulShutdown::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut warned_full = false;
         loop {
+            // At the connection limit, stop accepting (the kernel backlog holds newcomers)
+            // rather than fail connections already open.
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    warned_full = false;
+                    slot
+                }
+                Err(_) => {
+                    if !warned_full {
+                        tracing::warn!(
+                            "listener \"{}\": {MAX_CONNECTIONS} connections open, the limit; new ones wait",
+                            self.config.name
+                        );
+                        warned_full = true;
+                    }
+                    tokio::select! {
+                        slot = slots.clone().acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        },
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            };
             tokio::select! {
                 accepted = tcp.accept() => match accepted {
                     Ok((stream, remote)) => {
                         let this = self.clone();
                         let watcher = graceful.watcher();
-                        tokio::spawn(async move { this.connection(stream, remote, watcher).await });
+                        tokio::spawn(async move {
+                            this.connection(stream, remote, watcher).await;
+                            drop(slot);
+                        });
                     }
                     Err(error) => {
                         tracing::error!("listener \"{}\": accept failed: {error}; retrying", self.config.name);
@@ -183,8 +224,7 @@ impl ListenerRuntime {
     {
         let proxy = self.proxy.clone();
         let service = service_fn(move |request| proxy.clone().handle(request, info.clone()));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let connection = builder.serve_connection_with_upgrades(io, service);
+        let connection = self.http.serve_connection_with_upgrades(io, service);
         if let Err(error) = watcher.watch(connection.into_owned()).await {
             tracing::debug!(
                 "listener \"{}\": connection ended: {error}",

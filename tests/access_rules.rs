@@ -241,6 +241,16 @@ async fn routes_pick_the_longest_prefix_and_answer_403_without_revealing_rules()
         "allowed: cn=[operator]",
     ]);
 
+    // Disguised paths are matched as nginx matches locations: decoded and resolved.
+    for disguise in [
+        "//admin/users",
+        "/%61dmin/users",
+        "/api/../admin/users",
+        "/./admin/users",
+    ] {
+        assert_eq!(get(&billing, disguise).await.status, 403, "{disguise}");
+    }
+    assert_eq!(get(&billing, "/../admin").await.status, 400);
     // The longer prefix /admin/public has no rules: anyone verified passes.
     assert_eq!(get(&billing, "/admin/public/status").await.status, 200);
     // /api admits the SPIFFE workload, not the operator.

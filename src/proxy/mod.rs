@@ -1,6 +1,7 @@
 //! The per-request work of a listener: edit headers, forward upstream, stream the answer back.
 
 pub mod headers;
+pub mod path;
 pub mod upstream;
 
 use crate::access::AccessRules;
@@ -46,14 +47,33 @@ pub struct ConnectionInfo {
 pub enum ProxyError {
     /// The upstream could not be reached or failed mid-request.
     Upstream(String),
+    /// The upstream did not answer in time.
+    UpstreamTimeout(String),
     /// A route's allow-list refused the client; the reason is for the log only.
     Forbidden(String),
+    /// The request itself is unusable (a path nginx would refuse too).
+    BadRequest(String),
+}
+
+impl ProxyError {
+    fn reason(&self) -> &str {
+        match self {
+            ProxyError::Upstream(reason)
+            | ProxyError::UpstreamTimeout(reason)
+            | ProxyError::Forbidden(reason)
+            | ProxyError::BadRequest(reason) => reason,
+        }
+    }
 }
 
 impl ProxyError {
     fn into_response(self) -> Response<ProxyBody> {
         let (status, body) = match self {
             ProxyError::Upstream(reason) => (StatusCode::BAD_GATEWAY, format!("{reason}\n")),
+            ProxyError::UpstreamTimeout(reason) => {
+                (StatusCode::GATEWAY_TIMEOUT, format!("{reason}\n"))
+            }
+            ProxyError::BadRequest(reason) => (StatusCode::BAD_REQUEST, format!("{reason}\n")),
             // The body does not reveal the rules.
             ProxyError::Forbidden(_) => (
                 StatusCode::FORBIDDEN,
@@ -76,6 +96,10 @@ impl ProxyError {
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many idle connections a pool keeps per upstream.
+const POOL_MAX_IDLE: usize = 256;
+/// How long the upstream may take to send its response headers (nginx's proxy_read_timeout).
+const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One upstream and its connection pool.
 struct Upstream {
@@ -83,17 +107,23 @@ struct Upstream {
     /// Scheme and authority of upstream request URIs (they key the pool).
     base: String,
     display: String,
+    /// Client mode: the URI carries the Host we send (for HTTP/2's `:authority`).
+    authority_from_host: bool,
 }
 
 impl Upstream {
     fn new(connector: Connector, base: String, display: String) -> Upstream {
+        let authority_from_host = matches!(connector, Connector::Tls { .. });
         let client = Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
             .build(connector);
         Upstream {
             client,
             base,
             display,
+            authority_from_host,
         }
     }
 
@@ -194,11 +224,11 @@ impl Proxy {
         Ok(match self.forward(request, &connection).await {
             Ok(response) => response,
             Err(error) => {
-                let (ProxyError::Upstream(reason) | ProxyError::Forbidden(reason)) = &error;
                 tracing::warn!(
-                    "listener \"{}\": request from {} failed: {reason}",
+                    "listener \"{}\": request from {} failed: {}",
                     self.listener,
-                    connection.remote
+                    connection.remote,
+                    error.reason()
                 );
                 error.into_response()
             }
@@ -208,7 +238,12 @@ impl Proxy {
     /// The route for a path and the upstream it goes to; refuses identities the route's
     /// allow-list does not admit.
     fn route(&self, path: &str, connection: &ConnectionInfo) -> Result<&Upstream, ProxyError> {
-        let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.path)) else {
+        if self.routes.is_empty() {
+            return Ok(&self.upstream);
+        }
+        let normalized = path::normalize(path)
+            .ok_or_else(|| ProxyError::BadRequest(format!("bad request path {path:?}")))?;
+        let Some(route) = self.routes.iter().find(|r| normalized.starts_with(&r.path)) else {
             return Ok(&self.upstream);
         };
         let peer = connection.tls.as_ref().and_then(|t| t.peer.as_ref());
@@ -237,18 +272,41 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        parts.uri = format!("{}{}", upstream.base, path)
-            .parse::<Uri>()
-            .map_err(|e| ProxyError::Upstream(format!("cannot build upstream URI: {e}")))?;
+        // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
+        // header edits must become the URI's authority (the connector ignores it).
+        let authority = match upstream.authority_from_host {
+            true => parts
+                .headers
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.parse::<hyper::http::uri::Authority>().is_ok()),
+            false => None,
+        };
+        parts.uri = match authority {
+            Some(authority) => format!("https://{authority}{path}"),
+            None => format!("{}{}", upstream.base, path),
+        }
+        .parse::<Uri>()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build upstream URI: {e}")))?;
         // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
         parts.version = Version::HTTP_11;
-        let response = upstream
-            .client
-            .request(Request::from_parts(parts, body))
-            .await
-            .map_err(|e| ProxyError::Upstream(upstream.explain(&e)))?;
+        let sent = upstream.client.request(Request::from_parts(parts, body));
+        let response = match tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, sent).await {
+            Ok(result) => result.map_err(|e| ProxyError::Upstream(upstream.explain(&e)))?,
+            Err(_) => {
+                return Err(ProxyError::UpstreamTimeout(format!(
+                    "upstream {} sent no response within {}s",
+                    upstream.display,
+                    UPSTREAM_RESPONSE_TIMEOUT.as_secs()
+                )))
+            }
+        };
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
+        // An HTTP/1.0 backend must not turn our HTTP/1.1 client's connection into 1.0.
+        if parts.version == Version::HTTP_10 {
+            parts.version = Version::HTTP_11;
+        }
         Ok(Response::from_parts(parts, body.boxed()))
     }
 }

@@ -1,9 +1,11 @@
 //! Every header edit certgate makes, in one place.
 //!
 //! For each request, in this order:
-//! 1. In server mode, every identity header is removed, in any letter case and however often
-//!    it was repeated: a client must never be able to forge its identity, not even through a
-//!    rule that copies an inbound header (`$http_x_client_cert` is empty in server mode).
+//! 1. In server mode, every identity header is removed (by name, and by prefix for families
+//!    like `X-SSL-*`), in any letter case and however often it was repeated: a client must
+//!    never be able to forge its identity, not even through a rule that copies an inbound
+//!    header (`$http_x_client_cert` is empty in server mode). Repeated `Cookie` fields
+//!    (HTTP/2) are joined into one for HTTP/1 backends.
 //! 2. Values of all rules are computed from the request as it arrived (so `$http_x` sees the
 //!    client's header even if a rule replaces it, as in nginx).
 //! 3. Hop-by-hop headers (`Connection` and those it names, `Keep-Alive`, `TE`, ...) are removed.

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Profiles certgate's server mode (A) and client mode (B) under the keep-alive chain load of
+# bench/run.sh, with perf's software clock (no hardware counters needed). Writes
+# bench/results/profile-{a,b}.txt: the hottest functions, self and children.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SECONDS_TO_PROFILE=${SECONDS_TO_PROFILE:-8}
+command -v perf >/dev/null || { apt-get update; apt-get install -y linux-perf; }
+cargo build --release --quiet --bin certgate --example loadgen
+WORK=$(mktemp -d /tmp/certgate-profile.XXXXXX)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+"$ROOT/target/release/examples/loadgen" pki --dir "$WORK/pki" --key-type p256
+sed -e "s|@WORK@|$WORK|g" -e "s|@PKI@|$WORK/pki|g" bench/nginx/backend.conf > "$WORK/backend.conf"
+nginx -c "$WORK/backend.conf" & PIDS+=($!)
+RUST_LOG=warn target/release/certgate server --listen 127.0.0.1:8443 --upstream 127.0.0.1:8000 \
+  --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" --client-ca "$WORK/pki/ca.pem" --verify-depth 2 & A=$!; PIDS+=($A)
+sleep 0.5
+RUST_LOG=warn target/release/certgate client --listen 127.0.0.1:8080 --upstream https://localhost:8443 \
+  --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key" --ca "$WORK/pki/ca.pem" --verify-depth 2 & B=$!; PIDS+=($B)
+sleep 0.5
+wrk -t2 -c64 -d1s http://127.0.0.1:8080/ >/dev/null
+wrk -t2 -c64 -d$((SECONDS_TO_PROFILE + 2))s http://127.0.0.1:8080/ > "$WORK/wrk.txt" &
+sleep 1
+perf record -e cpu-clock -F 2000 -g -p "$A" -o "$WORK/a.data" -- sleep "$SECONDS_TO_PROFILE" 2>/dev/null &
+perf record -e cpu-clock -F 2000 -g -p "$B" -o "$WORK/b.data" -- sleep "$SECONDS_TO_PROFILE" 2>/dev/null
+wait %4 2>/dev/null || true
+sleep 2
+mkdir -p bench/results
+for side in a b; do
+  perf report -i "$WORK/$side.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null \
+    | grep -v '^$' | grep -E '^ +[0-9]' > "bench/results/profile-$side.txt" || true
+done
+cat "$WORK/wrk.txt"
+echo "== A (server mode), self time"; head -40 bench/results/profile-a.txt
+echo "== B (client mode), self time"; head -40 bench/results/profile-b.txt

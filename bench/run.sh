@@ -153,7 +153,7 @@ wrk_run() { # proxy key url connections label
   local proxy=$1 key=$2 url=$3 connections=$4 label=$5
   local a0 b0 a1 b1 out requests
   a0=$(cpu_ticks "${A_PID:-0}"); b0=$(cpu_ticks "${B_PID:-0}")
-  out=$(wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url")
+  out=$(wrk -t"$(( connections < 2 ? 1 : 2 ))" -c"$connections" -d"${DURATION}s" --latency "$url")
   a1=$(cpu_ticks "${A_PID:-0}"); b1=$(cpu_ticks "${B_PID:-0}")
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   record "$proxy" "$key" "${label}rps" "$(echo "$out" | awk '/Requests\/sec/ {print $2}')"

@@ -29,8 +29,16 @@ wait %4 2>/dev/null || true
 sleep 2
 mkdir -p bench/results
 for side in a b; do
-  perf report -i "$WORK/$side.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null \
-    | grep -v '^$' | grep -E '^ +[0-9]' > "bench/results/profile-$side.txt" || true
+  {
+    echo "# by binary"
+    perf report -i "$WORK/$side.data" --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' || true
+    echo "# by crate (self time)"
+    perf report -i "$WORK/$side.data" --no-children --sort dso,sym --stdio 2>/dev/null \
+      | python3 "$ROOT/bench/crates.py"
+    echo "# by function (self time)"
+    perf report -i "$WORK/$side.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
+      | grep -E '^ +[0-9]' || true
+  } > "bench/results/profile-$side.txt"
 done
 cat "$WORK/wrk.txt"
 echo "== A (server mode), self time"; head -40 bench/results/profile-a.txt

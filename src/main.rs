@@ -8,11 +8,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// glibc malloc showed up as ~7% of a proxy's CPU in profiles (bench/profile.sh); mimalloc's
-/// per-thread free lists suit hyper's many small, short-lived allocations.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "certgate",

@@ -98,7 +98,10 @@ pub struct IdentityHeaders {
 /// The compiled header edits of one listener.
 #[derive(Debug, Clone)]
 pub struct HeaderEdits {
-    strip: Vec<HeaderName>,
+    /// Server mode: inbound identity headers are stripped.
+    strips_identity: bool,
+    /// Headers that rules fill from `$ssl_client_*`, stripped too.
+    identity_rule_headers: Vec<HeaderName>,
     formats: Vec<IdentityFormat>,
     xfcc_mode: XfccMode,
     xfcc_trusted: AccessRules,
@@ -140,16 +143,12 @@ impl HeaderEdits {
             .collect();
         rules.extend(listener.header_rules.iter().cloned());
 
-        let mut strip = Vec::new();
-        if let ModeConfig::Server(_) = listener.mode {
-            strip.extend(IDENTITY_HEADERS.iter().map(|h| HeaderName::from_static(h)));
-            strip.extend(
-                rules
-                    .iter()
-                    .filter(|r| r.value.uses_client_identity())
-                    .map(|r| r.name.clone()),
-            );
-        }
+        let strips_identity = matches!(listener.mode, ModeConfig::Server(_));
+        let identity_rule_headers = rules
+            .iter()
+            .filter(|r| strips_identity && r.value.uses_client_identity())
+            .map(|r| r.name.clone())
+            .collect();
         let (formats, xfcc_mode, xfcc_trusted) = match &listener.mode {
             ModeConfig::Server(server) => (
                 server.identity_formats.clone(),
@@ -159,7 +158,8 @@ impl HeaderEdits {
             ModeConfig::Client(_) => (Vec::new(), XfccMode::Sanitize, AccessRules::default()),
         };
         HeaderEdits {
-            strip,
+            strips_identity,
+            identity_rule_headers,
             formats,
             xfcc_mode,
             xfcc_trusted,
@@ -167,6 +167,14 @@ impl HeaderEdits {
             default_host,
             scheme,
         }
+    }
+
+    /// Whether an inbound header claims an identity (and so is never trusted from a client).
+    fn is_identity_header(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        IDENTITY_HEADERS.contains(&name)
+            || IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+            || self.identity_rule_headers.iter().any(|h| h == name)
     }
 
     /// The identity headers for a connection whose peer proved `identity`.
@@ -193,21 +201,15 @@ impl HeaderEdits {
             }
             _ => Vec::new(),
         };
-        for name in &self.strip {
-            parts.headers.remove(name);
-        }
-        if !self.strip.is_empty() {
-            let prefixed: Vec<HeaderName> = parts
+        if self.strips_identity {
+            // One pass over the few inbound names; nothing is allocated unless one is forged.
+            let forged: Vec<HeaderName> = parts
                 .headers
                 .keys()
-                .filter(|name| {
-                    IDENTITY_PREFIXES
-                        .iter()
-                        .any(|p| name.as_str().starts_with(p))
-                })
+                .filter(|name| self.is_identity_header(name))
                 .cloned()
                 .collect();
-            for name in prefixed {
+            for name in forged {
                 parts.headers.remove(name);
             }
         }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use headers::HeaderEdits;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -105,14 +106,18 @@ const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 struct Upstream {
     client: Client<Connector, Incoming>,
     /// Scheme and authority of upstream request URIs (they key the pool).
-    base: String,
+    scheme: Scheme,
+    authority: Authority,
     display: String,
     /// Client mode: the URI carries the Host we send (for HTTP/2's `:authority`).
     authority_from_host: bool,
 }
 
 impl Upstream {
-    fn new(connector: Connector, base: String, display: String) -> Upstream {
+    fn new(connector: Connector, scheme: Scheme, authority: &str, display: String) -> Upstream {
+        // Validated as HOST:PORT by the config; the fallback only keys the pool.
+        let authority = Authority::try_from(authority)
+            .unwrap_or_else(|_| Authority::from_static("upstream.invalid"));
         let authority_from_host = matches!(connector, Connector::Tls { .. });
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -121,18 +126,24 @@ impl Upstream {
             .build(connector);
         Upstream {
             client,
-            base,
+            scheme,
+            authority,
             display,
             authority_from_host,
         }
     }
 
     fn plain(upstream: &HttpUpstream) -> Upstream {
-        let base = match upstream {
-            HttpUpstream::Tcp { authority } => format!("http://{authority}"),
-            HttpUpstream::Unix(_) => "http://unix-socket".to_string(),
+        let authority = match upstream {
+            HttpUpstream::Tcp { authority } => authority.as_str(),
+            HttpUpstream::Unix(_) => "unix-socket",
         };
-        Upstream::new(Connector::plain(upstream), base, upstream.to_string())
+        Upstream::new(
+            Connector::plain(upstream),
+            Scheme::HTTP,
+            authority,
+            upstream.to_string(),
+        )
     }
 
     /// One line an operator can act on, naming the upstream.
@@ -187,7 +198,8 @@ impl Proxy {
             (ModeConfig::Client(client), Some(tls)) => (
                 Upstream::new(
                     Connector::tls(&client.upstream_authority, client.server_name.clone(), tls),
-                    format!("https://{}", client.upstream_authority),
+                    Scheme::HTTPS,
+                    &client.upstream_authority,
                     listener.upstream_display(),
                 ),
                 Vec::new(),
@@ -267,27 +279,24 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let upstream = self.route(parts.uri.path(), connection)?;
         self.edits.apply(&mut parts, connection);
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
         // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
         // header edits must become the URI's authority (the connector ignores it).
         let authority = match upstream.authority_from_host {
             true => parts
                 .headers
                 .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.parse::<hyper::http::uri::Authority>().is_ok()),
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
             false => None,
         };
-        parts.uri = match authority {
-            Some(authority) => format!("https://{authority}{path}"),
-            None => format!("{}{}", upstream.base, path),
+        // Reuse the request's own path; only scheme and authority change.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(upstream.scheme.clone());
+        uri.authority = Some(authority.unwrap_or_else(|| upstream.authority.clone()));
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
-        .parse::<Uri>()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot build upstream URI: {e}")))?;
+        parts.uri = Uri::from_parts(uri)
+            .map_err(|e| ProxyError::BadRequest(format!("cannot build upstream URI: {e}")))?;
         // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
         parts.version = Version::HTTP_11;
         let sent = upstream.client.request(Request::from_parts(parts, body));

@@ -221,14 +221,6 @@ for key in $KEY_TYPES; do
     for _ in $(seq "$RUNS"); do handshake_run "$proxy" "$key" --resume resumed; done
     stop_pair
 
-    say "== $key: $proxy 1 GiB upload"
-    start_pair "$proxy" "$PKI"
-    out=$("$LOADGEN" upload --addr 127.0.0.1:8080 --bytes $((1 << 30)) 2>&1 || echo '{"mib_per_second": 0}')
-    record "$proxy" "$key" upload_mib_s "$(echo "$out" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["mib_per_second"])')"
-    record "$proxy" "$key" upload_peak_rss_kib_a "$(mem_kib "$A_PID" VmHWM)"
-    record "$proxy" "$key" upload_peak_rss_kib_b "$(mem_kib "$B_PID" VmHWM)"
-    stop_pair
-
     say "== $key: $proxy $IDLE idle mTLS connections"
     start_pair "$proxy" "$PKI"
     idle_run "$proxy" "$key"
@@ -240,6 +232,22 @@ for key in $KEY_TYPES; do
   for _ in $(seq "$RUNS"); do wrk_run nginx-naive "$key" http://127.0.0.1:8080/ 64 chain_; done
   stop_pair
   stop "$BACKEND_PID"; wait_port_free 8000
+
+  # nginx's `return 200` answers before reading a body; uploads need a backend that reads
+  # every byte (certgate's echo backend, the same for both proxies) to measure anything.
+  start_named echo "$LOADGEN" echo --listen 127.0.0.1:8000
+  ECHO_PID=$LAST_PID; wait_port 8000
+  for proxy in certgate nginx; do
+    say "== $key: $proxy 1 GiB upload"
+    start_pair "$proxy" "$PKI"
+    out=$("$LOADGEN" upload --addr 127.0.0.1:8080 --bytes $((1 << 30)) 2>&1 || echo '{"mib_per_second": 0}')
+    say "$out"
+    record "$proxy" "$key" upload_mib_s "$(echo "$out" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["mib_per_second"])')"
+    record "$proxy" "$key" upload_peak_rss_kib_a "$(mem_kib "$A_PID" VmHWM)"
+    record "$proxy" "$key" upload_peak_rss_kib_b "$(mem_kib "$B_PID" VmHWM)"
+    stop_pair
+  done
+  stop "$ECHO_PID"; wait_port_free 8000
 done
 
 mkdir -p "$ROOT/bench/results"

@@ -5,6 +5,7 @@
 //! `loadgen handshakes` full or resumed mTLS handshakes (each with one request) per second
 //! `loadgen idle`       holds N idle mTLS connections open
 //! `loadgen upload`     streams a large body through a plain-HTTP proxy
+//! `loadgen echo`       a backend that reads whole bodies before answering (for uploads)
 //!
 //! Results are printed as one JSON object on stdout.
 
@@ -57,6 +58,11 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
+    },
+    /// Serve certgate's echo backend (answers after reading the whole body).
+    Echo {
+        #[arg(long)]
+        listen: SocketAddr,
     },
     /// POST a body of zeros through a plain-HTTP address; reports MiB/s.
     Upload {
@@ -247,9 +253,16 @@ async fn upload(addr: SocketAddr, bytes: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let response = sender.send_request(request).await?;
     let status = response.status();
-    http_body_util::BodyExt::collect(response.into_body()).await?;
+    let answer = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
     let elapsed = started.elapsed().as_secs_f64();
     anyhow::ensure!(status.is_success(), "upload answered {status}");
+    let answer = String::from_utf8_lossy(&answer);
+    anyhow::ensure!(
+        certgate::echo::header(&answer, "body-bytes") == Some(&bytes.to_string()),
+        "the backend did not receive the whole body: {answer}"
+    );
     println!(
         "{{\"bytes\": {bytes}, \"seconds\": {elapsed:.3}, \"mib_per_second\": {:.1}}}",
         bytes as f64 / elapsed / 1048576.0
@@ -274,5 +287,9 @@ async fn main() -> anyhow::Result<()> {
             connections,
         } => idle(addr, dir, connections).await,
         Command::Upload { addr, bytes } => upload(addr, bytes).await,
+        Command::Echo { listen } => {
+            certgate::echo::serve(tokio::net::TcpListener::bind(listen).await?).await;
+            Ok(())
+        }
     }
 }

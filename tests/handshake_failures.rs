@@ -18,29 +18,7 @@ async fn server_a(extra: &[&str]) -> ServerA {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
-    let backend = spawn_echo().await;
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let backend_url = format!("http://{backend}");
-    let mut args: Vec<String> = [
-        "server",
-        "--name",
-        "edge",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &backend_url,
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let process = Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let process = start_server_mode(&files, extra).await;
     ServerA {
         _files: files,
         pki,

@@ -16,45 +16,9 @@ async fn seed(extra_server_args: &[&str]) -> Seed {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
-    let backend = spawn_echo().await;
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let backend_url = format!("http://{backend}");
-    let mut args = vec![
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &backend_url,
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-        "--verify-depth",
-        "2",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>();
-    args.extend(extra_server_args.iter().map(|s| s.to_string()));
-    let server_a = Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let upstream = format!("https://localhost:{}", server_a.addr().port());
-    let proxy_b = Certgate::start(&[
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--cert",
-        &p("client.pem"),
-        "--key",
-        &p("client.key"),
-        "--ca",
-        &p("ca.pem"),
-        "--verify-depth",
-        "2",
-    ]);
+    let mut server_args = vec!["--verify-depth", "2"];
+    server_args.extend_from_slice(extra_server_args);
+    let (server_a, proxy_b) = start_chain(&files, &server_args, &["--verify-depth", "2"]).await;
     Seed {
         files,
         pki,

@@ -24,36 +24,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 async fn chain() -> (Files, Certgate, Certgate) {
     let files = Files::new();
     TestPki::new().write(&files);
-    let backend = spawn_echo().await;
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let backend_url = format!("http://{backend}");
-    let server_a = Certgate::start(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &backend_url,
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-    ]);
-    let upstream = format!("https://localhost:{}", server_a.addr().port());
-    let proxy_b = Certgate::start(&[
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--cert",
-        &p("client.pem"),
-        "--key",
-        &p("client.key"),
-        "--ca",
-        &p("ca.pem"),
-    ]);
+    let (server_a, proxy_b) = start_chain(&files, &[], &[]).await;
     (files, server_a, proxy_b)
 }
 

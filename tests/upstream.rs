@@ -301,41 +301,7 @@ async fn server_mode_backend_down_answers_502() {
 async fn certgate_pair(client_extra: &[&str]) -> (Files, Certgate, Certgate) {
     let files = Files::new();
     TestPki::new().write(&files);
-    let backend = spawn_echo().await;
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let backend_url = format!("http://{backend}");
-    let server_a = Certgate::start(&[
-        "server",
-        "--name",
-        "server-a",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &backend_url,
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-    ]);
-    let upstream = format!("https://localhost:{}", server_a.addr().port());
-    let (cert, key, ca) = (p("client.pem"), p("client.key"), p("ca.pem"));
-    let mut args = vec![
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-        "--ca",
-        &ca,
-    ];
-    args.extend_from_slice(client_extra);
-    let proxy_b = Certgate::start(&args);
+    let (server_a, proxy_b) = start_chain(&files, &[], client_extra).await;
     (files, server_a, proxy_b)
 }
 
@@ -345,14 +311,14 @@ async fn client_mode_speaks_http2_when_the_upstream_offers_it() {
     for _ in 0..3 {
         assert_eq!(http_get(proxy_b.addr(), "/", &[]).await.status, 200);
     }
-    server_a.wait_for_log(&["listener \"server-a\"", "ALPN h2"]);
+    server_a.wait_for_log(&["listener \"edge\"", "ALPN h2"]);
 }
 
 #[tokio::test]
 async fn no_http2_keeps_the_upstream_on_http1() {
     let (_files, server_a, proxy_b) = certgate_pair(&["--no-http2"]).await;
     assert_eq!(http_get(proxy_b.addr(), "/", &[]).await.status, 200);
-    server_a.wait_for_log(&["listener \"server-a\"", "ALPN http/1.1"]);
+    server_a.wait_for_log(&["listener \"edge\"", "ALPN http/1.1"]);
     assert!(!server_a.logs().contains("ALPN h2"), "{}", server_a.logs());
 }
 

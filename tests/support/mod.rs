@@ -502,3 +502,42 @@ pub fn nginx_escaped(pem: &str) -> String {
         })
         .collect()
 }
+
+/// Client mode ("proxy-b") towards `server_a`, presenting the `TestPki` client certificate
+/// from `files`, plus `extra` flags.
+pub fn start_client_mode(files: &Files, server_a: &Certgate, extra: &[&str]) -> Certgate {
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let upstream = format!("https://localhost:{}", server_a.addr().port());
+    let mut args: Vec<String> = [
+        "client",
+        "--name",
+        "proxy-b",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--cert",
+        &p("client.pem"),
+        "--key",
+        &p("client.key"),
+        "--ca",
+        &p("ca.pem"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The seed topology: server mode ("edge") in front of an echo backend, and client mode
+/// ("proxy-b") in front of it, on the `TestPki` files in `files`.
+pub async fn start_chain(
+    files: &Files,
+    server_extra: &[&str],
+    client_extra: &[&str],
+) -> (Certgate, Certgate) {
+    let server_a = start_server_mode(files, server_extra).await;
+    let proxy_b = start_client_mode(files, &server_a, client_extra);
+    (server_a, proxy_b)
+}

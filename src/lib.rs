@@ -13,6 +13,7 @@ pub mod echo;
 pub mod listener;
 pub mod pki;
 pub mod proxy;
+pub mod reload;
 pub mod tls;
 
 use config::{Config, ConfigError};
@@ -46,6 +47,7 @@ pub struct Running {
     pub addresses: Vec<(String, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    reload: reload::ReloadHandle,
 }
 
 impl Running {
@@ -55,6 +57,11 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+
+    /// Asks every listener to re-read its certificate files now (SIGHUP).
+    pub fn reload(&self) {
+        self.reload.request();
     }
 
     pub fn address(&self, name: &str) -> Option<SocketAddr> {
@@ -90,6 +97,13 @@ pub async fn start(config: &Config, drain_timeout: Duration) -> Result<Running, 
     let (shutdown, watch_shutdown) = watch::channel(false);
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
+    let bound: Vec<(Arc<ListenerRuntime>, tokio::net::TcpListener)> =
+        bound.into_iter().map(|(r, t)| (Arc::new(r), t)).collect();
+    let (reload, reload_task) = reload::spawn(
+        bound.iter().map(|(r, _)| r.clone()).collect(),
+        watch_shutdown.clone(),
+    );
+    tasks.push(reload_task);
     for (runtime, tcp) in bound {
         let address = tcp.local_addr().unwrap_or(runtime.config.listen.value);
         let config = &runtime.config;
@@ -113,7 +127,7 @@ pub async fn start(config: &Config, drain_timeout: Duration) -> Result<Running, 
             config.upstream_display()
         );
         addresses.push((config.name.clone(), address));
-        tasks.push(tokio::spawn(Arc::new(runtime).serve(
+        tasks.push(tokio::spawn(runtime.serve(
             tcp,
             watch_shutdown.clone(),
             drain_timeout,
@@ -123,5 +137,6 @@ pub async fn start(config: &Config, drain_timeout: Duration) -> Result<Running, 
         addresses,
         shutdown,
         tasks,
+        reload,
     })
 }

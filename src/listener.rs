@@ -1,4 +1,5 @@
-//! Accept loops: TLS handshakes (server mode), HTTP serving, accept-error backoff, drain.
+//! Accept loops: TLS handshakes (server mode), HTTP serving, accept-error backoff, drain; and
+//! each listener's TLS material as one snapshot that a reload replaces whole.
 
 use crate::config::{ConfigError, ListenerConfig, ModeConfig};
 use crate::proxy::{ConnectionInfo, Proxy, TlsInfo};
@@ -7,7 +8,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -21,13 +23,78 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// After an accept error (out of file descriptors, say) wait before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A listener ready to serve: its config, TLS material and request handler.
+/// Everything that depends on a listener's certificate files, built and checked together and
+/// replaced whole: a connection sees either the old snapshot or the new one, never a mix.
+struct Material {
+    /// Server mode: the TLS acceptor's configuration and client verification.
+    server_tls: Option<ServerTls>,
+    /// The request handler; in client mode it owns the upstream pool, whose connections
+    /// carry the client certificate, so a reload builds a new one and the old pool goes
+    /// away with the last request using it.
+    proxy: Arc<Proxy>,
+    /// Hash of the files' contents when they were read.
+    fingerprint: u64,
+}
+
+impl Material {
+    fn build(
+        config: &ListenerConfig,
+        fingerprint: u64,
+        previous: Option<&Material>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Material, ConfigError> {
+        Ok(match &config.mode {
+            ModeConfig::Server(server) => Material {
+                server_tls: Some(ServerTls::build(config, server, warnings)?),
+                // The backend pool does not depend on certificates: keep it warm.
+                proxy: match previous {
+                    Some(previous) => previous.proxy.clone(),
+                    None => Arc::new(Proxy::new(config, None)),
+                },
+                fingerprint,
+            },
+            ModeConfig::Client(client) => {
+                let client_tls = tls::client::build(config, client, warnings)?;
+                Material {
+                    server_tls: None,
+                    proxy: Arc::new(Proxy::new(config, Some(client_tls))),
+                    fingerprint,
+                }
+            }
+        })
+    }
+}
+
+/// The contents of every file the listener reads, hashed: what "the files changed" means.
+fn fingerprint(config: &ListenerConfig) -> Result<u64, ConfigError> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in config.files() {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigError::general(format!("cannot read {}: {e}", path.display())))?;
+        path.hash(&mut hasher);
+        bytes.hash(&mut hasher);
+    }
+    Ok(hasher.finish())
+}
+
+/// What a reload attempt did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Reloaded,
+    /// The new files were refused; the previous material keeps serving.
+    Failed,
+}
+
+/// A listener ready to serve: its config, current TLS material and HTTP settings.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
     /// HTTP/1 and HTTP/2 server settings, shared by every connection.
     http: auto::Builder<TokioExecutor>,
-    server_tls: Option<ServerTls>,
-    proxy: Arc<Proxy>,
+    material: RwLock<Arc<Material>>,
+    /// The fingerprint of files that failed to load, so a broken file is reported once, not
+    /// on every check.
+    refused: Mutex<Option<u64>>,
 }
 
 impl ListenerRuntime {
@@ -36,12 +103,10 @@ impl ListenerRuntime {
         config: &ListenerConfig,
         warnings: &mut Vec<String>,
     ) -> Result<ListenerRuntime, ConfigError> {
-        let (server_tls, client_tls) = match &config.mode {
-            ModeConfig::Server(server) => (Some(ServerTls::build(config, server, warnings)?), None),
-            ModeConfig::Client(client) => {
-                (None, Some(tls::client::build(config, client, warnings)?))
-            }
-        };
+        // Hashed before reading, so a change while loading shows as a change on the next
+        // check; an unreadable file is reported by the load, naming its key or flag.
+        let fingerprint = fingerprint(config).unwrap_or_default();
+        let material = Material::build(config, fingerprint, None, warnings)?;
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -49,10 +114,56 @@ impl ListenerRuntime {
         http.http2().timer(hyper_util::rt::TokioTimer::new());
         Ok(ListenerRuntime {
             http,
-            proxy: Arc::new(Proxy::new(config, client_tls)),
             config: config.clone(),
-            server_tls,
+            material: RwLock::new(Arc::new(material)),
+            refused: Mutex::new(None),
         })
+    }
+
+    /// The material new connections and requests use now.
+    fn current(&self) -> Arc<Material> {
+        match self.material.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the listener's files and, if they changed and check out, swaps in new
+    /// material. Open connections keep the material they started with.
+    pub fn reload(&self) -> ReloadOutcome {
+        let name = &self.config.name;
+        let current = self.current();
+        let new_fingerprint = match fingerprint(&self.config) {
+            Ok(f) if f == current.fingerprint => return ReloadOutcome::Unchanged,
+            Ok(f) => f,
+            Err(error) => {
+                tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
+                return ReloadOutcome::Failed;
+            }
+        };
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if *refused == Some(new_fingerprint) {
+            return ReloadOutcome::Failed;
+        }
+        let mut warnings = Vec::new();
+        match Material::build(&self.config, new_fingerprint, Some(&current), &mut warnings) {
+            Ok(material) => {
+                for warning in warnings {
+                    tracing::warn!("listener \"{name}\": {warning}");
+                }
+                *self.material.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
+                *refused = None;
+                tracing::info!(
+                    "listener \"{name}\": reloaded its certificates; new connections use them"
+                );
+                ReloadOutcome::Reloaded
+            }
+            Err(error) => {
+                *refused = Some(new_fingerprint);
+                tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
+                ReloadOutcome::Failed
+            }
+        }
     }
 
     /// Accepts connections until `shutdown` flips, then lets open requests finish within
@@ -131,7 +242,8 @@ impl ListenerRuntime {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
         let name = &self.config.name;
-        match &self.server_tls {
+        let material = self.current();
+        match &material.server_tls {
             None => {
                 let info = Arc::new(ConnectionInfo {
                     remote,
@@ -174,7 +286,7 @@ impl ListenerRuntime {
                 let (verdict, peer) = server_tls.verdict(connection);
                 let identity_headers = peer
                     .as_ref()
-                    .map(|p| self.proxy.edits.identity_headers(p))
+                    .map(|p| material.proxy.edits.identity_headers(p))
                     .unwrap_or_default();
                 let info = TlsInfo {
                     identity_headers,
@@ -215,15 +327,18 @@ impl ListenerRuntime {
     }
 
     async fn serve_http<IO>(
-        &self,
+        self: &Arc<Self>,
         io: TokioIo<IO>,
         info: Arc<ConnectionInfo>,
         watcher: hyper_util::server::graceful::Watcher,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let proxy = self.proxy.clone();
-        let service = service_fn(move |request| proxy.clone().handle(request, info.clone()));
+        // The handler is looked up per request, so that after a reload even a long-lived
+        // keep-alive connection moves to the new upstream pool (client mode).
+        let this = self.clone();
+        let service =
+            service_fn(move |request| this.current().proxy.clone().handle(request, info.clone()));
         let connection = self.http.serve_connection_with_upgrades(io, service);
         if let Err(error) = watcher.watch(connection.into_owned()).await {
             tracing::debug!(

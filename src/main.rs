@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -17,6 +18,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Seconds that open requests get to finish after SIGTERM or SIGINT.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    shutdown_timeout: u64,
 }
 
 // Parsed once at start-up; boxing variants would only make the code noisier.
@@ -319,10 +323,24 @@ async fn stop_signal() {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = certgate::start(&config, certgate::DEFAULT_DRAIN_TIMEOUT).await?;
-    stop_signal().await;
-    tracing::info!("stopping: no new connections; letting open requests finish");
+async fn serve(config: Config, drain_timeout: Duration) -> anyhow::Result<()> {
+    let running = certgate::start(&config, drain_timeout).await?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: re-reading certificate files");
+                running.reload();
+            }
+        }
+    }
+    tracing::info!(
+        "stopping: no new connections; open requests get up to {}s to finish",
+        drain_timeout.as_secs()
+    );
     running.stop().await;
     Ok(())
 }
@@ -338,11 +356,13 @@ fn init_logging() {
         .init();
 }
 
-async fn main_inner(command: Command) -> anyhow::Result<()> {
+async fn main_inner(command: Command, drain_timeout: Duration) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => serve(server_config(args)?).await,
-        Command::Client(args) => serve(client_config(args)?).await,
-        Command::Run { config } => serve(certgate::config::load_file(&config)?).await,
+        Command::Server(args) => serve(server_config(args)?, drain_timeout).await,
+        Command::Client(args) => serve(client_config(args)?, drain_timeout).await,
+        Command::Run { config } => {
+            serve(certgate::config::load_file(&config)?, drain_timeout).await
+        }
         Command::Check { config: path } => {
             let config = certgate::config::load_file(&path)?;
             let (_, warnings) = certgate::prepare(&config)?;
@@ -376,7 +396,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main_inner(cli.command)) {
+    let drain_timeout = Duration::from_secs(cli.shutdown_timeout);
+    match runtime.block_on(main_inner(cli.command, drain_timeout)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("certgate: {error:#}");

@@ -475,6 +475,29 @@ impl ListenerConfig {
         }
     }
 
+    /// Every file the listener's TLS material comes from (watched for rotation).
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files: Vec<&Path> = Vec::new();
+        match &self.mode {
+            ModeConfig::Server(server) => {
+                files.push(&server.cert.value);
+                files.push(&server.key.value);
+                files.extend(server.client_ca.iter().map(|f| f.value.as_path()));
+                files.extend(server.revocation.crls.iter().map(|f| f.value.as_path()));
+                files.extend(server.ocsp_response.iter().map(|f| f.value.as_path()));
+            }
+            ModeConfig::Client(client) => {
+                if let Some((cert, key)) = &client.identity {
+                    files.push(&cert.value);
+                    files.push(&key.value);
+                }
+                files.push(&client.ca.value);
+                files.extend(client.revocation.crls.iter().map(|f| f.value.as_path()));
+            }
+        }
+        files
+    }
+
     pub fn upstream_display(&self) -> String {
         match &self.mode {
             ModeConfig::Server(server) => server.upstream.to_string(),

@@ -1,0 +1,272 @@
+//! Live operations: certificates rotate without a restart, however the files change, a broken
+//! file never replaces working material, and SIGTERM lets open requests finish.
+
+mod support;
+
+use certgate::pki::{Issued, LeafSpec, Usage};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The leaf certificate server mode presents to a new connection.
+async fn presented_certificate(server: &Certgate, pki: &TestPki) -> Vec<u8> {
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Waits until new connections get `expected` (rotation must take effect within 2 seconds;
+/// the loop allows 4 for a loaded machine).
+async fn wait_for_certificate(server: &Certgate, pki: &TestPki, expected: &Issued) {
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while presented_certificate(server, pki).await != expected.cert_der {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn new_server_cert(pki: &TestPki) -> Issued {
+    pki.ca
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost", "127.0.0.1"]))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn certificate_written_in_place_is_served_to_new_connections() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let server = start_server_mode(&files, &[]).await;
+    assert_eq!(
+        presented_certificate(&server, &pki).await,
+        pki.server.cert_der
+    );
+    let next = new_server_cert(&pki);
+    files.write_key("server.key", &next.key_pem);
+    files.write("server.pem", &next.cert_pem);
+    wait_for_certificate(&server, &pki, &next).await;
+    server.wait_for_log(&["listener \"edge\": reloaded its certificates"]);
+}
+
+#[tokio::test]
+async fn certificate_written_elsewhere_and_renamed_is_served() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let server = start_server_mode(&files, &[]).await;
+    let next = new_server_cert(&pki);
+    let key = files.write_key("server.key.new", &next.key_pem);
+    let cert = files.write("server.pem.new", &next.cert_pem);
+    std::fs::rename(key, files.path("server.key")).unwrap();
+    std::fs::rename(cert, files.path("server.pem")).unwrap();
+    wait_for_certificate(&server, &pki, &next).await;
+}
+
+#[tokio::test]
+async fn kubernetes_secret_volume_symlink_swap_is_served() {
+    use std::os::unix::fs::symlink;
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    // A secret volume: tls.crt -> ..data/tls.crt, ..data -> ..2026_11_27_v1
+    let volume = files.path("secret");
+    let write_version = |version: &str, issued: &Issued| {
+        let dir = volume.join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tls.crt"), &issued.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &issued.key_pem).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("tls.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    };
+    write_version("..2026_11_27_v1", &pki.server);
+    symlink("..2026_11_27_v1", volume.join("..data")).unwrap();
+    symlink("..data/tls.crt", volume.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", volume.join("tls.key")).unwrap();
+    let backend = spawn_echo().await;
+    let (cert, key) = (volume.join("tls.crt"), volume.join("tls.key"));
+    let server = Certgate::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend.to_string(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--client-ca",
+        files.path("ca.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        presented_certificate(&server, &pki).await,
+        pki.server.cert_der
+    );
+
+    // The kubelet's update: a new timestamped directory, then an atomic swap of ..data.
+    let next = new_server_cert(&pki);
+    write_version("..2026_11_27_v2", &next);
+    symlink("..2026_11_27_v2", volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    std::fs::remove_dir_all(volume.join("..2026_11_27_v1")).unwrap();
+    wait_for_certificate(&server, &pki, &next).await;
+}
+
+#[tokio::test]
+async fn broken_certificate_keeps_the_old_one_serving_and_says_why() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let server = start_server_mode(&files, &[]).await;
+    // Half a certificate, as a crashed writer leaves it.
+    let next = new_server_cert(&pki);
+    let cert = files.write("server.pem", &next.cert_pem[..next.cert_pem.len() / 2]);
+    server.wait_for_log(&[
+        "listener \"edge\": certificate reload failed, still serving the previous ones",
+        &cert,
+    ]);
+    assert_eq!(
+        presented_certificate(&server, &pki).await,
+        pki.server.cert_der
+    );
+    let answer = https_get(
+        server.addr(),
+        tls_client(
+            &pki.ca.issued.cert_pem,
+            Some((&pki.client.cert_pem, &pki.client.key_pem)),
+        ),
+        "/",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+
+    // Finishing the job makes the new pair live.
+    files.write_key("server.key", &next.key_pem);
+    files.write("server.pem", &next.cert_pem);
+    wait_for_certificate(&server, &pki, &next).await;
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_files() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let server = start_server_mode(&files, &[]).await;
+    std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    server.wait_for_log(&["SIGHUP: re-reading certificate files"]);
+    assert_eq!(
+        presented_certificate(&server, &pki).await,
+        pki.server.cert_der
+    );
+}
+
+#[tokio::test]
+async fn client_mode_presents_its_new_certificate_and_retires_old_pooled_connections() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let (_server_a, proxy_b) = start_chain(&files, &[], &[]).await;
+    let first = http_get(proxy_b.addr(), "/", &[]).await;
+    assert_eq!(
+        echoed_header(&first.body, "x-client-cert"),
+        vec![nginx_escaped(&pki.client.cert_pem)]
+    );
+
+    let next = pki
+        .ca
+        .leaf(&LeafSpec::new("rotated-client", Usage::Client))
+        .unwrap();
+    let key = files.write_key("client.key.new", &next.key_pem);
+    let cert = files.write("client.pem.new", &next.cert_pem);
+    std::fs::rename(key, files.path("client.key")).unwrap();
+    std::fs::rename(cert, files.path("client.pem")).unwrap();
+    proxy_b.wait_for_log(&["listener \"proxy-b\": reloaded its certificates"]);
+    // The pooled upstream connection still carries the old certificate; it must not be reused.
+    let after = http_get(proxy_b.addr(), "/", &[]).await;
+    assert_eq!(
+        echoed_header(&after.body, "x-client-cert"),
+        vec![nginx_escaped(&next.cert_pem)]
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_open_request_finish_and_exits_zero() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    // A backend that takes a second and a half to answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(hyper::body::Bytes::from("slow but complete")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let server = Certgate::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend.to_string(),
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+        "--shutdown-timeout",
+        "10",
+    ]);
+    let address = server.addr();
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let slow = tokio::spawn(async move { https_get(address, client, "/slow", &[]).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = server.pid();
+    let exit = tokio::task::spawn_blocking(move || server.signal_and_wait("TERM"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No new connections once the signal arrived...
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+    // ...but the open request completes.
+    let answer = slow.await.unwrap().unwrap();
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "slow but complete")
+    );
+    assert_eq!(exit.await.unwrap(), 0, "certgate (pid {pid}) exit code");
+}

@@ -93,7 +93,9 @@ pub async fn run(
         2,
     );
     let server_config = Config::from_specs(vec![server_spec])?;
-    let server_running = crate::start(&server_config, crate::DEFAULT_DRAIN_TIMEOUT).await?;
+    let metrics = crate::metrics::Metrics::new();
+    let server_running =
+        crate::start(&server_config, crate::DEFAULT_DRAIN_TIMEOUT, &metrics).await?;
     let server_addr = server_running.addresses[0].1;
 
     let client_listen = SocketAddr::from(([127, 0, 0, 1], pick_port(8080, once)));
@@ -113,7 +115,8 @@ pub async fn run(
         2,
     );
     let client_config = Config::from_specs(vec![client_spec])?;
-    let client_running = crate::start(&client_config, crate::DEFAULT_DRAIN_TIMEOUT).await?;
+    let client_running =
+        crate::start(&client_config, crate::DEFAULT_DRAIN_TIMEOUT, &metrics).await?;
     let client_addr = client_running.addresses[0].1;
 
     if once {

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod listener;
+pub mod metrics;
 pub mod pki;
 pub mod proxy;
 pub mod reload;
@@ -28,13 +30,16 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Loads every listener's TLS material and checks it, binding nothing: `certgate check`,
 /// and the first half of `run`. Returns the runtimes and the warnings to show.
-pub fn prepare(config: &Config) -> Result<(Vec<ListenerRuntime>, Vec<String>), ConfigError> {
+pub fn prepare(
+    config: &Config,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(Vec<ListenerRuntime>, Vec<String>), ConfigError> {
     let mut warnings = config.warnings.clone();
     let runtimes = config
         .listeners
         .iter()
         .map(|listener| {
-            ListenerRuntime::build(listener, &mut warnings)
+            ListenerRuntime::build(listener, metrics, &mut warnings)
                 .map_err(|e| ConfigError::general(format!("listener \"{}\": {e}", listener.name)))
         })
         .collect::<Result<_, _>>()?;
@@ -45,6 +50,8 @@ pub fn prepare(config: &Config) -> Result<(Vec<ListenerRuntime>, Vec<String>), C
 pub struct Running {
     /// Each listener's name and the address it is bound to (port 0 resolved).
     pub addresses: Vec<(String, SocketAddr)>,
+    /// The listeners and their addresses, for the admin listener.
+    pub listeners: Vec<(Arc<ListenerRuntime>, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     reload: reload::ReloadHandle,
@@ -73,8 +80,12 @@ impl Running {
 }
 
 /// Prepares, binds and starts every listener of `config`.
-pub async fn start(config: &Config, drain_timeout: Duration) -> Result<Running, ConfigError> {
-    let (runtimes, warnings) = prepare(config)?;
+pub async fn start(
+    config: &Config,
+    drain_timeout: Duration,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<Running, ConfigError> {
+    let (runtimes, warnings) = prepare(config, metrics)?;
     for warning in warnings {
         tracing::warn!("{warning}");
     }
@@ -104,8 +115,10 @@ pub async fn start(config: &Config, drain_timeout: Duration) -> Result<Running, 
         watch_shutdown.clone(),
     );
     tasks.push(reload_task);
+    let mut listeners = Vec::new();
     for (runtime, tcp) in bound {
         let address = tcp.local_addr().unwrap_or(runtime.config.listen.value);
+        listeners.push((runtime.clone(), address));
         let config = &runtime.config;
         let tls_note = match &config.mode {
             config::ModeConfig::Server(server) => format!(
@@ -135,6 +148,7 @@ pub async fn start(config: &Config, drain_timeout: Duration) -> Result<Running, 
     }
     Ok(Running {
         addresses,
+        listeners,
         shutdown,
         tasks,
         reload,

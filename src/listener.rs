@@ -2,6 +2,7 @@
 //! each listener's TLS material as one snapshot that a reload replaces whole.
 
 use crate::config::{ConfigError, ListenerConfig, ModeConfig};
+use crate::metrics::{CertificateLabels, ConnectionGauge, Metrics, ResultLabels};
 use crate::proxy::{ConnectionInfo, Proxy, TlsInfo};
 use crate::tls::{self, explain, server::ServerTls};
 use hyper::service::service_fn;
@@ -34,6 +35,8 @@ struct Material {
     proxy: Arc<Proxy>,
     /// Hash of the files' contents when they were read.
     fingerprint: u64,
+    /// The certificates loaded, for `/status` and the expiry metric.
+    certificates: Vec<tls::CertificateInfo>,
 }
 
 impl Material {
@@ -41,24 +44,28 @@ impl Material {
         config: &ListenerConfig,
         fingerprint: u64,
         previous: Option<&Material>,
+        metrics: &Arc<Metrics>,
         warnings: &mut Vec<String>,
     ) -> Result<Material, ConfigError> {
+        let certificates = tls::certificates_of(config);
         Ok(match &config.mode {
             ModeConfig::Server(server) => Material {
                 server_tls: Some(ServerTls::build(config, server, warnings)?),
                 // The backend pool does not depend on certificates: keep it warm.
                 proxy: match previous {
                     Some(previous) => previous.proxy.clone(),
-                    None => Arc::new(Proxy::new(config, None)),
+                    None => Arc::new(Proxy::new(config, None, metrics)),
                 },
                 fingerprint,
+                certificates,
             },
             ModeConfig::Client(client) => {
                 let client_tls = tls::client::build(config, client, warnings)?;
                 Material {
                     server_tls: None,
-                    proxy: Arc::new(Proxy::new(config, Some(client_tls))),
+                    proxy: Arc::new(Proxy::new(config, Some(client_tls), metrics)),
                     fingerprint,
+                    certificates,
                 }
             }
         })
@@ -77,8 +84,36 @@ fn fingerprint(config: &ListenerConfig) -> Result<u64, ConfigError> {
     Ok(hasher.finish())
 }
 
+/// Sets `certgate_certificate_not_after_timestamp_seconds` for the new material's
+/// certificates, dropping the series of certificates no longer loaded.
+fn publish_expiry(
+    metrics: &Metrics,
+    listener: &str,
+    previous: Option<&Material>,
+    material: &Material,
+) {
+    let labels = |info: &tls::CertificateInfo| CertificateLabels {
+        listener: listener.to_string(),
+        role: info.role.to_string(),
+        subject: info.subject.clone(),
+    };
+    for info in previous
+        .map(|p| p.certificates.as_slice())
+        .unwrap_or_default()
+    {
+        metrics.certificate_not_after.remove(&labels(info));
+    }
+    for info in &material.certificates {
+        metrics
+            .certificate_not_after
+            .get_or_create(&labels(info))
+            .set(info.not_after);
+    }
+}
+
 /// What a reload attempt did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReloadOutcome {
     Unchanged,
     Reloaded,
@@ -95,18 +130,23 @@ pub struct ListenerRuntime {
     /// The fingerprint of files that failed to load, so a broken file is reported once, not
     /// on every check.
     refused: Mutex<Option<u64>>,
+    metrics: Arc<Metrics>,
+    /// When the last reload that changed something happened, and how it ended.
+    last_reload: Mutex<Option<(std::time::SystemTime, ReloadOutcome)>>,
 }
 
 impl ListenerRuntime {
     /// Loads and checks every file the listener needs; binds nothing.
     pub fn build(
         config: &ListenerConfig,
+        metrics: &Arc<Metrics>,
         warnings: &mut Vec<String>,
     ) -> Result<ListenerRuntime, ConfigError> {
         // Hashed before reading, so a change while loading shows as a change on the next
         // check; an unreadable file is reported by the load, naming its key or flag.
         let fingerprint = fingerprint(config).unwrap_or_default();
-        let material = Material::build(config, fingerprint, None, warnings)?;
+        let material = Material::build(config, fingerprint, None, metrics, warnings)?;
+        publish_expiry(metrics, &config.name, None, &material);
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -117,6 +157,8 @@ impl ListenerRuntime {
             config: config.clone(),
             material: RwLock::new(Arc::new(material)),
             refused: Mutex::new(None),
+            metrics: metrics.clone(),
+            last_reload: Mutex::new(None),
         })
     }
 
@@ -131,6 +173,36 @@ impl ListenerRuntime {
     /// Re-reads the listener's files and, if they changed and check out, swaps in new
     /// material. Open connections keep the material they started with.
     pub fn reload(&self) -> ReloadOutcome {
+        let outcome = self.reload_files();
+        if outcome != ReloadOutcome::Unchanged {
+            let result = if outcome == ReloadOutcome::Reloaded {
+                "ok"
+            } else {
+                "failed"
+            };
+            let labels = ResultLabels {
+                listener: self.config.name.clone(),
+                result: result.to_string(),
+            };
+            self.metrics.reloads.get_or_create(&labels).inc();
+            *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((std::time::SystemTime::now(), outcome));
+        }
+        outcome
+    }
+
+    /// The certificates in use and the last reload, for `/status`.
+    pub fn status(
+        &self,
+    ) -> (
+        Vec<tls::CertificateInfo>,
+        Option<(std::time::SystemTime, ReloadOutcome)>,
+    ) {
+        let last = *self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+        (self.current().certificates.clone(), last)
+    }
+
+    fn reload_files(&self) -> ReloadOutcome {
         let name = &self.config.name;
         let current = self.current();
         let new_fingerprint = match fingerprint(&self.config) {
@@ -146,8 +218,15 @@ impl ListenerRuntime {
             return ReloadOutcome::Failed;
         }
         let mut warnings = Vec::new();
-        match Material::build(&self.config, new_fingerprint, Some(&current), &mut warnings) {
+        match Material::build(
+            &self.config,
+            new_fingerprint,
+            Some(&current),
+            &self.metrics,
+            &mut warnings,
+        ) {
             Ok(material) => {
+                publish_expiry(&self.metrics, name, Some(&current), &material);
                 for warning in warnings {
                     tracing::warn!("listener \"{name}\": {warning}");
                 }
@@ -243,6 +322,19 @@ impl ListenerRuntime {
         let local = stream.local_addr().unwrap_or(remote);
         let name = &self.config.name;
         let material = self.current();
+        let listener_label = Metrics::listener(name);
+        let _open = ConnectionGauge::open(
+            self.metrics
+                .active_connections
+                .get_or_create_owned(&listener_label),
+        );
+        let handshake = |result: &str| {
+            let labels = ResultLabels {
+                listener: name.clone(),
+                result: result.to_string(),
+            };
+            self.metrics.handshakes.get_or_create(&labels).inc();
+        };
         match &material.server_tls {
             None => {
                 let info = Arc::new(ConnectionInfo {
@@ -262,6 +354,11 @@ impl ListenerRuntime {
                 {
                     Ok(Ok(tls_stream)) => tls_stream,
                     Ok(Err(error)) => {
+                        handshake(
+                            explain::find_rustls_error(&error)
+                                .map(explain::reason_label)
+                                .unwrap_or("other"),
+                        );
                         let reason = match explain::find_rustls_error(&error) {
                             Some(tls_error) => explain::tls_error(tls_error),
                             None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -275,6 +372,7 @@ impl ListenerRuntime {
                         return;
                     }
                     Err(_) => {
+                        handshake("timeout");
                         tracing::warn!(
                             "listener \"{name}\": TLS handshake with {remote} failed: no handshake within {}s",
                             HANDSHAKE_TIMEOUT.as_secs()
@@ -301,8 +399,15 @@ impl ListenerRuntime {
                     verdict,
                     peer,
                 };
+                handshake("ok");
                 let handshake = match connection.handshake_kind() {
-                    Some(rustls::HandshakeKind::Resumed) => "resumed",
+                    Some(rustls::HandshakeKind::Resumed) => {
+                        self.metrics
+                            .resumed_handshakes
+                            .get_or_create(&listener_label)
+                            .inc();
+                        "resumed"
+                    }
                     _ => "full",
                 };
                 let alpn = connection

@@ -21,6 +21,15 @@ struct Cli {
     /// Seconds that open requests get to finish after SIGTERM or SIGINT.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     shutdown_timeout: u64,
+    /// Admin listener (health, status, metrics, reload), e.g. 127.0.0.1:9901; off by default.
+    #[arg(long, global = true, value_name = "ADDR")]
+    admin: Option<String>,
+}
+
+/// Process-wide settings of the serving commands.
+struct Process {
+    drain_timeout: Duration,
+    admin: Option<String>,
 }
 
 // Parsed once at start-up; boxing variants would only make the code noisier.
@@ -323,8 +332,35 @@ async fn stop_signal() {
     }
 }
 
-async fn serve(config: Config, drain_timeout: Duration) -> anyhow::Result<()> {
-    let running = certgate::start(&config, drain_timeout).await?;
+async fn serve(config: Config, process: &Process) -> anyhow::Result<()> {
+    let drain_timeout = process.drain_timeout;
+    let metrics = certgate::metrics::Metrics::new();
+    let admin_address = process
+        .admin
+        .as_deref()
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>().with_context(|| {
+                format!("--admin: bad address \"{a}\": use IP:PORT, e.g. 127.0.0.1:9901")
+            })
+        })
+        .transpose()?;
+    let running = certgate::start(&config, drain_timeout, &metrics).await?;
+    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+    if let Some(address) = admin_address {
+        let tcp = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("--admin: cannot listen on {address}"))?;
+        let bound = tcp.local_addr()?;
+        tracing::info!(
+            "listener \"admin\" (admin) listening on {bound}, serving /, /healthz, /readyz, /status, /metrics and POST /reload"
+        );
+        let state = std::sync::Arc::new(certgate::admin::AdminState {
+            listeners: running.listeners.clone(),
+            metrics: metrics.clone(),
+            started: std::time::Instant::now(),
+        });
+        tokio::spawn(certgate::admin::serve(tcp, state, admin_stopped));
+    }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -341,6 +377,7 @@ async fn serve(config: Config, drain_timeout: Duration) -> anyhow::Result<()> {
         "stopping: no new connections; open requests get up to {}s to finish",
         drain_timeout.as_secs()
     );
+    let _ = admin_stop.send(true);
     running.stop().await;
     Ok(())
 }
@@ -356,16 +393,14 @@ fn init_logging() {
         .init();
 }
 
-async fn main_inner(command: Command, drain_timeout: Duration) -> anyhow::Result<()> {
+async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => serve(server_config(args)?, drain_timeout).await,
-        Command::Client(args) => serve(client_config(args)?, drain_timeout).await,
-        Command::Run { config } => {
-            serve(certgate::config::load_file(&config)?, drain_timeout).await
-        }
+        Command::Server(args) => serve(server_config(args)?, &process).await,
+        Command::Client(args) => serve(client_config(args)?, &process).await,
+        Command::Run { config } => serve(certgate::config::load_file(&config)?, &process).await,
         Command::Check { config: path } => {
             let config = certgate::config::load_file(&path)?;
-            let (_, warnings) = certgate::prepare(&config)?;
+            let (_, warnings) = certgate::prepare(&config, &certgate::metrics::Metrics::new())?;
             for warning in &warnings {
                 println!("warning: {warning}");
             }
@@ -396,8 +431,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let drain_timeout = Duration::from_secs(cli.shutdown_timeout);
-    match runtime.block_on(main_inner(cli.command, drain_timeout)) {
+    let process = Process {
+        drain_timeout: Duration::from_secs(cli.shutdown_timeout),
+        admin: cli.admin,
+    };
+    match runtime.block_on(main_inner(cli.command, process)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("certgate: {error:#}");

@@ -6,6 +6,7 @@ pub mod upstream;
 
 use crate::access::AccessRules;
 use crate::config::{HttpUpstream, ListenerConfig, ModeConfig};
+use crate::metrics::{Metrics, RequestLabels};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
 use bytes::Bytes;
@@ -118,7 +119,7 @@ impl Upstream {
         // Validated as HOST:PORT by the config; the fallback only keys the pool.
         let authority = Authority::try_from(authority)
             .unwrap_or_else(|_| Authority::from_static("upstream.invalid"));
-        let authority_from_host = matches!(connector, Connector::Tls { .. });
+        let authority_from_host = connector.is_tls();
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -133,13 +134,13 @@ impl Upstream {
         }
     }
 
-    fn plain(upstream: &HttpUpstream) -> Upstream {
+    fn plain(upstream: &HttpUpstream, metrics: &Arc<Metrics>, listener: &str) -> Upstream {
         let authority = match upstream {
             HttpUpstream::Tcp { authority } => authority.as_str(),
             HttpUpstream::Unix(_) => "unix-socket",
         };
         Upstream::new(
-            Connector::plain(upstream),
+            Connector::plain(upstream, metrics.clone(), listener),
             Scheme::HTTP,
             authority,
             upstream.to_string(),
@@ -187,17 +188,29 @@ struct RouteRuntime {
 pub struct Proxy {
     pub listener: String,
     pub edits: HeaderEdits,
+    metrics: Arc<Metrics>,
     upstream: Upstream,
     /// Longest path first, so the first match is nginx's longest-prefix `location`.
     routes: Vec<RouteRuntime>,
 }
 
 impl Proxy {
-    pub fn new(listener: &ListenerConfig, client_tls: Option<Arc<rustls::ClientConfig>>) -> Proxy {
+    pub fn new(
+        listener: &ListenerConfig,
+        client_tls: Option<Arc<rustls::ClientConfig>>,
+        metrics: &Arc<Metrics>,
+    ) -> Proxy {
+        let name = listener.name.as_str();
         let (upstream, mut routes) = match (&listener.mode, client_tls) {
             (ModeConfig::Client(client), Some(tls)) => (
                 Upstream::new(
-                    Connector::tls(&client.upstream_authority, client.server_name.clone(), tls),
+                    Connector::tls(
+                        &client.upstream_authority,
+                        client.server_name.clone(),
+                        tls,
+                        metrics.clone(),
+                        name,
+                    ),
                     Scheme::HTTPS,
                     &client.upstream_authority,
                     listener.upstream_display(),
@@ -205,14 +218,17 @@ impl Proxy {
                 Vec::new(),
             ),
             (ModeConfig::Server(server), _) => (
-                Upstream::plain(&server.upstream),
+                Upstream::plain(&server.upstream, metrics, name),
                 server
                     .routes
                     .iter()
                     .map(|route| RouteRuntime {
                         path: route.path.clone(),
                         rules: route.rules.clone(),
-                        upstream: route.upstream.as_ref().map(Upstream::plain),
+                        upstream: route
+                            .upstream
+                            .as_ref()
+                            .map(|u| Upstream::plain(u, metrics, name)),
                     })
                     .collect(),
             ),
@@ -222,6 +238,7 @@ impl Proxy {
         Proxy {
             listener: listener.name.clone(),
             edits: HeaderEdits::new(listener),
+            metrics: metrics.clone(),
             upstream,
             routes,
         }
@@ -233,7 +250,9 @@ impl Proxy {
         request: Request<Incoming>,
         connection: Arc<ConnectionInfo>,
     ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-        Ok(match self.forward(request, &connection).await {
+        let started = std::time::Instant::now();
+        let mut route = "";
+        let response = match self.forward(request, &connection, &mut route).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::warn!(
@@ -242,14 +261,39 @@ impl Proxy {
                     connection.remote,
                     error.reason()
                 );
+                if matches!(
+                    error,
+                    ProxyError::Upstream(_) | ProxyError::UpstreamTimeout(_)
+                ) {
+                    self.metrics
+                        .upstream_errors
+                        .get_or_create(&Metrics::listener(&self.listener))
+                        .inc();
+                }
                 error.into_response()
             }
-        })
+        };
+        let labels = RequestLabels {
+            listener: self.listener.clone(),
+            route: route.to_string(),
+            status: format!("{}xx", response.status().as_u16() / 100),
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics
+            .request_duration
+            .get_or_create(&Metrics::listener(&self.listener))
+            .observe(started.elapsed().as_secs_f64());
+        Ok(response)
     }
 
     /// The route for a path and the upstream it goes to; refuses identities the route's
     /// allow-list does not admit.
-    fn route(&self, path: &str, connection: &ConnectionInfo) -> Result<&Upstream, ProxyError> {
+    fn route<'s>(
+        &'s self,
+        path: &str,
+        connection: &ConnectionInfo,
+        matched: &mut &'s str,
+    ) -> Result<&'s Upstream, ProxyError> {
         if self.routes.is_empty() {
             return Ok(&self.upstream);
         }
@@ -258,6 +302,7 @@ impl Proxy {
         let Some(route) = self.routes.iter().find(|r| normalized.starts_with(&r.path)) else {
             return Ok(&self.upstream);
         };
+        *matched = &route.path;
         let peer = connection.tls.as_ref().and_then(|t| t.peer.as_ref());
         if !route.rules.is_empty() && !peer.is_some_and(|p| route.rules.allows(p)) {
             let who = peer
@@ -271,13 +316,14 @@ impl Proxy {
         Ok(route.upstream.as_ref().unwrap_or(&self.upstream))
     }
 
-    async fn forward(
-        &self,
+    async fn forward<'s>(
+        &'s self,
         request: Request<Incoming>,
         connection: &ConnectionInfo,
+        route: &mut &'s str,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let upstream = self.route(parts.uri.path(), connection)?;
+        let upstream = self.route(parts.uri.path(), connection, route)?;
         self.edits.apply(&mut parts, connection);
         // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
         // header edits must become the URI's authority (the connector ignores it).

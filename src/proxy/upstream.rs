@@ -5,6 +5,7 @@
 //! address, SNI, client certificate and verification settings.
 
 use crate::config::HttpUpstream;
+use crate::metrics::{ConnectionGauge, ListenerLabel, Metrics};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
@@ -22,17 +23,23 @@ use tokio::net::{TcpStream, UnixStream};
 /// How long a TCP connect (plus TLS handshake) to the upstream may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One upstream connection of any kind.
-pub enum UpstreamStream {
+/// The transport of one upstream connection.
+enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+/// One upstream connection of any kind, counted in `certgate_upstream_connections` while open.
+pub struct UpstreamStream {
+    transport: Transport,
+    _open: ConnectionGauge,
+}
+
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+        match &self.transport {
+            Transport::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Connected::new().negotiated_h2()
             }
             _ => Connected::new(),
@@ -42,10 +49,10 @@ impl Connection for UpstreamStream {
 
 macro_rules! delegate {
     ($self:ident, $stream:ident => $call:expr) => {
-        match $self.get_mut() {
-            UpstreamStream::Tcp($stream) => $call,
-            UpstreamStream::Unix($stream) => $call,
-            UpstreamStream::Tls($stream) => $call,
+        match &mut $self.get_mut().transport {
+            Transport::Tcp($stream) => $call,
+            Transport::Unix($stream) => $call,
+            Transport::Tls($stream) => $call,
         }
     };
 }
@@ -86,18 +93,26 @@ impl AsyncWrite for UpstreamStream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamStream::Tcp(s) => s.is_write_vectored(),
-            UpstreamStream::Unix(s) => s.is_write_vectored(),
-            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        match &self.transport {
+            Transport::Tcp(s) => s.is_write_vectored(),
+            Transport::Unix(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
         }
     }
 }
 
-/// Where and how a listener connects upstream. The request URI only keys the pool; the
-/// target is fixed by the configuration.
+/// Where and how a listener connects upstream, and where its connections are counted.
 #[derive(Clone)]
-pub enum Connector {
+pub struct Connector {
+    target: Target,
+    metrics: Arc<Metrics>,
+    listener: ListenerLabel,
+}
+
+/// The upstream itself. The request URI only keys the pool; the target is fixed by the
+/// configuration.
+#[derive(Clone)]
+enum Target {
     Tcp {
         authority: String,
     },
@@ -110,12 +125,17 @@ pub enum Connector {
 }
 
 impl Connector {
-    pub fn plain(upstream: &HttpUpstream) -> Connector {
-        match upstream {
-            HttpUpstream::Tcp { authority } => Connector::Tcp {
+    pub fn plain(upstream: &HttpUpstream, metrics: Arc<Metrics>, listener: &str) -> Connector {
+        let target = match upstream {
+            HttpUpstream::Tcp { authority } => Target::Tcp {
                 authority: authority.clone(),
             },
-            HttpUpstream::Unix(path) => Connector::Unix(path.clone()),
+            HttpUpstream::Unix(path) => Target::Unix(path.clone()),
+        };
+        Connector {
+            target,
+            metrics,
+            listener: Metrics::listener(listener),
         }
     }
 
@@ -123,32 +143,55 @@ impl Connector {
         authority: &str,
         server_name: ServerName<'static>,
         config: Arc<rustls::ClientConfig>,
+        metrics: Arc<Metrics>,
+        listener: &str,
     ) -> Connector {
-        Connector::Tls {
+        let target = Target::Tls {
             authority: authority.to_string(),
             server_name,
             tls: tokio_rustls::TlsConnector::from(config),
+        };
+        Connector {
+            target,
+            metrics,
+            listener: Metrics::listener(listener),
         }
     }
 
+    pub fn is_tls(&self) -> bool {
+        matches!(self.target, Target::Tls { .. })
+    }
+
     async fn connect(self) -> io::Result<TokioIo<UpstreamStream>> {
-        let stream = match self {
-            Connector::Tcp { authority } => UpstreamStream::Tcp(tcp(&authority).await?),
-            Connector::Unix(path) => {
-                UpstreamStream::Unix(UnixStream::connect(&path).await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let transport = match self.target {
+            Target::Tcp { authority } => Transport::Tcp(tcp(&authority).await?),
+            Target::Unix(path) => {
+                Transport::Unix(UnixStream::connect(&path).await.map_err(|e| {
                     io::Error::new(e.kind(), format!("unix socket {}: {e}", path.display()))
                 })?)
             }
-            Connector::Tls {
+            Target::Tls {
                 authority,
                 server_name,
                 tls,
             } => {
                 let tcp = tcp(&authority).await?;
-                UpstreamStream::Tls(Box::new(tls.connect(server_name, tcp).await?))
+                Transport::Tls(Box::new(tls.connect(server_name, tcp).await?))
             }
         };
-        Ok(TokioIo::new(stream))
+        self.metrics
+            .upstream_connect_duration
+            .get_or_create(&self.listener)
+            .observe(started.elapsed().as_secs_f64());
+        let gauge = self
+            .metrics
+            .upstream_connections
+            .get_or_create_owned(&self.listener);
+        Ok(TokioIo::new(UpstreamStream {
+            transport,
+            _open: ConnectionGauge::open(gauge),
+        }))
     }
 }
 

@@ -133,3 +133,35 @@ fn certificate_error(error: &CertificateError) -> String {
         other => format!("certificate rejected: {other:?}"),
     }
 }
+
+/// A bounded label for a handshake failure, for metrics (the log line carries the detail).
+pub fn reason_label(error: &Error) -> &'static str {
+    use ChainRejection as R;
+    match error {
+        Error::NoCertificatesPresented => "no_certificate",
+        Error::InvalidCertificate(cert) => match cert {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
+            CertificateError::Revoked => "revoked",
+            CertificateError::UnknownIssuer => "unknown_issuer",
+            CertificateError::Other(other) => match other.0.downcast_ref::<ChainRejection>() {
+                Some(R::UnknownIssuer { .. }) => "unknown_issuer",
+                Some(R::TooDeep { .. }) => "chain_too_deep",
+                Some(R::WrongUsage { .. }) => "wrong_usage",
+                Some(R::NameMismatch { .. }) => "name_mismatch",
+                Some(R::Revoked { .. }) => "revoked",
+                Some(R::NoCrl { .. }) | Some(R::CrlExpired { .. }) => "crl",
+                Some(R::NotAllowed { .. }) => "not_allowed",
+                _ => "bad_certificate",
+            },
+            _ => "bad_certificate",
+        },
+        Error::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon) => "cipher_mismatch",
+        Error::PeerIncompatible(_) => "protocol_mismatch",
+        Error::AlertReceived(_) => "alert_received",
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => "not_tls",
+        _ => "other",
+    }
+}

@@ -120,3 +120,68 @@ pub fn protocol_name(version: rustls::ProtocolVersion) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// One loaded certificate, as `/status` and the expiry metric describe it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CertificateInfo {
+    /// "server", "client" or "ca".
+    pub role: &'static str,
+    pub subject: String,
+    pub issuer: String,
+    pub sans: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub file: PathBuf,
+}
+
+impl CertificateInfo {
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+}
+
+/// Describes the certificates of a listener's files: its own leaf and every CA it trusts.
+pub fn certificates_of(config: &crate::config::ListenerConfig) -> Vec<CertificateInfo> {
+    use crate::config::ModeConfig;
+    let mut files: Vec<(&'static str, &std::path::Path, bool)> = Vec::new();
+    match &config.mode {
+        ModeConfig::Server(server) => {
+            files.push(("server", &server.cert.value, true));
+            files.extend(
+                server
+                    .client_ca
+                    .iter()
+                    .map(|ca| ("ca", ca.value.as_path(), false)),
+            );
+        }
+        ModeConfig::Client(client) => {
+            files.extend(
+                client
+                    .identity
+                    .iter()
+                    .map(|(cert, _)| ("client", cert.value.as_path(), true)),
+            );
+            files.push(("ca", &client.ca.value, false));
+        }
+    }
+    let mut infos = Vec::new();
+    for (role, path, leaf_only) in files {
+        let Ok(certs) = load::certificates(path) else {
+            continue;
+        };
+        for der in certs.iter().take(if leaf_only { 1 } else { usize::MAX }) {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+                continue;
+            };
+            infos.push(CertificateInfo {
+                role,
+                subject: identity::distinguished_name(cert.subject()),
+                issuer: identity::distinguished_name(cert.issuer()),
+                sans: identity::presented_names(der),
+                not_after: cert.validity().not_after.timestamp(),
+                file: path.to_path_buf(),
+            });
+        }
+    }
+    infos
+}

@@ -1,0 +1,167 @@
+//! Prometheus metrics: what an operator alerts on. One [`Metrics`] is made by the caller and
+//! passed down to listeners, proxies and connectors; `/metrics` on the admin listener reads it.
+//!
+//! Label values are bounded: listener names and routes come from the config, handshake
+//! failure reasons from a fixed list ([`crate::tls::explain::reason_label`]).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    /// The matched route's path prefix, or "" for the listener's default upstream.
+    pub route: String,
+    /// "2xx", "3xx", "4xx" or "5xx".
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub listener: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub listener: String,
+    /// "server", "client" or "ca".
+    pub role: String,
+    pub subject: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 us to ~26 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// Every metric certgate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily<ListenerLabel>,
+    pub handshakes: Family<ResultLabels, Counter>,
+    pub resumed_handshakes: Family<ListenerLabel, Counter>,
+    pub active_connections: Family<ListenerLabel, Gauge>,
+    pub upstream_connect_duration: HistogramFamily<ListenerLabel>,
+    pub upstream_errors: Family<ListenerLabel, Counter>,
+    pub upstream_connections: Family<ListenerLabel, Gauge>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub certificate_not_after: Family<CertificateLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("certgate");
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            handshakes: Family::default(),
+            resumed_handshakes: Family::default(),
+            active_connections: Family::default(),
+            upstream_connect_duration: Family::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
+            upstream_errors: Family::default(),
+            upstream_connections: Family::default(),
+            reloads: Family::default(),
+            certificate_not_after: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests by listener, route and status class",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "TLS handshakes by listener and result (ok or the failure reason)",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
+            "resumed_handshakes",
+            "TLS handshakes that resumed a session",
+            metrics.resumed_handshakes.clone(),
+        );
+        registry.register(
+            "active_connections",
+            "Open downstream connections",
+            metrics.active_connections.clone(),
+        );
+        registry.register(
+            "upstream_connect_duration_seconds",
+            "Time to connect to the upstream (TLS included in client mode)",
+            metrics.upstream_connect_duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests that failed because of the upstream",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_connections",
+            "Open upstream connections, pooled or in use",
+            metrics.upstream_connections.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Certificate reloads by listener and result (ok or failed)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "certificate_not_after_timestamp_seconds",
+            "notAfter of every loaded certificate, as a Unix timestamp",
+            metrics.certificate_not_after.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn listener(name: &str) -> ListenerLabel {
+        ListenerLabel {
+            listener: name.to_string(),
+        }
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+pub struct ConnectionGauge(Gauge);
+
+impl ConnectionGauge {
+    pub fn open(gauge: Gauge) -> ConnectionGauge {
+        gauge.inc();
+        ConnectionGauge(gauge)
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

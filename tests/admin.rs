@@ -1,0 +1,269 @@
+//! The admin listener: health, readiness, status, metrics and reload, over real sockets.
+
+mod support;
+
+use certgate::pki::{LeafSpec, Usage};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use std::net::SocketAddr;
+use support::*;
+
+async fn call(address: SocketAddr, method: &str, path: &str) -> Answer {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn admin_address(process: &Certgate) -> SocketAddr {
+    process
+        .addresses
+        .iter()
+        .find(|(name, _)| name == "admin")
+        .expect("admin listener")
+        .1
+}
+
+/// Server mode with an admin listener, in front of `backend`.
+fn server_with_admin(files: &Files, backend: &str) -> Certgate {
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    Certgate::start_with(
+        &[
+            "server",
+            "--name",
+            "edge",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            backend,
+            "--cert",
+            &p("server.pem"),
+            "--key",
+            &p("server.key"),
+            "--client-ca",
+            &p("ca.pem"),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        2,
+    )
+}
+
+fn edge(process: &Certgate) -> SocketAddr {
+    process
+        .addresses
+        .iter()
+        .find(|(name, _)| name == "edge")
+        .unwrap()
+        .1
+}
+
+#[tokio::test]
+async fn metrics_count_requests_handshakes_and_certificate_expiry() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            https_get(edge(&server), client.clone(), "/", &[])
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    assert!(https_get(
+        edge(&server),
+        tls_client(&pki.ca.issued.cert_pem, None),
+        "/",
+        &[]
+    )
+    .await
+    .is_err());
+    server.wait_for_log(&["no client certificate sent"]);
+
+    let metrics = call(admin_address(&server), "GET", "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body;
+    assert!(
+        text.contains("certgate_requests_total{listener=\"edge\",route=\"\",status=\"2xx\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("certgate_handshakes_total{listener=\"edge\",result=\"ok\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("certgate_handshakes_total{listener=\"edge\",result=\"no_certificate\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("certgate_request_duration_seconds_count{listener=\"edge\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("certgate_upstream_connections{listener=\"edge\"} 1"),
+        "{text}"
+    );
+    let (_, cert) = x509_parser::parse_x509_certificate(&pki.server.cert_der).unwrap();
+    let expiry = format!(
+        "certgate_certificate_not_after_timestamp_seconds{{listener=\"edge\",role=\"server\",subject=\"CN=localhost,O=certgate test PKI\"}} {}",
+        cert.validity().not_after.timestamp()
+    );
+    assert!(text.contains(&expiry), "{expiry}\n{text}");
+    assert!(
+        text.contains("role=\"ca\",subject=\"CN=test root CA,O=certgate test PKI\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_tell_whether_upstreams_answer() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = server_with_admin(&files, &closed.to_string());
+    assert_eq!(
+        call(admin_address(&down), "GET", "/healthz").await.status,
+        200
+    );
+    let not_ready = call(admin_address(&down), "GET", "/readyz").await;
+    assert_eq!(not_ready.status, 503);
+    assert!(
+        not_ready.body.contains(&format!(
+            "listener \"edge\": upstream http://{closed} unreachable"
+        )),
+        "{}",
+        not_ready.body
+    );
+
+    let backend = spawn_echo().await;
+    let up = server_with_admin(&files, &backend.to_string());
+    assert_eq!(call(admin_address(&up), "GET", "/readyz").await.status, 200);
+}
+
+#[tokio::test]
+async fn status_lists_listeners_and_certificates_with_days_left() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let status = call(admin_address(&server), "GET", "/status").await;
+    assert_eq!(status.status, 200);
+    let json: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    let listener = &json["listeners"][0];
+    assert_eq!(listener["name"], "edge");
+    assert_eq!(listener["mode"], "server");
+    assert_eq!(listener["address"], edge(&server).to_string());
+    let server_cert = listener["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "server")
+        .unwrap();
+    assert_eq!(server_cert["subject"], "CN=localhost,O=certgate test PKI");
+    assert_eq!(
+        server_cert["file"],
+        files.path("server.pem").to_string_lossy().as_ref()
+    );
+    // LeafSpec::new certificates end 90 days after they were made (a second ago, or less).
+    let days_left = server_cert["days_left"].as_i64().unwrap();
+    assert!((89..=90).contains(&days_left), "{days_left}");
+    assert!(server_cert["sans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "DNS:localhost"));
+}
+
+#[tokio::test]
+async fn post_reload_reports_each_listener_and_is_counted() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let unchanged = call(admin, "POST", "/reload").await;
+    assert_eq!(unchanged.status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&unchanged.body).unwrap()["edge"],
+        "unchanged"
+    );
+
+    files.write("server.pem", "-----BEGIN CERTIFICATE-----\ntruncated");
+    let failed = call(admin, "POST", "/reload").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&failed.body).unwrap()["edge"],
+        "failed"
+    );
+    let metrics = call(admin, "GET", "/metrics").await.body;
+    assert!(
+        metrics.contains("certgate_reloads_total{listener=\"edge\",result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&call(admin, "GET", "/status").await.body).unwrap();
+    assert_eq!(status["listeners"][0]["last_reload"]["result"], "failed");
+
+    assert_eq!(call(admin, "GET", "/reload").await.status, 405);
+    assert_eq!(call(admin, "GET", "/nope").await.status, 404);
+}
+
+#[tokio::test]
+async fn status_page_lists_certificates_soonest_first_with_expiring_ones_marked() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    // A server certificate with ten days left: inside the 30-day warning window.
+    let now = time::OffsetDateTime::now_utc();
+    let soon = pki
+        .ca
+        .leaf(
+            &LeafSpec::new("localhost", Usage::Server)
+                .names(&["localhost"])
+                .validity(
+                    now - time::Duration::days(80),
+                    now + time::Duration::days(10),
+                ),
+        )
+        .unwrap();
+    files.write("server.pem", &soon.cert_pem);
+    files.write_key("server.key", &soon.key_pem);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let page = call(admin_address(&server), "GET", "/").await;
+    assert_eq!(page.status, 200);
+    let body = page.body;
+    let server_row = body
+        .find("<tr class=\"expiring\"><td>edge</td><td>server</td>")
+        .expect(&body);
+    let ca_row = body.find("<td>ca</td><td>CN=test root CA").expect(&body);
+    assert!(server_row < ca_row, "soonest expiry first:\n{body}");
+}

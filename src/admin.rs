@@ -11,7 +11,7 @@
 //! | `GET /` | the status as an HTML page |
 
 use crate::config::{HttpUpstream, ModeConfig};
-use crate::listener::ListenerRuntime;
+use crate::listener::{ListenerRuntime, EXPIRY_WARNING_DAYS};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Certificates with fewer days left than this are flagged (status page, expiry warnings).
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
 /// How long `/readyz` waits for each upstream to accept a connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 

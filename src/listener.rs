@@ -111,6 +111,17 @@ fn publish_expiry(
     }
 }
 
+/// Failed handshakes logged per second per listener before the rest are only counted.
+const HANDSHAKE_LOG_BURST: u32 = 20;
+/// Certificates closer than this to their notAfter are warned about.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+struct HandshakeLogLimit {
+    window: std::time::Instant,
+    logged: u32,
+    suppressed: u32,
+}
+
 /// What a reload attempt did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -131,6 +142,7 @@ pub struct ListenerRuntime {
     /// on every check.
     refused: Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
+    handshake_log: Mutex<HandshakeLogLimit>,
     /// When the last reload that changed something happened, and how it ended.
     last_reload: Mutex<Option<(std::time::SystemTime, ReloadOutcome)>>,
 }
@@ -158,8 +170,66 @@ impl ListenerRuntime {
             material: RwLock::new(Arc::new(material)),
             refused: Mutex::new(None),
             metrics: metrics.clone(),
+            handshake_log: Mutex::new(HandshakeLogLimit {
+                window: std::time::Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            }),
             last_reload: Mutex::new(None),
         })
+    }
+
+    /// Logs a failed handshake, at most [`HANDSHAKE_LOG_BURST`] lines a second per listener,
+    /// so a flood of bad clients cannot fill the disk; what is held back is counted and said.
+    fn log_handshake_failure(&self, remote: std::net::SocketAddr, reason: &str) {
+        let name = &self.config.name;
+        let mut limiter = self.handshake_log.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(limiter.window) >= Duration::from_secs(1) {
+            if limiter.suppressed > 0 {
+                tracing::warn!(
+                    "listener \"{name}\": {} more failed handshakes in the last second were not logged (see certgate_handshakes_total)",
+                    limiter.suppressed
+                );
+            }
+            *limiter = HandshakeLogLimit {
+                window: now,
+                logged: 0,
+                suppressed: 0,
+            };
+        }
+        if limiter.logged < HANDSHAKE_LOG_BURST {
+            limiter.logged += 1;
+            tracing::warn!("listener \"{name}\": TLS handshake with {remote} failed: {reason}");
+        } else {
+            limiter.suppressed += 1;
+        }
+    }
+
+    /// Warns about every loaded certificate within [`EXPIRY_WARNING_DAYS`] of its notAfter
+    /// (at load, after a reload, and daily).
+    pub fn warn_expiring(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        for cert in &self.current().certificates {
+            let days = cert.days_left(now);
+            if days < EXPIRY_WARNING_DAYS {
+                let when = if days < 0 {
+                    "has expired".to_string()
+                } else {
+                    format!("expires in {days} days")
+                };
+                tracing::warn!(
+                    "listener \"{}\": {} certificate \"{}\" in {} {when}; renew it (certgate reloads it without a restart)",
+                    self.config.name,
+                    cert.role,
+                    cert.subject,
+                    cert.file.display(),
+                );
+            }
+        }
     }
 
     /// The material new connections and requests use now.
@@ -235,6 +305,8 @@ impl ListenerRuntime {
                 tracing::info!(
                     "listener \"{name}\": reloaded its certificates; new connections use them"
                 );
+                drop(refused);
+                self.warn_expiring();
                 ReloadOutcome::Reloaded
             }
             Err(error) => {
@@ -346,40 +418,34 @@ impl ListenerRuntime {
             }
             Some(server_tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.config.clone());
-                let tls_stream = match tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    acceptor.accept(stream),
-                )
-                .await
-                {
-                    Ok(Ok(tls_stream)) => tls_stream,
-                    Ok(Err(error)) => {
-                        handshake(
-                            explain::find_rustls_error(&error)
-                                .map(explain::reason_label)
-                                .unwrap_or("other"),
-                        );
-                        let reason = match explain::find_rustls_error(&error) {
-                            Some(tls_error) => explain::tls_error(tls_error),
-                            None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-                                "the peer closed the connection during the handshake".to_string()
-                            }
-                            None => error.to_string(),
-                        };
-                        tracing::warn!(
-                            "listener \"{name}\": TLS handshake with {remote} failed: {reason}"
-                        );
-                        return;
-                    }
-                    Err(_) => {
-                        handshake("timeout");
-                        tracing::warn!(
-                            "listener \"{name}\": TLS handshake with {remote} failed: no handshake within {}s",
-                            HANDSHAKE_TIMEOUT.as_secs()
-                        );
-                        return;
-                    }
-                };
+                let tls_stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => tls_stream,
+                        Ok(Err(error)) => {
+                            handshake(
+                                explain::find_rustls_error(&error)
+                                    .map(explain::reason_label)
+                                    .unwrap_or("other"),
+                            );
+                            let reason = match explain::find_rustls_error(&error) {
+                                Some(tls_error) => explain::tls_error(tls_error),
+                                None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                                    "the peer closed the connection during the handshake"
+                                        .to_string()
+                                }
+                                None => error.to_string(),
+                            };
+                            self.log_handshake_failure(remote, &reason);
+                            return;
+                        }
+                        Err(_) => {
+                            handshake("timeout");
+                            let reason =
+                                format!("no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs());
+                            self.log_handshake_failure(remote, &reason);
+                            return;
+                        }
+                    };
                 let connection = tls_stream.get_ref().1;
                 let (verdict, peer) = server_tls.verdict(connection);
                 let identity_headers = peer

@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, watch};
 
 /// How often files are checked even without a change notification.
 pub const FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often certificates close to expiry are warned about again.
+const EXPIRY_WARNING_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Events within this window are one change (a rename, a symlink swap, a multi-write save).
 const SETTLE: Duration = Duration::from_millis(150);
 
@@ -54,6 +56,10 @@ pub fn spawn(
         let _watcher = watch_directories(&directories, sender);
         let mut fallback = tokio::time::interval(FALLBACK_INTERVAL);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_expiry_warning = tokio::time::Instant::now();
+        for listener in &listeners {
+            listener.warn_expiring();
+        }
         loop {
             tokio::select! {
                 Some(()) = requests.recv() => {
@@ -67,6 +73,12 @@ pub fn spawn(
                 let listener = listener.clone();
                 // Reading and parsing files is blocking work.
                 let _ = tokio::task::spawn_blocking(move || listener.reload()).await;
+            }
+            if last_expiry_warning.elapsed() >= EXPIRY_WARNING_INTERVAL {
+                last_expiry_warning = tokio::time::Instant::now();
+                for listener in &listeners {
+                    listener.warn_expiring();
+                }
             }
         }
     });

@@ -270,3 +270,52 @@ async fn sigterm_lets_an_open_request_finish_and_exits_zero() {
     );
     assert_eq!(exit.await.unwrap(), 0, "certgate (pid {pid}) exit code");
 }
+
+#[tokio::test]
+async fn certificates_near_expiry_are_warned_about_at_load() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let now = time::OffsetDateTime::now_utc();
+    let soon = pki
+        .ca
+        .leaf(
+            &LeafSpec::new("localhost", Usage::Server)
+                .names(&["localhost"])
+                .validity(
+                    now - time::Duration::days(80),
+                    now + time::Duration::days(10),
+                ),
+        )
+        .unwrap();
+    let cert = files.write("server.pem", &soon.cert_pem);
+    files.write_key("server.key", &soon.key_pem);
+    let server = start_server_mode(&files, &[]).await;
+    server.wait_for_log(&[
+        "WARN",
+        "server certificate \"CN=localhost,O=certgate test PKI\"",
+        &cert,
+        " days; renew it",
+        " expires in ",
+    ]);
+}
+
+#[tokio::test]
+async fn a_flood_of_failed_handshakes_is_logged_at_a_bounded_rate() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let server = start_server_mode(&files, &[]).await;
+    let anonymous = tls_client(&pki.ca.issued.cert_pem, None);
+    for _ in 0..60 {
+        let _ = https_get(server.addr(), anonymous.clone(), "/", &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = https_get(server.addr(), anonymous, "/", &[]).await;
+    server.wait_for_log(&["more failed handshakes in the last second were not logged"]);
+    let logged = server.logs().matches("TLS handshake with").count();
+    assert!(
+        logged <= 41,
+        "{logged} lines for 61 failures in two seconds"
+    );
+}

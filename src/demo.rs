@@ -93,9 +93,9 @@ pub async fn run(
         2,
     );
     let server_config = Config::from_specs(vec![server_spec])?;
-    let metrics = crate::metrics::Metrics::new();
+    let telemetry = crate::metrics::Telemetry::new();
     let server_running =
-        crate::start(&server_config, crate::DEFAULT_DRAIN_TIMEOUT, &metrics).await?;
+        crate::start(&server_config, crate::DEFAULT_DRAIN_TIMEOUT, &telemetry).await?;
     let server_addr = server_running.addresses[0].1;
 
     let client_listen = SocketAddr::from(([127, 0, 0, 1], pick_port(8080, once)));
@@ -116,7 +116,7 @@ pub async fn run(
     );
     let client_config = Config::from_specs(vec![client_spec])?;
     let client_running =
-        crate::start(&client_config, crate::DEFAULT_DRAIN_TIMEOUT, &metrics).await?;
+        crate::start(&client_config, crate::DEFAULT_DRAIN_TIMEOUT, &telemetry).await?;
     let client_addr = client_running.addresses[0].1;
 
     if once {

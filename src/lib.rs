@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
@@ -32,14 +33,14 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// and the first half of `run`. Returns the runtimes and the warnings to show.
 pub fn prepare(
     config: &Config,
-    metrics: &Arc<metrics::Metrics>,
+    telemetry: &metrics::Telemetry,
 ) -> Result<(Vec<ListenerRuntime>, Vec<String>), ConfigError> {
     let mut warnings = config.warnings.clone();
     let runtimes = config
         .listeners
         .iter()
         .map(|listener| {
-            ListenerRuntime::build(listener, metrics, &mut warnings)
+            ListenerRuntime::build(listener, telemetry, &mut warnings)
                 .map_err(|e| ConfigError::general(format!("listener \"{}\": {e}", listener.name)))
         })
         .collect::<Result<_, _>>()?;
@@ -83,9 +84,9 @@ impl Running {
 pub async fn start(
     config: &Config,
     drain_timeout: Duration,
-    metrics: &Arc<metrics::Metrics>,
+    telemetry: &metrics::Telemetry,
 ) -> Result<Running, ConfigError> {
-    let (runtimes, warnings) = prepare(config, metrics)?;
+    let (runtimes, warnings) = prepare(config, telemetry)?;
     for warning in warnings {
         tracing::warn!("{warning}");
     }

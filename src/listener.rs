@@ -2,7 +2,7 @@
 //! each listener's TLS material as one snapshot that a reload replaces whole.
 
 use crate::config::{ConfigError, ListenerConfig, ModeConfig};
-use crate::metrics::{CertificateLabels, ConnectionGauge, Metrics, ResultLabels};
+use crate::metrics::{CertificateLabels, ConnectionGauge, Metrics, ResultLabels, Telemetry};
 use crate::proxy::{ConnectionInfo, Proxy, TlsInfo};
 use crate::tls::{self, explain, server::ServerTls};
 use hyper::service::service_fn;
@@ -44,7 +44,7 @@ impl Material {
         config: &ListenerConfig,
         fingerprint: u64,
         previous: Option<&Material>,
-        metrics: &Arc<Metrics>,
+        telemetry: &Telemetry,
         warnings: &mut Vec<String>,
     ) -> Result<Material, ConfigError> {
         let certificates = tls::certificates_of(config);
@@ -54,7 +54,7 @@ impl Material {
                 // The backend pool does not depend on certificates: keep it warm.
                 proxy: match previous {
                     Some(previous) => previous.proxy.clone(),
-                    None => Arc::new(Proxy::new(config, None, metrics)),
+                    None => Arc::new(Proxy::new(config, None, telemetry)),
                 },
                 fingerprint,
                 certificates,
@@ -63,7 +63,7 @@ impl Material {
                 let client_tls = tls::client::build(config, client, warnings)?;
                 Material {
                     server_tls: None,
-                    proxy: Arc::new(Proxy::new(config, Some(client_tls), metrics)),
+                    proxy: Arc::new(Proxy::new(config, Some(client_tls), telemetry)),
                     fingerprint,
                     certificates,
                 }
@@ -142,6 +142,7 @@ pub struct ListenerRuntime {
     /// on every check.
     refused: Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
+    telemetry: Telemetry,
     handshake_log: Mutex<HandshakeLogLimit>,
     /// When the last reload that changed something happened, and how it ended.
     last_reload: Mutex<Option<(std::time::SystemTime, ReloadOutcome)>>,
@@ -151,13 +152,14 @@ impl ListenerRuntime {
     /// Loads and checks every file the listener needs; binds nothing.
     pub fn build(
         config: &ListenerConfig,
-        metrics: &Arc<Metrics>,
+        telemetry: &Telemetry,
         warnings: &mut Vec<String>,
     ) -> Result<ListenerRuntime, ConfigError> {
+        let metrics = &telemetry.metrics;
         // Hashed before reading, so a change while loading shows as a change on the next
         // check; an unreadable file is reported by the load, naming its key or flag.
         let fingerprint = fingerprint(config).unwrap_or_default();
-        let material = Material::build(config, fingerprint, None, metrics, warnings)?;
+        let material = Material::build(config, fingerprint, None, telemetry, warnings)?;
         publish_expiry(metrics, &config.name, None, &material);
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -170,6 +172,7 @@ impl ListenerRuntime {
             material: RwLock::new(Arc::new(material)),
             refused: Mutex::new(None),
             metrics: metrics.clone(),
+            telemetry: telemetry.clone(),
             handshake_log: Mutex::new(HandshakeLogLimit {
                 window: std::time::Instant::now(),
                 logged: 0,
@@ -292,7 +295,7 @@ impl ListenerRuntime {
             &self.config,
             new_fingerprint,
             Some(&current),
-            &self.metrics,
+            &self.telemetry,
             &mut warnings,
         ) {
             Ok(material) => {

@@ -2,7 +2,9 @@
 //! library.
 
 use anyhow::Context;
+use certgate::access_log::{AccessLog, AccessLogFormat};
 use certgate::config::{Config, ListenerSpec, Origin, SpecValue};
+use certgate::metrics::Telemetry;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -24,12 +26,25 @@ struct Cli {
     /// Admin listener (health, status, metrics, reload), e.g. 127.0.0.1:9901; off by default.
     #[arg(long, global = true, value_name = "ADDR")]
     admin: Option<String>,
+    /// Access log, one line per request: json or combined (nginx's format); off by default.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    access_log: Option<String>,
+    /// Write the access log to this file (appending) instead of stdout.
+    #[arg(long, global = true, value_name = "FILE")]
+    access_log_file: Option<PathBuf>,
+    /// Write the error log to this file (appending) instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Error log level: error, warn, info (default) or debug; RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
 }
 
 /// Process-wide settings of the serving commands.
 struct Process {
     drain_timeout: Duration,
     admin: Option<String>,
+    access_log: Option<(AccessLogFormat, Option<PathBuf>)>,
 }
 
 // Parsed once at start-up; boxing variants would only make the code noisier.
@@ -334,7 +349,19 @@ async fn stop_signal() {
 
 async fn serve(config: Config, process: &Process) -> anyhow::Result<()> {
     let drain_timeout = process.drain_timeout;
-    let metrics = certgate::metrics::Metrics::new();
+    let mut telemetry = Telemetry::new();
+    if let Some((format, file)) = &process.access_log {
+        let log = AccessLog::open(*format, file.as_deref()).with_context(|| {
+            format!(
+                "--access-log-file: cannot open {}",
+                file.as_deref()
+                    .unwrap_or(std::path::Path::new("stdout"))
+                    .display()
+            )
+        })?;
+        telemetry.access_log = Some(std::sync::Arc::new(log));
+    }
+    let metrics = telemetry.metrics.clone();
     let admin_address = process
         .admin
         .as_deref()
@@ -344,7 +371,7 @@ async fn serve(config: Config, process: &Process) -> anyhow::Result<()> {
             })
         })
         .transpose()?;
-    let running = certgate::start(&config, drain_timeout, &metrics).await?;
+    let running = certgate::start(&config, drain_timeout, &telemetry).await?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = admin_address {
         let tcp = tokio::net::TcpListener::bind(address)
@@ -382,15 +409,38 @@ async fn serve(config: Config, process: &Process) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => {
+            anyhow::ensure!(
+                ["error", "warn", "info", "debug", "trace"].contains(&level),
+                "--log-level: unknown level \"{level}\": use error, warn, info or debug"
+            );
+            tracing_subscriber::EnvFilter::new(level)
+        }
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("--log-file: cannot open {}", path.display()))?;
+            builder
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init();
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+    }
+    Ok(())
 }
 
 async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
@@ -400,7 +450,7 @@ async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
         Command::Run { config } => serve(certgate::config::load_file(&config)?, &process).await,
         Command::Check { config: path } => {
             let config = certgate::config::load_file(&path)?;
-            let (_, warnings) = certgate::prepare(&config, &certgate::metrics::Metrics::new())?;
+            let (_, warnings) = certgate::prepare(&config, &Telemetry::new())?;
             for warning in &warnings {
                 println!("warning: {warning}");
             }
@@ -420,7 +470,25 @@ async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if let Err(error) = init_logging(&cli.log_level, cli.log_file.as_deref()) {
+        eprintln!("certgate: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let access_log = match &cli.access_log {
+        None if cli.access_log_file.is_some() => {
+            Some((AccessLogFormat::Combined, cli.access_log_file.clone()))
+        }
+        None => None,
+        Some(name) => match AccessLogFormat::parse(name) {
+            Some(format) => Some((format, cli.access_log_file.clone())),
+            None => {
+                eprintln!(
+                    "certgate: --access-log: unknown format \"{name}\": use json or combined"
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -434,6 +502,7 @@ fn main() -> ExitCode {
     let process = Process {
         drain_timeout: Duration::from_secs(cli.shutdown_timeout),
         admin: cli.admin,
+        access_log,
     };
     match runtime.block_on(main_inner(cli.command, process)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -150,6 +150,30 @@ impl Metrics {
     }
 }
 
+/// What listeners report to: metrics always, an access log when configured. Made by the
+/// caller and passed down, so tests and embedders choose where reports go.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+}
+
+impl Telemetry {
+    /// Metrics only.
+    pub fn new() -> Telemetry {
+        Telemetry {
+            metrics: Metrics::new(),
+            access_log: None,
+        }
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
 /// Counts an open connection for as long as it lives.
 pub struct ConnectionGauge(Gauge);
 

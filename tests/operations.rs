@@ -319,3 +319,150 @@ async fn a_flood_of_failed_handshakes_is_logged_at_a_bounded_rate() {
         "{logged} lines for 61 failures in two seconds"
     );
 }
+
+fn wait_for_file_line(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needle:?} in {}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn json_access_log_records_each_request_with_its_client_certificate() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let log = files.path("access.log");
+    let server = start_server_mode(
+        &files,
+        &[
+            "--access-log",
+            "json",
+            "--access-log-file",
+            log.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let answer = https_get(
+        server.addr(),
+        client,
+        "/orders?id=7",
+        &[("user-agent", "test-agent")],
+    )
+    .await
+    .unwrap();
+    let line = wait_for_file_line(&log, "/orders?id=7");
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["listener"], "edge");
+    assert!(
+        record["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(
+        record["client_subject"],
+        "CN=test-client,O=certgate test PKI"
+    );
+    assert_eq!(record["method"], "GET");
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["bytes"], answer.body.len());
+    assert!(
+        record["upstream"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(record["upstream_ms"].as_f64().unwrap() >= 0.0, "{line}");
+    assert!(
+        record["duration_ms"].as_f64().unwrap() >= record["upstream_ms"].as_f64().unwrap(),
+        "{line}"
+    );
+    assert!(record["time"].as_str().unwrap().ends_with('Z'), "{line}");
+}
+
+#[tokio::test]
+async fn combined_access_log_is_nginx_combined_on_stdout() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let server = start_server_mode(&files, &["--access-log", "combined"]).await;
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let answer = https_get(
+        server.addr(),
+        client,
+        "/x",
+        &[
+            ("user-agent", "test-agent"),
+            ("referer", "https://a.example/"),
+        ],
+    )
+    .await
+    .unwrap();
+    let line = server.wait_for_log(&["\"GET /x HTTP/1.1\""]);
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(line.contains(" +0000] "), "{line}");
+    assert!(
+        line.ends_with(&format!(
+            "\"GET /x HTTP/1.1\" 200 {} \"https://a.example/\" \"test-agent\"",
+            answer.body.len()
+        )),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn error_log_can_go_to_a_file() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let log = files.path("error.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            &listen,
+            "--upstream",
+            "127.0.0.1:9",
+            "--cert",
+            &p("server.pem"),
+            "--key",
+            &p("server.key"),
+            "--client-ca",
+            &p("ca.pem"),
+            "--log-file",
+            log.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = wait_for_file_line(&log, "listening on");
+    assert!(line.contains(&listen), "{line}");
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stderr).is_empty(),
+        "the log went to stderr too"
+    );
+}

@@ -5,8 +5,9 @@ pub mod path;
 pub mod upstream;
 
 use crate::access::AccessRules;
+use crate::access_log::{AccessLog, AccessRecord, Logged};
 use crate::config::{HttpUpstream, ListenerConfig, ModeConfig};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
 use bytes::Bytes;
@@ -94,6 +95,16 @@ impl ProxyError {
         );
         response
     }
+}
+
+/// What became of a request, for metrics and the access log.
+#[derive(Default)]
+struct Outcome<'s> {
+    /// The matched route's path prefix ("" for none).
+    route: &'s str,
+    upstream: &'s str,
+    /// From sending the request upstream to its response headers.
+    upstream_time: Option<Duration>,
 }
 
 /// How long an idle pooled upstream connection is kept.
@@ -189,6 +200,7 @@ pub struct Proxy {
     pub listener: String,
     pub edits: HeaderEdits,
     metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
     upstream: Upstream,
     /// Longest path first, so the first match is nginx's longest-prefix `location`.
     routes: Vec<RouteRuntime>,
@@ -198,8 +210,9 @@ impl Proxy {
     pub fn new(
         listener: &ListenerConfig,
         client_tls: Option<Arc<rustls::ClientConfig>>,
-        metrics: &Arc<Metrics>,
+        telemetry: &Telemetry,
     ) -> Proxy {
+        let metrics = &telemetry.metrics;
         let name = listener.name.as_str();
         let (upstream, mut routes) = match (&listener.mode, client_tls) {
             (ModeConfig::Client(client), Some(tls)) => (
@@ -239,6 +252,7 @@ impl Proxy {
             listener: listener.name.clone(),
             edits: HeaderEdits::new(listener),
             metrics: metrics.clone(),
+            access_log: telemetry.access_log.clone(),
             upstream,
             routes,
         }
@@ -251,8 +265,31 @@ impl Proxy {
         connection: Arc<ConnectionInfo>,
     ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
         let started = std::time::Instant::now();
-        let mut route = "";
-        let response = match self.forward(request, &connection, &mut route).await {
+        let time = std::time::SystemTime::now();
+        // Only what the access log needs is copied out of the request, and only if it is on.
+        let request_line = self.access_log.as_ref().map(|_| {
+            let header = |name| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (
+                request.method().to_string(),
+                request
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                format!("{:?}", request.version()),
+                header(hyper::header::REFERER),
+                header(hyper::header::USER_AGENT),
+            )
+        });
+        let mut outcome = Outcome::default();
+        let response = match self.forward(request, &connection, &mut outcome).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::warn!(
@@ -275,7 +312,7 @@ impl Proxy {
         };
         let labels = RequestLabels {
             listener: self.listener.clone(),
-            route: route.to_string(),
+            route: outcome.route.to_string(),
             status: format!("{}xx", response.status().as_u16() / 100),
         };
         self.metrics.requests.get_or_create(&labels).inc();
@@ -283,7 +320,35 @@ impl Proxy {
             .request_duration
             .get_or_create(&Metrics::listener(&self.listener))
             .observe(started.elapsed().as_secs_f64());
-        Ok(response)
+        let (Some(log), Some((method, target, version, referer, user_agent))) =
+            (&self.access_log, request_line)
+        else {
+            return Ok(response);
+        };
+        let record = AccessRecord {
+            time,
+            started,
+            listener: self.listener.clone(),
+            client: connection.remote,
+            client_subject: connection
+                .tls
+                .as_ref()
+                .and_then(|t| t.peer.as_ref())
+                .map(|p| p.subject_dn.clone()),
+            method,
+            target,
+            version,
+            status: response.status().as_u16(),
+            referer,
+            user_agent,
+            upstream: outcome.upstream.to_string(),
+            upstream_time: outcome.upstream_time,
+        };
+        let (parts, body) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            Logged::new(body, log.clone(), record).boxed(),
+        ))
     }
 
     /// The route for a path and the upstream it goes to; refuses identities the route's
@@ -320,10 +385,11 @@ impl Proxy {
         &'s self,
         request: Request<Incoming>,
         connection: &ConnectionInfo,
-        route: &mut &'s str,
+        outcome: &mut Outcome<'s>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let upstream = self.route(parts.uri.path(), connection, route)?;
+        let upstream = self.route(parts.uri.path(), connection, &mut outcome.route)?;
+        outcome.upstream = &upstream.display;
         self.edits.apply(&mut parts, connection);
         // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
         // header edits must become the URI's authority (the connector ignores it).
@@ -345,6 +411,7 @@ impl Proxy {
             .map_err(|e| ProxyError::BadRequest(format!("cannot build upstream URI: {e}")))?;
         // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
         parts.version = Version::HTTP_11;
+        let sent_at = std::time::Instant::now();
         let sent = upstream.client.request(Request::from_parts(parts, body));
         let response = match tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, sent).await {
             Ok(result) => result.map_err(|e| ProxyError::Upstream(upstream.explain(&e)))?,
@@ -356,6 +423,7 @@ impl Proxy {
                 )))
             }
         };
+        outcome.upstream_time = Some(sent_at.elapsed());
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         // An HTTP/1.0 backend must not turn our HTTP/1.1 client's connection into 1.0.

@@ -1,0 +1,200 @@
+//! One line per request: JSON lines or nginx's `combined` format, to stdout or a file.
+//!
+//! The line is written when the response body has been sent (or the client went away), so
+//! `bytes` is what was really sent, as nginx's `$body_bytes_sent`.
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    /// nginx's `combined`: `$remote_addr - $remote_user [$time_local] "$request" $status
+    /// $body_bytes_sent "$http_referer" "$http_user_agent"`.
+    Combined,
+}
+
+impl AccessLogFormat {
+    pub fn parse(name: &str) -> Option<AccessLogFormat> {
+        match name {
+            "json" => Some(AccessLogFormat::Json),
+            "combined" => Some(AccessLogFormat::Combined),
+            _ => None,
+        }
+    }
+}
+
+/// Where access log lines go.
+pub struct AccessLog {
+    format: AccessLogFormat,
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+impl AccessLog {
+    /// Logs to `file` (appending, created if missing) or, without one, to stdout.
+    pub fn open(
+        format: AccessLogFormat,
+        file: Option<&std::path::Path>,
+    ) -> std::io::Result<AccessLog> {
+        let sink: Box<dyn Write + Send> = match file {
+            Some(path) => Box::new(std::io::LineWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => Box::new(std::io::LineWriter::new(std::io::stdout())),
+        };
+        Ok(AccessLog {
+            format,
+            sink: Mutex::new(sink),
+        })
+    }
+
+    fn write(&self, record: &AccessRecord, bytes: u64) {
+        let line = match self.format {
+            AccessLogFormat::Json => record.json(bytes),
+            AccessLogFormat::Combined => record.combined(bytes),
+        };
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = sink.write_all(line.as_bytes());
+    }
+}
+
+/// What is known about a request before its response body is sent.
+pub struct AccessRecord {
+    pub time: SystemTime,
+    pub started: Instant,
+    pub listener: String,
+    pub client: SocketAddr,
+    pub client_subject: Option<String>,
+    pub method: String,
+    pub target: String,
+    pub version: String,
+    pub status: u16,
+    pub referer: String,
+    pub user_agent: String,
+    pub upstream: String,
+    pub upstream_time: Option<Duration>,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+impl AccessRecord {
+    fn json(&self, bytes: u64) -> String {
+        let time = time::OffsetDateTime::from(self.time);
+        let value = serde_json::json!({
+            "time": format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                time.year(), time.month() as u8, time.day(), time.hour(), time.minute(),
+                time.second(), time.millisecond()
+            ),
+            "listener": self.listener,
+            "client": self.client.to_string(),
+            "client_subject": self.client_subject,
+            "method": self.method,
+            "path": self.target,
+            "status": self.status,
+            "bytes": bytes,
+            "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
+            "upstream": self.upstream,
+            "upstream_ms": self.upstream_time.map(|t| t.as_secs_f64() * 1000.0),
+        });
+        format!("{value}\n")
+    }
+
+    fn combined(&self, bytes: u64) -> String {
+        let time = time::OffsetDateTime::from(self.time);
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.replace('"', "\\x22")
+            }
+        };
+        format!(
+            "{} - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"{} {} {}\" {} {bytes} \"{}\" \"{}\"\n",
+            self.client.ip(),
+            time.day(),
+            MONTHS[time.month() as usize - 1],
+            time.year(),
+            time.hour(),
+            time.minute(),
+            time.second(),
+            self.method,
+            self.target.replace('"', "\\x22"),
+            self.version,
+            self.status,
+            dash(&self.referer),
+            dash(&self.user_agent),
+        )
+    }
+}
+
+/// A response body that counts what it sends and writes the access log line at its end.
+pub struct Logged<B> {
+    inner: B,
+    sent: u64,
+    pending: Option<(Arc<AccessLog>, AccessRecord)>,
+}
+
+impl<B> Logged<B> {
+    pub fn new(inner: B, log: Arc<AccessLog>, record: AccessRecord) -> Logged<B> {
+        Logged {
+            inner,
+            sent: 0,
+            pending: Some((log, record)),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((log, record)) = self.pending.take() {
+            log.write(&record, self.sent);
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Logged<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Logged<B> {
+    /// A client that goes away mid-body still gets its line, with the bytes sent so far.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

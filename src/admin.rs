@@ -29,7 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the admin listener reports on.
 pub struct AdminState {
-    pub listeners: Vec<(Arc<ListenerRuntime>, SocketAddr)>,
+    pub listeners: crate::ListenerSet,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
@@ -52,11 +52,19 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 }
 
 impl AdminState {
+    /// The listeners being served now (a config reload may change them).
+    fn current(&self) -> Vec<(Arc<ListenerRuntime>, SocketAddr)> {
+        self.listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The JSON document of `/status`.
     pub fn status(&self) -> serde_json::Value {
         let now = now_unix();
         let listeners: Vec<serde_json::Value> = self
-            .listeners
+            .current()
             .iter()
             .map(|(runtime, address)| {
                 let config = &runtime.config;
@@ -101,7 +109,7 @@ impl AdminState {
     /// Every upstream that does not accept a TCP connection, with the reason.
     async fn unready(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for (runtime, _) in &self.listeners {
+        for (runtime, _) in &self.current() {
             let config = &runtime.config;
             let result = match &config.mode {
                 ModeConfig::Server(server) => match &server.upstream {
@@ -128,7 +136,7 @@ impl AdminState {
 
     async fn reload(&self) -> serde_json::Value {
         let mut outcomes = serde_json::Map::new();
-        for (runtime, _) in &self.listeners {
+        for (runtime, _) in &self.current() {
             let runtime = runtime.clone();
             let name = runtime.config.name.clone();
             let outcome = tokio::task::spawn_blocking(move || runtime.reload())
@@ -189,7 +197,7 @@ impl AdminState {
     fn page(&self) -> String {
         let now = now_unix();
         let mut rows: Vec<(i64, String)> = Vec::new();
-        for (runtime, _) in &self.listeners {
+        for (runtime, _) in &self.current() {
             for cert in runtime.status().0 {
                 let days = cert.days_left(now);
                 let class = if days < EXPIRY_WARNING_DAYS {
@@ -212,7 +220,7 @@ impl AdminState {
         }
         rows.sort_by_key(|(days, _)| *days);
         let listeners: String = self
-            .listeners
+            .current()
             .iter()
             .map(|(runtime, address)| {
                 format!(

@@ -96,7 +96,7 @@ pub async fn run(
     let telemetry = crate::metrics::Telemetry::new();
     let server_running =
         crate::start(&server_config, crate::DEFAULT_DRAIN_TIMEOUT, &telemetry).await?;
-    let server_addr = server_running.addresses[0].1;
+    let server_addr = server_running.addresses()[0].1;
 
     let client_listen = SocketAddr::from(([127, 0, 0, 1], pick_port(8080, once)));
     let client_spec = spec(
@@ -117,7 +117,7 @@ pub async fn run(
     let client_config = Config::from_specs(vec![client_spec])?;
     let client_running =
         crate::start(&client_config, crate::DEFAULT_DRAIN_TIMEOUT, &telemetry).await?;
-    let client_addr = client_running.addresses[0].1;
+    let client_addr = client_running.addresses()[0].1;
 
     if once {
         let echoed = get(client_addr).await?;

@@ -347,7 +347,33 @@ async fn stop_signal() {
     }
 }
 
-async fn serve(config: Config, process: &Process) -> anyhow::Result<()> {
+/// Re-reads the `run` config after SIGHUP and moves to it, or says why not.
+async fn reload_config(running: &mut certgate::Running, path: &std::path::Path) {
+    let applied = match certgate::config::load_file(path) {
+        Ok(config) => running.apply(&config).await,
+        Err(error) => Err(error),
+    };
+    match applied {
+        Ok(change) => tracing::info!(
+            "SIGHUP: applied {}: kept {:?}, restarted {:?}, started {:?}, stopped {:?}",
+            path.display(),
+            change.kept,
+            change.restarted,
+            change.started,
+            change.stopped
+        ),
+        Err(error) => tracing::error!(
+            "SIGHUP: refused {}, the running configuration stays: {error}",
+            path.display()
+        ),
+    }
+}
+
+async fn serve(
+    config: Config,
+    config_path: Option<&std::path::Path>,
+    process: &Process,
+) -> anyhow::Result<()> {
     let drain_timeout = process.drain_timeout;
     let mut telemetry = Telemetry::new();
     if let Some((format, file)) = &process.access_log {
@@ -371,7 +397,7 @@ async fn serve(config: Config, process: &Process) -> anyhow::Result<()> {
             })
         })
         .transpose()?;
-    let running = certgate::start(&config, drain_timeout, &telemetry).await?;
+    let mut running = certgate::start(&config, drain_timeout, &telemetry).await?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = admin_address {
         let tcp = tokio::net::TcpListener::bind(address)
@@ -397,6 +423,9 @@ async fn serve(config: Config, process: &Process) -> anyhow::Result<()> {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: re-reading certificate files");
                 running.reload();
+                if let Some(path) = config_path {
+                    reload_config(&mut running, path).await;
+                }
             }
         }
     }
@@ -445,9 +474,11 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<(
 
 async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => serve(server_config(args)?, &process).await,
-        Command::Client(args) => serve(client_config(args)?, &process).await,
-        Command::Run { config } => serve(certgate::config::load_file(&config)?, &process).await,
+        Command::Server(args) => serve(server_config(args)?, None, &process).await,
+        Command::Client(args) => serve(client_config(args)?, None, &process).await,
+        Command::Run { config: path } => {
+            serve(certgate::config::load_file(&path)?, Some(&path), &process).await
+        }
         Command::Check { config: path } => {
             let config = certgate::config::load_file(&path)?;
             let (_, warnings) = certgate::prepare(&config, &Telemetry::new())?;

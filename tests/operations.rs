@@ -4,6 +4,7 @@
 mod support;
 
 use certgate::pki::{Issued, LeafSpec, Usage};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -465,4 +466,130 @@ async fn error_log_can_go_to_a_file() {
         String::from_utf8_lossy(&output.stderr).is_empty(),
         "the log went to stderr too"
     );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn listener_table(name: &str, port: u16, backend: SocketAddr, extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"{name}\"\nmode = \"server\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{backend}\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn sighup_applies_a_changed_config_and_keeps_unchanged_listeners_connections() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let config = files.write(
+        "certgate.toml",
+        listener_table("edge-a", port_a, backend, "")
+            + &listener_table("edge-b", port_b, backend, ""),
+    );
+    let server = Certgate::start_with(&["run", "--config", &config], 2);
+
+    // A keep-alive connection to edge-a, open across the reload.
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port_a))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client.clone())
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let get = |path: &'static str| {
+        hyper::Request::get(path)
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(
+        sender.send_request(get("/before")).await.unwrap().status(),
+        200
+    );
+
+    files.write(
+        "certgate.toml",
+        listener_table("edge-a", port_a, backend, "")
+            + &listener_table(
+                "edge-b",
+                port_b,
+                backend,
+                "set_header = [[\"X-Changed\", \"yes\"]]",
+            )
+            + &listener_table("edge-c", port_c, backend, ""),
+    );
+    let hup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    hup(server.pid());
+    server.wait_for_log(&[
+        "SIGHUP: applied",
+        "kept [\"edge-a\"], restarted [\"edge-b\"], started [\"edge-c\"], stopped []",
+    ]);
+    // The unchanged listener kept its connection...
+    assert_eq!(
+        sender.send_request(get("/after")).await.unwrap().status(),
+        200
+    );
+    // ...the changed one runs its new settings, and the new one serves.
+    let b = https_get(
+        SocketAddr::from(([127, 0, 0, 1], port_b)),
+        client.clone(),
+        "/",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(b.body.contains("x-changed: yes"), "{}", b.body);
+    let c = https_get(
+        SocketAddr::from(([127, 0, 0, 1], port_c)),
+        client.clone(),
+        "/",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.status, 200);
+
+    // A broken config is refused with its line, and everything keeps running.
+    files.write(
+        "certgate.toml",
+        listener_table("edge-a", port_a, backend, "verify_dept = 2"),
+    );
+    hup(server.pid());
+    server.wait_for_log(&[
+        "SIGHUP: refused",
+        &format!("{config}:9: key 'verify_dept': unknown key"),
+    ]);
+    assert_eq!(
+        sender.send_request(get("/still")).await.unwrap().status(),
+        200
+    );
+    let c = https_get(SocketAddr::from(([127, 0, 0, 1], port_c)), client, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(c.status, 200);
 }

@@ -22,7 +22,7 @@ use template::Template;
 pub use file::load_file;
 
 /// Where a configuration value came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Origin {
     Flag(String),
     File {
@@ -31,6 +31,18 @@ pub enum Origin {
         key: String,
     },
     Default,
+}
+
+/// Debug output leaves out line numbers, so that two configs with the same settings print
+/// the same even when lines moved (see [`ListenerConfig::same_settings`]).
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "Flag({flag})"),
+            Origin::File { path, key, .. } => write!(f, "File({}, {key})", path.display()),
+            Origin::Default => write!(f, "Default"),
+        }
+    }
 }
 
 impl fmt::Display for Origin {
@@ -473,6 +485,12 @@ impl ListenerConfig {
             ModeConfig::Server(_) => Mode::Server,
             ModeConfig::Client(_) => Mode::Client,
         }
+    }
+
+    /// Whether two listener configs ask for the same thing (a config reload keeps such a
+    /// listener and its connections). Every field takes part, through its Debug form.
+    pub fn same_settings(&self, other: &ListenerConfig) -> bool {
+        format!("{self:?}") == format!("{other:?}")
     }
 
     /// Every file the listener's TLS material comes from (watched for rotation).

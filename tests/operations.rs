@@ -55,11 +55,39 @@ async fn certificate_written_in_place_is_served_to_new_connections() {
         presented_certificate(&server, &pki).await,
         pki.server.cert_der
     );
+    // A connection opened before the rotation, kept alive across it.
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let get = || {
+        hyper::Request::get("/")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+
     let next = new_server_cert(&pki);
     files.write_key("server.key", &next.key_pem);
     files.write("server.pem", &next.cert_pem);
     wait_for_certificate(&server, &pki, &next).await;
     server.wait_for_log(&["listener \"edge\": reloaded its certificates"]);
+    // Untouched by the rotation.
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
 }
 
 #[tokio::test]

@@ -241,6 +241,11 @@ impl AdminState {
             })
             .map(|l| format!("{}\n", escape(l)))
             .collect();
+        let counters = if counters.is_empty() {
+            "no requests or handshakes yet\n".to_string()
+        } else {
+            counters
+        };
         format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>certgate status</title><style>\
              body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\

@@ -352,3 +352,36 @@ fn key_problems_name_the_key_and_certificate_problems_the_certificate() {
         "{output}"
     );
 }
+
+#[test]
+fn chain_with_the_wrong_intermediate_is_refused_naming_both() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let right = pki.ca.intermediate("right intermediate").unwrap();
+    let wrong = pki.ca.intermediate("wrong intermediate").unwrap();
+    let leaf = right
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost"]))
+        .unwrap();
+    let chain = files.write(
+        "chain.pem",
+        format!("{}{}", leaf.cert_pem, wrong.issued.cert_pem),
+    );
+    let key = files.write_key("leaf.key", &leaf.key_pem);
+    let (_, _, ca) = paths(&files);
+    let (code, output) = run_to_exit(&server_args(&chain, &key, &ca));
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "--cert: {chain}: certificate #2 (\"CN=wrong intermediate,O=certgate test PKI\") did not issue certificate #1 (\"CN=localhost,O=certgate test PKI\")"
+        )),
+        "{output}"
+    );
+    // In the right order it starts.
+    let good = files.write(
+        "good.pem",
+        format!("{}{}", leaf.cert_pem, right.issued.cert_pem),
+    );
+    let running = Certgate::start(&server_args(&good, &key, &ca));
+    assert!(running.addr().port() > 0);
+}

@@ -26,6 +26,13 @@ pub enum LoadError {
     NoKey { path: PathBuf },
     #[error("{}: unsupported private key: {reason} (supported: ECDSA P-256/P-384, RSA 2048+, Ed25519)", path.display())]
     UnsupportedKey { path: PathBuf, reason: String },
+    #[error("{}: certificate #{} (\"{issuer}\") did not issue certificate #{} (\"{subject}\"): put the leaf first, then each intermediate in order", path.display(), index + 1, index)]
+    BrokenChain {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        issuer: String,
+    },
     #[error("private key {} does not match certificate {}: use the key the certificate was issued for", key.display(), cert.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("private key {} is readable by {who} (mode {mode:04o}); run 'chmod 600 {}'", path.display(), path.display())]
@@ -46,7 +53,8 @@ impl LoadError {
             | LoadError::NoCrl { path }
             | LoadError::NoKey { path }
             | LoadError::UnsupportedKey { path, .. }
-            | LoadError::LoosePermissions { path, .. } => path,
+            | LoadError::LoosePermissions { path, .. }
+            | LoadError::BrokenChain { path, .. } => path,
             LoadError::KeyMismatch { key, .. } => key,
         }
     }
@@ -148,6 +156,7 @@ pub fn certified_key(
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, LoadError> {
     let chain = certificates(cert_path)?;
+    check_chain_order(cert_path, &chain)?;
     let (_, signing_key) = private_key(key_path, provider)?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
@@ -159,6 +168,29 @@ pub fn certified_key(
             key: key_path.to_path_buf(),
         }),
     }
+}
+
+/// Checks that each certificate of a chain file was issued by the one after it, so a bundle
+/// with intermediates out of order, or the wrong intermediate, is refused at load (and at a
+/// reload, where the old chain keeps serving) instead of failing every client's handshake.
+fn check_chain_order(path: &Path, chain: &[CertificateDer<'_>]) -> Result<(), LoadError> {
+    use x509_parser::prelude::*;
+    let parsed: Vec<X509Certificate<'_>> = chain
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
+    for (index, pair) in parsed.windows(2).enumerate() {
+        let (child, issuer) = (&pair[0], &pair[1]);
+        if child.verify_signature(Some(issuer.public_key())).is_err() {
+            return Err(LoadError::BrokenChain {
+                path: path.to_path_buf(),
+                index: index + 1,
+                subject: crate::tls::identity::distinguished_name(child.subject()),
+                issuer: crate::tls::identity::distinguished_name(issuer.subject()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks that a private key file is not readable by group or others (the seed asks for

@@ -331,7 +331,10 @@ impl ListenerRuntime {
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut warned_full = false;
+        // Kept so that connections still open after the drain timeout can be closed.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             // At the connection limit, stop accepting (the kernel backlog holds newcomers)
             // rather than fail connections already open.
             let slot = match slots.clone().try_acquire_owned() {
@@ -361,7 +364,7 @@ impl ListenerRuntime {
                     Ok((stream, remote)) => {
                         let this = self.clone();
                         let watcher = graceful.watcher();
-                        tokio::spawn(async move {
+                        connections.spawn(async move {
                             this.connection(stream, remote, watcher).await;
                             drop(slot);
                         });
@@ -380,10 +383,12 @@ impl ListenerRuntime {
             .is_err()
         {
             tracing::warn!(
-                "listener \"{}\": requests still open after {}s; closing them",
+                "listener \"{}\": {} connection(s) still open after {}s; closing them",
                 self.config.name,
+                connections.len(),
                 drain_timeout.as_secs()
             );
+            connections.abort_all();
         }
     }
 

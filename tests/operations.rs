@@ -621,3 +621,56 @@ async fn sighup_applies_a_changed_config_and_keeps_unchanged_listeners_connectio
         .unwrap();
     assert_eq!(c.status, 200);
 }
+
+#[tokio::test]
+async fn requests_still_open_after_the_shutdown_timeout_are_closed_and_exit_is_zero() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    // A backend that never answers in time.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let server = Certgate::start(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &backend.to_string(),
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+        "--shutdown-timeout",
+        "1",
+    ]);
+    let address = server.addr();
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let stuck = tokio::spawn(async move { https_get(address, client, "/stuck", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let code = tokio::task::spawn_blocking(move || server.signal_and_wait("TERM"))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the stuck request should have been cut off"
+    );
+}

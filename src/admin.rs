@@ -282,7 +282,11 @@ pub async fn serve(tcp: TcpListener, state: Arc<AdminState>, mut shutdown: watch
     loop {
         tokio::select! {
             accepted = tcp.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors, say: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| state.clone().handle(request));

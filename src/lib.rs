@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod listener;
+pub mod log_limit;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;
@@ -56,7 +57,20 @@ struct Serving {
     runtime: Arc<ListenerRuntime>,
     address: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Fires once the listening socket is closed (the address can be bound again).
+    socket_closed: Option<tokio::sync::oneshot::Receiver<()>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Stops accepting and waits until the address is free; open requests keep draining.
+    async fn stop_accepting(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(closed) = self.socket_closed.take() {
+            let _ = closed.await;
+        }
+        self.runtime.publish_expiry(false);
+    }
 }
 
 /// A started set of listeners.
@@ -114,52 +128,96 @@ impl Running {
     }
 
     /// Moves to a new configuration (SIGHUP with `run`). Everything is loaded and checked
-    /// first: a bad configuration changes nothing. Listeners whose settings are the same keep
-    /// running with their connections; changed ones are restarted (their open requests
-    /// drain), removed ones stop, new ones start.
+    /// first, and a bad configuration changes nothing. Listeners whose settings are the same
+    /// keep running with their connections; changed and removed ones stop accepting (their
+    /// open requests drain); changed and new ones are bound. If a bind fails, the stopped
+    /// listeners are bound again and the old configuration goes on.
     pub async fn apply(&mut self, config: &Config) -> Result<ConfigChange, ConfigError> {
         let (runtimes, warnings) = prepare(config, &self.telemetry)?;
         for warning in warnings {
             tracing::warn!("{warning}");
         }
         let mut change = ConfigChange::default();
-        let mut old: Vec<Serving> = std::mem::take(&mut self.serving);
-        let mut next = Vec::new();
+        // Which running listeners go on untouched, and which new ones must be bound.
+        let mut keep = vec![false; self.serving.len()];
+        let mut to_bind: Vec<ListenerRuntime> = Vec::new();
         for runtime in runtimes {
             let name = runtime.config.name.clone();
-            match old.iter().position(|s| s.runtime.config.name == name) {
-                Some(index) if old[index].runtime.config.same_settings(&runtime.config) => {
-                    next.push(old.remove(index));
+            match self
+                .serving
+                .iter()
+                .position(|s| s.runtime.config.name == name)
+            {
+                Some(index)
+                    if self.serving[index]
+                        .runtime
+                        .config
+                        .same_settings(&runtime.config) =>
+                {
+                    keep[index] = true;
                     change.kept.push(name);
                 }
-                Some(index) => {
-                    // Free the address first: the new listener may bind the same one.
-                    let previous = old.remove(index);
-                    let _ = previous.stop.send(true);
-                    let _ = previous.task.await;
-                    next.push(serve(Arc::new(runtime), self.drain_timeout).await?);
+                Some(_) => {
                     change.restarted.push(name);
+                    to_bind.push(runtime);
                 }
                 None => {
-                    next.push(serve(Arc::new(runtime), self.drain_timeout).await?);
                     change.started.push(name);
+                    to_bind.push(runtime);
                 }
             }
         }
-        for removed in old {
-            let _ = removed.stop.send(true);
-            change.stopped.push(removed.runtime.config.name.clone());
-            tokio::spawn(removed.task);
+        // Free the addresses of everything that changes (a new listener may take one).
+        for (serving, kept) in self.serving.iter_mut().zip(&keep) {
+            if !kept {
+                serving.stop_accepting().await;
+                if !change.restarted.contains(&serving.runtime.config.name) {
+                    change.stopped.push(serving.runtime.config.name.clone());
+                }
+            }
         }
-        self.serving = next;
+        let mut bound = Vec::new();
+        for runtime in to_bind {
+            match bind(Arc::new(runtime)).await {
+                Ok(one) => bound.push(one),
+                Err(error) => {
+                    // Back to the old configuration: rebind what was stopped.
+                    for (serving, kept) in self.serving.iter_mut().zip(&keep) {
+                        if !kept {
+                            match bind(serving.runtime.clone()).await {
+                                Ok(again) => *serving = start_serving(again, self.drain_timeout),
+                                Err(rebind) => tracing::error!(
+                                    "config reload: cannot rebind listener \"{}\": {rebind}",
+                                    serving.runtime.config.name
+                                ),
+                            }
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let old = std::mem::take(&mut self.serving);
+        self.serving = old
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(serving, kept)| kept.then_some(serving))
+            .collect();
+        // (Stopped listeners were dropped above: their tasks drain on by themselves.)
+        self.serving.extend(
+            bound
+                .into_iter()
+                .map(|b| start_serving(b, self.drain_timeout)),
+        );
         self.publish();
-        // The watcher follows the new set of files.
+        // The watcher follows the new set of files; the old one ends before the new starts.
         let _ = self.reload_stop.send(true);
         let (reload_stop, stopped) = watch::channel(false);
         let (reload, reload_task) = reload::spawn(self.runtimes(), stopped);
+        let old_task = std::mem::replace(&mut self.reload_task, reload_task);
+        let _ = old_task.await;
         self.reload = reload;
         self.reload_stop = reload_stop;
-        self.reload_task = reload_task;
         Ok(change)
     }
 
@@ -177,11 +235,14 @@ impl Running {
     }
 }
 
-/// Binds one prepared listener and starts serving it.
-async fn serve(
+/// A prepared listener with its socket bound.
+struct Bound {
     runtime: Arc<ListenerRuntime>,
-    drain_timeout: Duration,
-) -> Result<Serving, ConfigError> {
+    tcp: tokio::net::TcpListener,
+    address: SocketAddr,
+}
+
+async fn bind(runtime: Arc<ListenerRuntime>) -> Result<Bound, ConfigError> {
     let config = &runtime.config;
     let listen = &config.listen;
     let tcp = tokio::net::TcpListener::bind(listen.value)
@@ -196,6 +257,21 @@ async fn serve(
             )
         })?;
     let address = tcp.local_addr().unwrap_or(listen.value);
+    Ok(Bound {
+        runtime,
+        tcp,
+        address,
+    })
+}
+
+/// Starts accepting on a bound listener.
+fn start_serving(bound: Bound, drain_timeout: Duration) -> Serving {
+    let Bound {
+        runtime,
+        tcp,
+        address,
+    } = bound;
+    let config = &runtime.config;
     let tls_note = match &config.mode {
         config::ModeConfig::Server(server) => format!(
             ", {}, client certificates {}, verify depth {}",
@@ -215,17 +291,21 @@ async fn serve(
         config.mode(),
         config.upstream_display()
     );
+    runtime.publish_expiry(true);
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(runtime.clone().serve(tcp, stopped, drain_timeout));
-    Ok(Serving {
+    let (closed, socket_closed) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(runtime.clone().serve(tcp, stopped, drain_timeout, closed));
+    Serving {
         runtime,
         address,
         stop,
+        socket_closed: Some(socket_closed),
         task,
-    })
+    }
 }
 
-/// Prepares, binds and starts every listener of `config`.
+/// Prepares, binds and starts every listener of `config`: all are bound before any serves,
+/// so a port in use fails the start with nothing half-running.
 pub async fn start(
     config: &Config,
     drain_timeout: Duration,
@@ -235,19 +315,14 @@ pub async fn start(
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let mut serving: Vec<Serving> = Vec::new();
+    let mut bound = Vec::new();
     for runtime in runtimes {
-        match serve(Arc::new(runtime), drain_timeout).await {
-            Ok(one) => serving.push(one),
-            Err(error) => {
-                // Nothing half-started: stop what was already bound.
-                for started in serving {
-                    let _ = started.stop.send(true);
-                }
-                return Err(error);
-            }
-        }
+        bound.push(bind(Arc::new(runtime)).await?);
     }
+    let serving: Vec<Serving> = bound
+        .into_iter()
+        .map(|b| start_serving(b, drain_timeout))
+        .collect();
     let (reload_stop, stopped) = watch::channel(false);
     let (reload, reload_task) =
         reload::spawn(serving.iter().map(|s| s.runtime.clone()).collect(), stopped);

@@ -2,6 +2,7 @@
 //! each listener's TLS material as one snapshot that a reload replaces whole.
 
 use crate::config::{ConfigError, ListenerConfig, ModeConfig};
+use crate::log_limit::LogLimit;
 use crate::metrics::{CertificateLabels, ConnectionGauge, Metrics, ResultLabels, Telemetry};
 use crate::proxy::{ConnectionInfo, Proxy, TlsInfo};
 use crate::tls::{self, explain, server::ServerTls};
@@ -116,12 +117,6 @@ const HANDSHAKE_LOG_BURST: u32 = 20;
 /// Certificates closer than this to their notAfter are warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
-struct HandshakeLogLimit {
-    window: std::time::Instant,
-    logged: u32,
-    suppressed: u32,
-}
-
 /// What a reload attempt did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,7 +138,8 @@ pub struct ListenerRuntime {
     refused: Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
     telemetry: Telemetry,
-    handshake_log: Mutex<HandshakeLogLimit>,
+    reloading: Mutex<()>,
+    handshake_log: LogLimit,
     /// When the last reload that changed something happened, and how it ended.
     last_reload: Mutex<Option<(std::time::SystemTime, ReloadOutcome)>>,
 }
@@ -160,7 +156,6 @@ impl ListenerRuntime {
         // check; an unreadable file is reported by the load, naming its key or flag.
         let fingerprint = fingerprint(config).unwrap_or_default();
         let material = Material::build(config, fingerprint, None, telemetry, warnings)?;
-        publish_expiry(metrics, &config.name, None, &material);
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -173,11 +168,8 @@ impl ListenerRuntime {
             refused: Mutex::new(None),
             metrics: metrics.clone(),
             telemetry: telemetry.clone(),
-            handshake_log: Mutex::new(HandshakeLogLimit {
-                window: std::time::Instant::now(),
-                logged: 0,
-                suppressed: 0,
-            }),
+            reloading: Mutex::new(()),
+            handshake_log: LogLimit::new(HANDSHAKE_LOG_BURST),
             last_reload: Mutex::new(None),
         })
     }
@@ -186,26 +178,13 @@ impl ListenerRuntime {
     /// so a flood of bad clients cannot fill the disk; what is held back is counted and said.
     fn log_handshake_failure(&self, remote: std::net::SocketAddr, reason: &str) {
         let name = &self.config.name;
-        let mut limiter = self.handshake_log.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        if now.duration_since(limiter.window) >= Duration::from_secs(1) {
-            if limiter.suppressed > 0 {
+        if let Some(held_back) = self.handshake_log.admit() {
+            if held_back > 0 {
                 tracing::warn!(
-                    "listener \"{name}\": {} more failed handshakes in the last second were not logged (see certgate_handshakes_total)",
-                    limiter.suppressed
+                    "listener \"{name}\": {held_back} more failed handshakes were not logged (see certgate_handshakes_total)"
                 );
             }
-            *limiter = HandshakeLogLimit {
-                window: now,
-                logged: 0,
-                suppressed: 0,
-            };
-        }
-        if limiter.logged < HANDSHAKE_LOG_BURST {
-            limiter.logged += 1;
             tracing::warn!("listener \"{name}\": TLS handshake with {remote} failed: {reason}");
-        } else {
-            limiter.suppressed += 1;
         }
     }
 
@@ -235,6 +214,26 @@ impl ListenerRuntime {
         }
     }
 
+    /// Exports (or, when `serving` is false, withdraws) the notAfter series of this listener's
+    /// certificates: only listeners being served are reported, so a refused config or a
+    /// stopped listener leaves no stale series behind for expiry alerts to fire on.
+    pub fn publish_expiry(&self, serving: bool) {
+        let current = self.current();
+        if serving {
+            publish_expiry(&self.metrics, &self.config.name, None, &current);
+        } else {
+            for info in &current.certificates {
+                self.metrics
+                    .certificate_not_after
+                    .remove(&CertificateLabels {
+                        listener: self.config.name.clone(),
+                        role: info.role.to_string(),
+                        subject: info.subject.clone(),
+                    });
+            }
+        }
+    }
+
     /// The material new connections and requests use now.
     fn current(&self) -> Arc<Material> {
         match self.material.read() {
@@ -246,6 +245,8 @@ impl ListenerRuntime {
     /// Re-reads the listener's files and, if they changed and check out, swaps in new
     /// material. Open connections keep the material they started with.
     pub fn reload(&self) -> ReloadOutcome {
+        // One reload at a time per listener (file events, the timer, SIGHUP, POST /reload).
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = self.reload_files();
         if outcome != ReloadOutcome::Unchanged {
             let result = if outcome == ReloadOutcome::Reloaded {
@@ -278,15 +279,22 @@ impl ListenerRuntime {
     fn reload_files(&self) -> ReloadOutcome {
         let name = &self.config.name;
         let current = self.current();
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         let new_fingerprint = match fingerprint(&self.config) {
             Ok(f) if f == current.fingerprint => return ReloadOutcome::Unchanged,
             Ok(f) => f,
             Err(error) => {
-                tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
+                // Said once per distinct problem, not at every check.
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                error.message.hash(&mut hasher);
+                let problem = hasher.finish();
+                if *refused != Some(problem) {
+                    *refused = Some(problem);
+                    tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
+                }
                 return ReloadOutcome::Failed;
             }
         };
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         if *refused == Some(new_fingerprint) {
             return ReloadOutcome::Failed;
         }
@@ -327,6 +335,7 @@ impl ListenerRuntime {
         tcp: TcpListener,
         mut shutdown: watch::Receiver<bool>,
         drain_timeout: Duration,
+        socket_closed: tokio::sync::oneshot::Sender<()>,
     ) {
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -378,6 +387,8 @@ impl ListenerRuntime {
             }
         }
         drop(tcp);
+        // The address is free again: a replacement listener may bind it while we drain.
+        let _ = socket_closed.send(());
         if tokio::time::timeout(drain_timeout, graceful.shutdown())
             .await
             .is_err()

@@ -7,6 +7,7 @@ pub mod upstream;
 use crate::access::AccessRules;
 use crate::access_log::{AccessLog, AccessRecord, Logged};
 use crate::config::{HttpUpstream, ListenerConfig, ModeConfig};
+use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
@@ -107,6 +108,9 @@ struct Outcome<'s> {
     upstream_time: Option<Duration>,
 }
 
+/// Failed requests logged per second per listener (the rest are counted in metrics).
+const FAILURE_LOG_BURST: u32 = 20;
+
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections a pool keeps per upstream.
@@ -201,6 +205,8 @@ pub struct Proxy {
     pub edits: HeaderEdits,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
+    /// Refused and failed requests are logged at a bounded rate: peers control how many.
+    failure_log: LogLimit,
     upstream: Upstream,
     /// Longest path first, so the first match is nginx's longest-prefix `location`.
     routes: Vec<RouteRuntime>,
@@ -253,6 +259,7 @@ impl Proxy {
             edits: HeaderEdits::new(listener),
             metrics: metrics.clone(),
             access_log: telemetry.access_log.clone(),
+            failure_log: LogLimit::new(FAILURE_LOG_BURST),
             upstream,
             routes,
         }
@@ -292,12 +299,20 @@ impl Proxy {
         let response = match self.forward(request, &connection, &mut outcome).await {
             Ok(response) => response,
             Err(error) => {
-                tracing::warn!(
-                    "listener \"{}\": request from {} failed: {}",
-                    self.listener,
-                    connection.remote,
-                    error.reason()
-                );
+                if let Some(held_back) = self.failure_log.admit() {
+                    if held_back > 0 {
+                        tracing::warn!(
+                            "listener \"{}\": {held_back} more failed requests were not logged (see certgate_requests_total)",
+                            self.listener
+                        );
+                    }
+                    tracing::warn!(
+                        "listener \"{}\": request from {} failed: {}",
+                        self.listener,
+                        connection.remote,
+                        error.reason()
+                    );
+                }
                 if matches!(
                     error,
                     ProxyError::Upstream(_) | ProxyError::UpstreamTimeout(_)

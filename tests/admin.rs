@@ -2,7 +2,6 @@
 
 mod support;
 
-use certgate::pki::{LeafSpec, Usage};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use std::net::SocketAddr;
@@ -242,18 +241,7 @@ async fn status_page_lists_certificates_soonest_first_with_expiring_ones_marked(
     let pki = TestPki::new();
     pki.write(&files);
     // A server certificate with ten days left: inside the 30-day warning window.
-    let now = time::OffsetDateTime::now_utc();
-    let soon = pki
-        .ca
-        .leaf(
-            &LeafSpec::new("localhost", Usage::Server)
-                .names(&["localhost"])
-                .validity(
-                    now - time::Duration::days(80),
-                    now + time::Duration::days(10),
-                ),
-        )
-        .unwrap();
+    let soon = server_cert_expiring_in(&pki, 10);
     files.write("server.pem", &soon.cert_pem);
     files.write_key("server.key", &soon.key_pem);
     let backend = spawn_echo().await;

@@ -60,26 +60,8 @@ async fn certificate_written_in_place_is_served_to_new_connections() {
         &pki.ca.issued.cert_pem,
         Some((&pki.client.cert_pem, &pki.client.key_pem)),
     );
-    let stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client)
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            stream,
-        )
-        .await
-        .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let get = || {
-        hyper::Request::get("/")
-            .header("host", "localhost")
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap()
-    };
-    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+    let mut sender = keep_alive(server.addr(), client).await;
+    assert_eq!(sender.send_request(get("/")).await.unwrap().status(), 200);
 
     let next = new_server_cert(&pki);
     files.write_key("server.key", &next.key_pem);
@@ -87,7 +69,7 @@ async fn certificate_written_in_place_is_served_to_new_connections() {
     wait_for_certificate(&server, &pki, &next).await;
     server.wait_for_log(&["listener \"edge\": reloaded its certificates"]);
     // Untouched by the rotation.
-    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(sender.send_request(get("/")).await.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -305,18 +287,7 @@ async fn certificates_near_expiry_are_warned_about_at_load() {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
-    let now = time::OffsetDateTime::now_utc();
-    let soon = pki
-        .ca
-        .leaf(
-            &LeafSpec::new("localhost", Usage::Server)
-                .names(&["localhost"])
-                .validity(
-                    now - time::Duration::days(80),
-                    now + time::Duration::days(10),
-                ),
-        )
-        .unwrap();
+    let soon = server_cert_expiring_in(&pki, 10);
     let cert = files.write("server.pem", &soon.cert_pem);
     files.write_key("server.key", &soon.key_pem);
     let server = start_server_mode(&files, &[]).await;
@@ -529,27 +500,7 @@ async fn sighup_applies_a_changed_config_and_keeps_unchanged_listeners_connectio
         &pki.ca.issued.cert_pem,
         Some((&pki.client.cert_pem, &pki.client.key_pem)),
     );
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port_a))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client.clone())
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            stream,
-        )
-        .await
-        .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let get = |path: &'static str| {
-        hyper::Request::get(path)
-            .header("host", "localhost")
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap()
-    };
+    let mut sender = keep_alive(SocketAddr::from(([127, 0, 0, 1], port_a)), client.clone()).await;
     assert_eq!(
         sender.send_request(get("/before")).await.unwrap().status(),
         200

@@ -7,7 +7,6 @@
 
 mod support;
 
-use certgate::pki::{LeafSpec, Usage};
 use std::process::Command;
 use support::*;
 
@@ -36,18 +35,7 @@ async fn status_page_renders_the_certificate_table_with_expiring_rows_in_red() {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
-    let now = time::OffsetDateTime::now_utc();
-    let soon = pki
-        .ca
-        .leaf(
-            &LeafSpec::new("localhost", Usage::Server)
-                .names(&["localhost"])
-                .validity(
-                    now - time::Duration::days(80),
-                    now + time::Duration::days(5),
-                ),
-        )
-        .unwrap();
+    let soon = server_cert_expiring_in(&pki, 5);
     files.write("server.pem", &soon.cert_pem);
     files.write_key("server.key", &soon.key_pem);
     let backend = spawn_echo().await;

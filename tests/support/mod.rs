@@ -541,3 +541,44 @@ pub async fn start_chain(
     let proxy_b = start_client_mode(files, &server_a, client_extra);
     (server_a, proxy_b)
 }
+
+/// A server certificate for localhost that expires in `days` days (issued 80 days ago).
+pub fn server_cert_expiring_in(pki: &TestPki, days: i64) -> Issued {
+    let now = time::OffsetDateTime::now_utc();
+    pki.ca
+        .leaf(
+            &LeafSpec::new("localhost", Usage::Server)
+                .names(&["localhost"])
+                .validity(
+                    now - time::Duration::days(80),
+                    now + time::Duration::days(days),
+                ),
+        )
+        .unwrap()
+}
+
+/// An HTTP/1.1 keep-alive connection over mTLS, to send several requests on.
+pub async fn keep_alive(
+    address: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(ServerName::try_from("localhost").unwrap(), stream)
+        .await
+        .unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// A GET for `keep_alive` senders.
+pub fn get(path: &str) -> hyper::Request<http_body_util::Empty<Bytes>> {
+    hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}

@@ -404,6 +404,11 @@ async fn serve(
             .await
             .with_context(|| format!("--admin: cannot listen on {address}"))?;
         let bound = tcp.local_addr()?;
+        if !bound.ip().is_loopback() {
+            tracing::warn!(
+                "--admin {bound} is not a loopback address: the admin listener has no authentication, so anyone who reaches it can read the status and trigger reloads"
+            );
+        }
         tracing::info!(
             "listener \"admin\" (admin) listening on {bound}, serving /, /healthz, /readyz, /status, /metrics and POST /reload"
         );

@@ -67,11 +67,37 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Certificate tools: inspect, convert.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Run the seed topology on this machine with a throwaway PKI.
     Demo {
         /// Send one request through the chain, print what the backend received, and exit.
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Describe every certificate in PEM or DER files: names, validity, key, usages, fingerprints.
+    Inspect {
+        /// Certificate files (PEM bundles or DER).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert certificates or a private key between PEM and DER (keys are written 0600).
+    Convert {
+        /// Input file; its format is detected.
+        input: PathBuf,
+        /// Output file.
+        output: PathBuf,
+        /// Output format: pem or der (default: the other one).
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -443,6 +469,38 @@ async fn serve(
     Ok(())
 }
 
+fn cert_command(command: CertCommand) -> anyhow::Result<()> {
+    use certgate::certtool;
+    match command {
+        CertCommand::Inspect { files, json } => {
+            let mut reports = Vec::new();
+            for file in &files {
+                reports.extend(certtool::inspect(file).map_err(anyhow::Error::msg)?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                let text: Vec<String> = reports.iter().map(|r| r.to_string()).collect();
+                println!("{}", text.join("\n\n"));
+            }
+            Ok(())
+        }
+        CertCommand::Convert { input, output, to } => {
+            let to = match to.as_deref() {
+                None => None,
+                Some("pem") => Some(certtool::Encoding::Pem),
+                Some("der") => Some(certtool::Encoding::Der),
+                Some(other) => anyhow::bail!("--to: unknown format \"{other}\": use pem or der"),
+            };
+            println!(
+                "{}",
+                certtool::convert(&input, &output, to).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
+    }
+}
+
 fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
@@ -501,6 +559,7 @@ async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
         Command::Demo { once } => certgate::demo::run(once, stop_signal())
             .await
             .context("demo failed"),
+        Command::Cert(command) => cert_command(command),
     }
 }
 

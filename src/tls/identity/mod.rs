@@ -167,15 +167,20 @@ impl PeerIdentity {
 
 /// PEM exactly as OpenSSL writes a certificate: 64-column base64 lines, LF endings.
 pub fn pem_encode(der: &[u8]) -> String {
+    pem_block("CERTIFICATE", der)
+}
+
+/// A PEM block with any label (`PRIVATE KEY`, `EC PRIVATE KEY`, ...), OpenSSL's layout.
+pub fn pem_block(label: &str, der: &[u8]) -> String {
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut pem = String::with_capacity(body.len() + body.len() / 64 + 60);
-    pem.push_str("-----BEGIN CERTIFICATE-----\n");
+    pem.push_str(&format!("-----BEGIN {label}-----\n"));
     for line in body.as_bytes().chunks(64) {
         // base64 output is ASCII, so every chunk is valid UTF-8.
         pem.push_str(std::str::from_utf8(line).unwrap_or_default());
         pem.push('\n');
     }
-    pem.push_str("-----END CERTIFICATE-----\n");
+    pem.push_str(&format!("-----END {label}-----\n"));
     pem
 }
 

@@ -1,0 +1,158 @@
+//! `certgate cert inspect` and `certgate cert convert`, on certificates made here.
+
+mod support;
+
+use certgate::pki::{KeyType, LeafSpec, Usage};
+use std::os::unix::fs::PermissionsExt;
+use support::*;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn inspect_describes_each_certificate_of_a_bundle() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    let intermediate = pki.ca.intermediate("issuing CA").unwrap();
+    let leaf = intermediate
+        .leaf(
+            &LeafSpec::new("billing", Usage::Client)
+                .names(&["billing.internal", "spiffe://example.org/billing"]),
+        )
+        .unwrap();
+    let bundle = files.write(
+        "chain.pem",
+        format!("{}{}", leaf.cert_pem, intermediate.issued.cert_pem),
+    );
+    let (code, output) = run_to_exit(&["cert", "inspect", &bundle]);
+    assert_eq!(code, 0, "{output}");
+    for expected in [
+        format!("{bundle} #1"),
+        "subject      CN=billing,O=certgate test PKI".to_string(),
+        "issuer       CN=issuing CA,O=certgate test PKI".to_string(),
+        "names        DNS:billing.internal, URI:spiffe://example.org/billing".to_string(),
+        "key          ECDSA P-256".to_string(),
+        "ext. usage   clientAuth".to_string(),
+        "constraints  not a CA".to_string(),
+        format!("sha256       {}", sha256_hex(&leaf.cert_der)),
+        format!("{bundle} #2"),
+        "constraints  CA".to_string(),
+        "key usage    keyCertSign, cRLSign".to_string(),
+    ] {
+        assert!(
+            output.contains(&expected),
+            "missing {expected:?} in:\n{output}"
+        );
+    }
+    assert!(output.contains("days left"), "{output}");
+}
+
+#[test]
+fn inspect_json_reads_der_and_names_key_types() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    let rsa = pki
+        .ca
+        .leaf(&LeafSpec::new("rsa-server", Usage::Server).key_type(KeyType::Rsa2048))
+        .unwrap();
+    let expired = pki
+        .ca
+        .leaf(&LeafSpec::new("old", Usage::Server).validity(
+            time::macros::datetime!(2020-01-01 0:00 UTC),
+            time::macros::datetime!(2021-01-01 0:00 UTC),
+        ))
+        .unwrap();
+    let der = files.write("rsa.der", &rsa.cert_der);
+    let old = files.write("old.pem", &expired.cert_pem);
+    let (code, output) = run_to_exit(&["cert", "inspect", "--json", &der, &old]);
+    assert_eq!(code, 0, "{output}");
+    let reports: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(reports[0]["key"], "RSA 2048 bits");
+    assert_eq!(reports[0]["extended_key_usage"][0], "serverAuth");
+    assert_eq!(reports[0]["sha256"], sha256_hex(&rsa.cert_der));
+    assert_eq!(reports[1]["not_after"], "2021-01-01 00:00:00 UTC");
+    assert!(reports[1]["days_left"].as_i64().unwrap() < -1000);
+    let (_, text) = run_to_exit(&["cert", "inspect", &old]);
+    assert!(text.contains("EXPIRED"), "{text}");
+}
+
+#[test]
+fn inspect_of_a_file_without_certificates_fails_naming_it() {
+    let files = Files::new();
+    let nothing = files.write("notes.txt", "hello\n");
+    let (code, output) = run_to_exit(&["cert", "inspect", &nothing]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("{nothing} holds no certificate")),
+        "{output}"
+    );
+}
+
+#[test]
+fn convert_round_trips_certificates_between_pem_and_der() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    let pem = files.write("cert.pem", &pki.server.cert_pem);
+    let der = files.path("cert.der").to_string_lossy().into_owned();
+    let (code, output) = run_to_exit(&["cert", "convert", &pem, &der]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(std::fs::read(&der).unwrap(), pki.server.cert_der);
+    let back = files.path("back.pem").to_string_lossy().into_owned();
+    let (code, output) = run_to_exit(&["cert", "convert", &der, &back]);
+    assert_eq!(code, 0, "{output}");
+    let text = std::fs::read_to_string(&back).unwrap();
+    assert!(text.starts_with("-----BEGIN CERTIFICATE-----\n"), "{text}");
+    assert!(text.lines().all(|l| l.len() <= 64), "{text}");
+    assert_eq!(
+        rustls::pki_types::pem::PemObject::from_pem_slice(text.as_bytes())
+            .map(|c: rustls::pki_types::CertificateDer<'_>| c.to_vec())
+            .unwrap(),
+        pki.server.cert_der
+    );
+}
+
+#[test]
+fn convert_refuses_a_bundle_into_one_der_file() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    let bundle = files.write(
+        "two.pem",
+        format!("{}{}", pki.server.cert_pem, pki.ca.issued.cert_pem),
+    );
+    let out = files.path("two.der").to_string_lossy().into_owned();
+    let (code, output) = run_to_exit(&["cert", "convert", &bundle, &out, "--to", "der"]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("holds 2 certificates, and a DER file holds one"),
+        "{output}"
+    );
+}
+
+#[test]
+fn convert_writes_keys_0600_and_refuses_a_readable_target() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    let key = files.write_key("key.pem", &pki.server.key_pem);
+    let der = files.path("key.der");
+    let (code, output) = run_to_exit(&["cert", "convert", &key, der.to_str().unwrap()]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(std::fs::read(&der).unwrap(), pki.server.key_der);
+    assert_eq!(
+        std::fs::metadata(&der).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let exposed = files.write("exposed.der", "old");
+    let (code, output) = run_to_exit(&["cert", "convert", &key, &exposed]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("refusing to write a private key into {exposed}")),
+        "{output}"
+    );
+    assert_eq!(std::fs::read_to_string(&exposed).unwrap(), "old");
+}

@@ -302,3 +302,233 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
         .and_then(|_| file.write_all(contents))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+/// What `cert check` looks at.
+pub struct CheckRequest<'a> {
+    pub cert: &'a Path,
+    pub key: Option<&'a Path>,
+    pub ca: Option<&'a Path>,
+    /// "server" or "client".
+    pub role: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub warn_days: i64,
+    pub verify_depth: u32,
+}
+
+/// How one check came out; the process exit code is the worst of them (0, 1 or 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok = 0,
+    Warning = 1,
+    Failure = 2,
+}
+
+/// One line of `cert check`'s report.
+pub struct CheckLine {
+    pub verdict: Verdict,
+    pub check: &'static str,
+    pub words: String,
+}
+
+impl std::fmt::Display for CheckLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = match self.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warning => "WARN",
+            Verdict::Failure => "FAIL",
+        };
+        write!(f, "{tag}  {:<12} {}", self.check, self.words)
+    }
+}
+
+/// Runs every check that the given files allow, in plain words.
+pub fn check(request: &CheckRequest<'_>) -> Vec<CheckLine> {
+    use crate::tls::verify::{ChainVerifier, PeerRole};
+    let mut lines = Vec::new();
+    let mut line = |verdict, check, words: String| {
+        lines.push(CheckLine {
+            verdict,
+            check,
+            words,
+        })
+    };
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let chain = match crate::tls::load::certificates(request.cert) {
+        Ok(chain) => chain,
+        Err(error) => {
+            line(Verdict::Failure, "certificate", error.to_string());
+            return lines;
+        }
+    };
+    let Ok((_, leaf)) = X509Certificate::from_der(&chain[0]) else {
+        line(
+            Verdict::Failure,
+            "certificate",
+            format!(
+                "{}: the first certificate does not parse",
+                request.cert.display()
+            ),
+        );
+        return lines;
+    };
+    let subject = distinguished_name(leaf.subject());
+    line(
+        Verdict::Ok,
+        "certificate",
+        format!("\"{subject}\", {}", describe_key(&leaf)),
+    );
+
+    // Validity now, and the warning window.
+    let now = rustls::pki_types::UnixTime::now().as_secs() as i64;
+    let (not_before, not_after) = (
+        leaf.validity().not_before.timestamp(),
+        leaf.validity().not_after.timestamp(),
+    );
+    let days_left = (not_after - now).div_euclid(86_400);
+    if now < not_before {
+        line(
+            Verdict::Failure,
+            "validity",
+            format!(
+                "not valid yet: it starts {}",
+                time_text(&leaf.validity().not_before)
+            ),
+        );
+    } else if now > not_after {
+        line(
+            Verdict::Failure,
+            "validity",
+            format!(
+                "expired {} ({} days ago): renew it",
+                time_text(&leaf.validity().not_after),
+                -days_left
+            ),
+        );
+    } else if days_left < request.warn_days {
+        line(
+            Verdict::Warning,
+            "validity",
+            format!(
+                "expires in {days_left} days ({}), within the {}-day warning window: renew it soon",
+                time_text(&leaf.validity().not_after),
+                request.warn_days
+            ),
+        );
+    } else {
+        line(
+            Verdict::Ok,
+            "validity",
+            format!(
+                "valid for {days_left} more days (until {})",
+                time_text(&leaf.validity().not_after)
+            ),
+        );
+    }
+
+    // The key: matches the certificate, and only its owner can read it.
+    if let Some(key) = request.key {
+        match crate::tls::load::certified_key(request.cert, key, &provider) {
+            Ok(_) => line(
+                Verdict::Ok,
+                "key",
+                format!("{} matches the certificate", key.display()),
+            ),
+            Err(error) => line(Verdict::Failure, "key", error.to_string()),
+        }
+        match crate::tls::load::key_permissions(key) {
+            Ok(()) => line(
+                Verdict::Ok,
+                "permissions",
+                format!("{} is readable by its owner only", key.display()),
+            ),
+            Err(error) => line(Verdict::Warning, "permissions", error.to_string()),
+        }
+    }
+
+    // Usage for the role.
+    if let Some(role) = request.role {
+        let wanted = if role == "client" {
+            "clientAuth"
+        } else {
+            "serverAuth"
+        };
+        match leaf.extended_key_usage() {
+            Ok(Some(eku)) => {
+                let fits = eku.value.any
+                    || if role == "client" {
+                        eku.value.client_auth
+                    } else {
+                        eku.value.server_auth
+                    };
+                if fits {
+                    line(
+                        Verdict::Ok,
+                        "usage",
+                        format!("its extended key usage allows {wanted}"),
+                    );
+                } else {
+                    line(Verdict::Failure, "usage", format!("its extended key usage does not allow {wanted}: it cannot be used as a TLS {role} certificate; issue one with {wanted}"));
+                }
+            }
+            _ => line(
+                Verdict::Ok,
+                "usage",
+                format!("no extended key usage, so {wanted} is allowed"),
+            ),
+        }
+    }
+
+    // The chain, to the CA, within the depth.
+    if let Some(ca) = request.ca {
+        let role = if request.role == Some("client") {
+            PeerRole::Client
+        } else {
+            PeerRole::Server
+        };
+        let verified = crate::tls::load::certificates(ca)
+            .map_err(|e| e.to_string())
+            .and_then(|roots| {
+                ChainVerifier::new(&roots, request.verify_depth, role, None, &provider)
+            })
+            .and_then(|verifier| {
+                verifier
+                    .verify(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
+                    .map_err(|rejection| rejection.to_string())
+            });
+        match verified {
+            Ok(()) => line(
+                Verdict::Ok,
+                "chain",
+                format!(
+                    "verifies to {} within depth {}",
+                    ca.display(),
+                    request.verify_depth
+                ),
+            ),
+            Err(reason) => line(Verdict::Failure, "chain", reason),
+        }
+    }
+
+    // The name clients will connect to.
+    if let Some(name) = request.name {
+        let covered = rustls::pki_types::ServerName::try_from(name)
+            .ok()
+            .zip(webpki::EndEntityCert::try_from(&chain[0]).ok())
+            .is_some_and(|(server_name, cert)| {
+                cert.verify_is_valid_for_subject_name(&server_name).is_ok()
+            });
+        if covered {
+            line(Verdict::Ok, "name", format!("covers \"{name}\""));
+        } else {
+            line(
+                Verdict::Failure,
+                "name",
+                format!(
+                    "does not cover \"{name}\"; it presents [{}]",
+                    presented_names(&chain[0]).join(", ")
+                ),
+            );
+        }
+    }
+    lines
+}

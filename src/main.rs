@@ -89,6 +89,30 @@ enum CertCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check a certificate (and key, CA, role, name) in plain words; exit 0 good, 1 warning, 2 failure.
+    Check {
+        /// The certificate, optionally followed by its intermediates.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key: must match and be readable by its owner only.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// CA bundle the chain must verify to.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// What the certificate is for: server or client (checks its extended key usage).
+        #[arg(long)]
+        role: Option<String>,
+        /// A host name the certificate must cover.
+        #[arg(long)]
+        name: Option<String>,
+        /// Warn when fewer days than this are left (default 30).
+        #[arg(long, default_value_t = 30)]
+        warn_days: i64,
+        /// Most intermediate CAs allowed in the chain, as --verify-depth (default 1).
+        #[arg(long, default_value_t = 1)]
+        verify_depth: u32,
+    },
     /// Convert certificates or a private key between PEM and DER (keys are written 0600).
     Convert {
         /// Input file; its format is detected.
@@ -484,6 +508,40 @@ fn cert_command(command: CertCommand) -> anyhow::Result<()> {
                 println!("{}", text.join("\n\n"));
             }
             Ok(())
+        }
+        CertCommand::Check {
+            cert,
+            key,
+            ca,
+            role,
+            name,
+            warn_days,
+            verify_depth,
+        } => {
+            if let Some(role) = role.as_deref() {
+                anyhow::ensure!(
+                    role == "server" || role == "client",
+                    "--role: unknown role \"{role}\": use server or client"
+                );
+            }
+            let lines = certtool::check(&certtool::CheckRequest {
+                cert: &cert,
+                key: key.as_deref(),
+                ca: ca.as_deref(),
+                role: role.as_deref(),
+                name: name.as_deref(),
+                warn_days,
+                verify_depth,
+            });
+            for line in &lines {
+                println!("{line}");
+            }
+            let worst = lines
+                .iter()
+                .map(|l| l.verdict)
+                .max()
+                .unwrap_or(certtool::Verdict::Ok);
+            std::process::exit(worst as i32);
         }
         CertCommand::Convert { input, output, to } => {
             let to = match to.as_deref() {

@@ -156,3 +156,140 @@ fn convert_writes_keys_0600_and_refuses_a_readable_target() {
     );
     assert_eq!(std::fs::read_to_string(&exposed).unwrap(), "old");
 }
+
+/// Runs `cert check` and returns (exit code, output).
+fn check(args: &[&str]) -> (i32, String) {
+    let mut all = vec!["cert", "check"];
+    all.extend_from_slice(args);
+    run_to_exit(&all)
+}
+
+#[test]
+fn check_passes_a_good_certificate_with_exit_0() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let p = |n: &str| files.path(n).to_string_lossy().into_owned();
+    let (code, output) = check(&[
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--ca",
+        &p("ca.pem"),
+        "--role",
+        "server",
+        "--name",
+        "localhost",
+    ]);
+    assert_eq!(code, 0, "{output}");
+    for expected in [
+        "ok    key",
+        "ok    permissions",
+        "ok    usage",
+        "ok    chain",
+        "ok    name",
+        "ok    validity",
+    ] {
+        assert!(output.contains(expected), "{expected:?} in:\n{output}");
+    }
+}
+
+#[test]
+fn check_fails_with_exit_2_naming_each_broken_thing() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let p = |n: &str| files.path(n).to_string_lossy().into_owned();
+    // Mismatched key.
+    let (code, output) = check(&["--cert", &p("server.pem"), "--key", &p("client.key")]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("FAIL  key") && output.contains("does not match certificate"),
+        "{output}"
+    );
+    // Expired.
+    let old = pki
+        .ca
+        .leaf(&LeafSpec::new("old", Usage::Server).validity(
+            time::macros::datetime!(2020-01-01 0:00 UTC),
+            time::macros::datetime!(2021-01-01 0:00 UTC),
+        ))
+        .unwrap();
+    let old = files.write("old.pem", &old.cert_pem);
+    let (code, output) = check(&["--cert", &old]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("FAIL  validity") && output.contains("expired 2021-01-01 00:00:00 UTC"),
+        "{output}"
+    );
+    // Wrong issuer.
+    let stranger = certgate::pki::Authority::root("stranger CA", KeyType::EcdsaP256).unwrap();
+    let foreign = files.write(
+        "foreign.pem",
+        stranger
+            .leaf(&LeafSpec::new("x", Usage::Server))
+            .unwrap()
+            .cert_pem,
+    );
+    let (code, output) = check(&["--cert", &foreign, "--ca", &p("ca.pem")]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("FAIL  chain")
+            && output.contains("unknown issuer")
+            && output.contains("CN=stranger CA"),
+        "{output}"
+    );
+    // Missing intermediate.
+    let intermediate = pki.ca.intermediate("issuing CA").unwrap();
+    let leaf_only = files.write(
+        "leaf-only.pem",
+        intermediate
+            .leaf(&LeafSpec::new("y", Usage::Server))
+            .unwrap()
+            .cert_pem,
+    );
+    let (code, output) = check(&["--cert", &leaf_only, "--ca", &p("ca.pem")]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("unknown issuer") && output.contains("CN=issuing CA"),
+        "{output}"
+    );
+    // Wrong extended key usage for the role.
+    let (code, output) = check(&["--cert", &p("server.pem"), "--role", "client"]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("FAIL  usage") && output.contains("does not allow clientAuth"),
+        "{output}"
+    );
+    // A name it does not cover.
+    let (code, output) = check(&["--cert", &p("server.pem"), "--name", "api.example.com"]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains(
+            "does not cover \"api.example.com\"; it presents [DNS:localhost, IP:127.0.0.1]"
+        ),
+        "{output}"
+    );
+}
+
+#[test]
+fn check_warns_with_exit_1_about_expiry_windows_and_readable_keys() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let p = |n: &str| files.path(n).to_string_lossy().into_owned();
+    let (code, output) = check(&["--cert", &p("server.pem"), "--warn-days", "120"]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("WARN  validity") && output.contains("within the 120-day warning window"),
+        "{output}"
+    );
+    std::fs::set_permissions(p("server.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, output) = check(&["--cert", &p("server.pem"), "--key", &p("server.key")]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("WARN  permissions") && output.contains("mode 0644"),
+        "{output}"
+    );
+}

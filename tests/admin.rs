@@ -40,25 +40,8 @@ fn admin_address(process: &Certgate) -> SocketAddr {
 
 /// Server mode with an admin listener, in front of `backend`.
 fn server_with_admin(files: &Files, backend: &str) -> Certgate {
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
     Certgate::start_with(
-        &[
-            "server",
-            "--name",
-            "edge",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            backend,
-            "--cert",
-            &p("server.pem"),
-            "--key",
-            &p("server.key"),
-            "--client-ca",
-            &p("ca.pem"),
-            "--admin",
-            "127.0.0.1:0",
-        ],
+        &server_mode_args(files, backend, &["--admin", "127.0.0.1:0"]),
         2,
     )
 }
@@ -79,10 +62,7 @@ async fn metrics_count_requests_handshakes_and_certificate_expiry() {
     pki.write(&files);
     let backend = spawn_echo().await;
     let server = server_with_admin(&files, &backend.to_string());
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     for _ in 0..3 {
         assert_eq!(
             https_get(edge(&server), client.clone(), "/", &[])

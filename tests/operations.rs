@@ -10,10 +10,7 @@ use support::*;
 
 /// The leaf certificate server mode presents to a new connection.
 async fn presented_certificate(server: &Certgate, pki: &TestPki) -> Vec<u8> {
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(client)
         .connect(
@@ -56,10 +53,7 @@ async fn certificate_written_in_place_is_served_to_new_connections() {
         pki.server.cert_der
     );
     // A connection opened before the rotation, kept alive across it.
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let mut sender = keep_alive(server.addr(), client).await;
     assert_eq!(sender.send_request(get("/")).await.unwrap().status(), 200);
 
@@ -153,17 +147,9 @@ async fn broken_certificate_keeps_the_old_one_serving_and_says_why() {
         presented_certificate(&server, &pki).await,
         pki.server.cert_der
     );
-    let answer = https_get(
-        server.addr(),
-        tls_client(
-            &pki.ca.issued.cert_pem,
-            Some((&pki.client.cert_pem, &pki.client.key_pem)),
-        ),
-        "/",
-        &[],
-    )
-    .await
-    .unwrap();
+    let answer = https_get(server.addr(), pki.client_config(), "/", &[])
+        .await
+        .unwrap();
     assert_eq!(answer.status, 200);
 
     // Finishing the job makes the new pair live.
@@ -242,27 +228,13 @@ async fn sigterm_lets_an_open_request_finish_and_exits_zero() {
             });
         }
     });
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let server = Certgate::start(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
+    let server = Certgate::start(&server_mode_args(
+        &files,
         &backend.to_string(),
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-        "--shutdown-timeout",
-        "10",
-    ]);
+        &["--shutdown-timeout", "10"],
+    ));
     let address = server.addr();
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let slow = tokio::spawn(async move { https_get(address, client, "/slow", &[]).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
     let pid = server.pid();
@@ -352,10 +324,7 @@ async fn json_access_log_records_each_request_with_its_client_certificate() {
         ],
     )
     .await;
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let answer = https_get(
         server.addr(),
         client,
@@ -399,10 +368,7 @@ async fn combined_access_log_is_nginx_combined_on_stdout() {
     let pki = TestPki::new();
     pki.write(&files);
     let server = start_server_mode(&files, &["--access-log", "combined"]).await;
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let answer = https_get(
         server.addr(),
         client,
@@ -496,10 +462,7 @@ async fn sighup_applies_a_changed_config_and_keeps_unchanged_listeners_connectio
     let server = Certgate::start_with(&["run", "--config", &config], 2);
 
     // A keep-alive connection to edge-a, open across the reload.
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let mut sender = keep_alive(SocketAddr::from(([127, 0, 0, 1], port_a)), client.clone()).await;
     assert_eq!(
         sender.send_request(get("/before")).await.unwrap().status(),
@@ -587,27 +550,13 @@ async fn requests_still_open_after_the_shutdown_timeout_are_closed_and_exit_is_z
             held.push(stream);
         }
     });
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let server = Certgate::start(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
+    let server = Certgate::start(&server_mode_args(
+        &files,
         &backend.to_string(),
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-        "--shutdown-timeout",
-        "1",
-    ]);
+        &["--shutdown-timeout", "1"],
+    ));
     let address = server.addr();
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let stuck = tokio::spawn(async move { https_get(address, client, "/stuck", &[]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -650,10 +599,7 @@ async fn a_config_reload_that_cannot_bind_keeps_the_old_listeners() {
         "SIGHUP: refused",
         &format!("cannot listen on 127.0.0.1:{taken_port}"),
     ]);
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     let answer = https_get(SocketAddr::from(([127, 0, 0, 1], port)), client, "/", &[])
         .await
         .unwrap();

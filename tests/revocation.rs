@@ -44,10 +44,7 @@ async fn revoked_client_is_refused_with_its_serial_and_others_pass() {
         "CN=revoked-client",
     ]);
 
-    let good = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let good = pki.client_config();
     assert_eq!(
         https_get(server.addr(), good, "/", &[])
             .await
@@ -144,10 +141,7 @@ async fn expired_crl_is_reported_and_refuses_by_default() {
         "expired at",
         "refused until it is renewed",
     ]);
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let client = pki.client_config();
     assert!(https_get(server.addr(), client, "/", &[]).await.is_err());
     server.wait_for_log(&["TLS handshake with", "the CRL for this chain expired at"]);
 }
@@ -171,10 +165,7 @@ async fn expired_crl_can_be_allowed() {
     let crl = files.write("stale.crl", stale);
     let server = start_server_mode(&files, &["--crl", &crl, "--crl-expired", "allow"]).await;
     server.wait_for_log(&["WARN", "expired at", "still checked against it"]);
-    let good = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let good = pki.client_config();
     assert_eq!(
         https_get(server.addr(), good, "/", &[])
             .await
@@ -323,10 +314,7 @@ async fn ocsp_response_is_stapled_for_clients_that_ask() {
             .unwrap(),
         seen: seen.clone(),
     };
-    let base = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let base = pki.client_config();
     let mut config = (*base).clone();
     config
         .dangerous()

@@ -55,10 +55,7 @@ async fn backend_receives_nginx_escaped_client_cert_through_both_modes() {
 #[tokio::test]
 async fn forged_identity_headers_never_reach_the_backend() {
     let seed = seed(&[]).await;
-    let client = tls_client(
-        &seed.pki.ca.issued.cert_pem,
-        Some((&seed.pki.client.cert_pem, &seed.pki.client.key_pem)),
-    );
+    let client = seed.pki.client_config();
     let answer = https_get(
         seed.server_a.addr(),
         client,
@@ -267,25 +264,9 @@ async fn server_mode_forwards_to_a_unix_socket_backend() {
             });
         }
     });
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
     let upstream = format!("unix:{}", socket.display());
-    let server = Certgate::start(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-    ]);
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let server = Certgate::start(&server_mode_args(&files, &upstream, &[]));
+    let client = pki.client_config();
     let answer = https_get(server.addr(), client, "/", &[]).await.unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
@@ -315,21 +296,11 @@ async fn client_mode_presents_a_chain_with_its_intermediate() {
     let backend = spawn_echo().await;
     let p = |name: &str| files.path(name).to_string_lossy().into_owned();
     let backend_url = format!("http://{backend}");
-    let server_a = Certgate::start(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
+    let server_a = Certgate::start(&server_mode_args(
+        &files,
         &backend_url,
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-        "--verify-depth",
-        "2",
-    ]);
+        &["--verify-depth", "2"],
+    ));
     let upstream = format!("https://localhost:{}", server_a.addr().port());
     let proxy_b = Certgate::start(&[
         "client",
@@ -374,11 +345,7 @@ async fn plain_http_to_the_tls_port_is_logged_and_harms_nobody() {
 #[tokio::test]
 async fn http2_clients_are_served_and_their_cookies_joined_for_the_backend() {
     let seed = seed(&[]).await;
-    let mut config = (*tls_client(
-        &seed.pki.ca.issued.cert_pem,
-        Some((&seed.pki.client.cert_pem, &seed.pki.client.key_pem)),
-    ))
-    .clone();
+    let mut config = (*seed.pki.client_config()).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let stream = tokio::net::TcpStream::connect(seed.server_a.addr())
         .await

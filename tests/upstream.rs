@@ -268,24 +268,8 @@ async fn server_mode_backend_down_answers_502() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let server = Certgate::start(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &closed.to_string(),
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-    ]);
-    let client = tls_client(
-        &pki.ca.issued.cert_pem,
-        Some((&pki.client.cert_pem, &pki.client.key_pem)),
-    );
+    let server = Certgate::start(&server_mode_args(&files, &closed.to_string(), &[]));
+    let client = pki.client_config();
     let answer = https_get(server.addr(), client, "/", &[]).await.unwrap();
     assert_eq!(answer.status, 502);
     assert!(

@@ -71,6 +71,14 @@ impl TestPki {
         TestPki { ca, server, client }
     }
 
+    /// A rustls client trusting the CA and presenting the client certificate.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        tls_client(
+            &self.ca.issued.cert_pem,
+            Some((&self.client.cert_pem, &self.client.key_pem)),
+        )
+    }
+
     /// Writes ca.pem, server.pem, server.key, client.pem, client.key.
     pub fn write(&self, files: &Files) {
         files.write("ca.pem", &self.ca.issued.cert_pem);
@@ -115,7 +123,7 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
 
 impl Certgate {
     /// Starts `certgate ARGS` and waits until `listeners` listeners are bound.
-    pub fn start_with(args: &[&str], listeners: usize) -> Certgate {
+    pub fn start_with<S: AsRef<std::ffi::OsStr>>(args: &[S], listeners: usize) -> Certgate {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info,certgate=debug")
@@ -160,7 +168,7 @@ impl Certgate {
         }
     }
 
-    pub fn start(args: &[&str]) -> Certgate {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Certgate {
         Certgate::start_with(args, 1)
     }
 
@@ -452,12 +460,10 @@ impl CountingUpstream {
     }
 }
 
-/// Server mode (named "edge") in front of a fresh echo backend, using the `TestPki` files
-/// already written to `files`, plus `extra` flags.
-pub async fn start_server_mode(files: &Files, extra: &[&str]) -> Certgate {
-    let backend = spawn_echo().await;
+/// The arguments of server mode (named "edge") towards `upstream`, using the `TestPki` files
+/// in `files`, plus `extra` flags.
+pub fn server_mode_args(files: &Files, upstream: &str, extra: &[&str]) -> Vec<String> {
     let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let backend_url = format!("http://{backend}");
     let mut args: Vec<String> = [
         "server",
         "--name",
@@ -465,7 +471,7 @@ pub async fn start_server_mode(files: &Files, extra: &[&str]) -> Certgate {
         "--listen",
         "127.0.0.1:0",
         "--upstream",
-        &backend_url,
+        upstream,
         "--cert",
         &p("server.pem"),
         "--key",
@@ -477,7 +483,18 @@ pub async fn start_server_mode(files: &Files, extra: &[&str]) -> Certgate {
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    args
+}
+
+/// Server mode (named "edge") in front of a fresh echo backend, using the `TestPki` files
+/// already written to `files`, plus `extra` flags.
+pub async fn start_server_mode(files: &Files, extra: &[&str]) -> Certgate {
+    let backend = spawn_echo().await;
+    Certgate::start(&server_mode_args(
+        files,
+        &format!("http://{backend}"),
+        extra,
+    ))
 }
 
 /// Every value of a header in an echo answer, in order.

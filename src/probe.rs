@@ -1,0 +1,749 @@
+//! `certgate probe HOST:PORT`: what `openssl s_client` is used for in the seed, made readable.
+//!
+//! The probe completes the handshake whatever it thinks of the server's certificate (as
+//! s_client does), so that one run can report everything at once: the server's chain and
+//! whether it verifies, what the server asks of clients, and whether our certificate was
+//! accepted. When something fails, the last line is one sentence naming the cause and the
+//! fix, built from what the handshake revealed (the CA names the server accepts, our own
+//! certificate's issuer, validity and usage) rather than from the bare TLS alert.
+
+use crate::certtool::{CheckLine, Verdict};
+use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
+use crate::tls::identity::{distinguished_name, lowercase_hex};
+use crate::tls::verify::{format_time, ChainRejection, ChainVerifier, PeerRole};
+use crate::tls::{load, protocol_name};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{AlertDescription, DigitallySignedStruct, SignatureScheme};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use x509_parser::prelude::*;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS 1.3 probe waits for the server's verdict on our certificate: a refusal
+/// arrives as an alert, an acceptance as session tickets, both right after our Finished.
+const VERDICT_WAIT: Duration = Duration::from_secs(1);
+
+/// What to probe and with what.
+pub struct ProbeRequest {
+    /// `HOST:PORT`.
+    pub target: String,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// The name to send (SNI) and to check the server's certificate against; default HOST.
+    pub server_name: Option<String>,
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    pub verify_depth: u32,
+    /// Send `GET PATH` after the handshake and report the response.
+    pub get: Option<String>,
+}
+
+/// The report, a line per finding; the exit code is the worst verdict.
+#[derive(Default)]
+pub struct Report {
+    pub lines: Vec<CheckLine>,
+}
+
+impl Report {
+    fn push(&mut self, verdict: Verdict, check: &'static str, words: impl Into<String>) {
+        self.lines.push(CheckLine {
+            verdict,
+            check,
+            words: words.into(),
+        });
+    }
+
+    pub fn worst(&self) -> Verdict {
+        self.lines
+            .iter()
+            .map(|l| l.verdict)
+            .max()
+            .unwrap_or(Verdict::Ok)
+    }
+}
+
+/// Our own client certificate, as far as the diagnosis needs it.
+struct OurCertificate {
+    key: Arc<CertifiedKey>,
+    subject: String,
+    /// Issuer of each certificate we send, leaf first.
+    issuers: Vec<String>,
+    not_before: i64,
+    not_after: i64,
+    /// The extended key usages when the extension is present and lacks clientAuth.
+    wrong_usage: Option<String>,
+}
+
+impl OurCertificate {
+    fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<Self, String> {
+        let key = load::certified_key(cert, key, provider).map_err(|e| e.to_string())?;
+        let mut issuers = Vec::new();
+        let mut leaf = None;
+        for der in &key.cert {
+            let (_, parsed) = X509Certificate::from_der(der)
+                .map_err(|e| format!("{}: certificate does not parse: {e}", cert.display()))?;
+            issuers.push(distinguished_name(parsed.issuer()));
+            if leaf.is_none() {
+                leaf = Some(parsed);
+            }
+        }
+        let leaf = leaf.ok_or_else(|| format!("{}: no certificate", cert.display()))?;
+        let wrong_usage = match leaf.extended_key_usage() {
+            Ok(Some(eku)) if !eku.value.client_auth && !eku.value.any => {
+                Some(if eku.value.server_auth {
+                    "serverAuth only".to_string()
+                } else {
+                    "no clientAuth".to_string()
+                })
+            }
+            _ => None,
+        };
+        Ok(OurCertificate {
+            subject: distinguished_name(leaf.subject()),
+            not_before: leaf.validity().not_before.timestamp(),
+            not_after: leaf.validity().not_after.timestamp(),
+            wrong_usage,
+            issuers,
+            key: key.clone(),
+        })
+    }
+
+    /// Why a server would refuse this certificate, judged locally; None when nothing is
+    /// visibly wrong with it.
+    fn visible_problem(&self, accepted: &[String]) -> Option<String> {
+        let now = UnixTime::now().as_secs() as i64;
+        if now > self.not_after {
+            return Some(format!(
+                "our certificate \"{}\" expired {}: renew it",
+                self.subject,
+                format_time(UnixTime::since_unix_epoch(Duration::from_secs(
+                    self.not_after as u64
+                )))
+            ));
+        }
+        if now < self.not_before {
+            return Some(format!(
+                "our certificate \"{}\" is not valid until {}: check the clocks, or wait",
+                self.subject,
+                format_time(UnixTime::since_unix_epoch(Duration::from_secs(
+                    self.not_before.max(0) as u64
+                )))
+            ));
+        }
+        if let Some(usage) = &self.wrong_usage {
+            return Some(format!(
+                "our certificate \"{}\" is not for client authentication (extended key usage: {usage}): issue one with clientAuth",
+                self.subject
+            ));
+        }
+        let trusted = self.issuers.iter().any(|issuer| accepted.contains(issuer));
+        if !accepted.is_empty() && !trusted {
+            let mut sentence = format!(
+                "the server does not trust the issuer of our certificate (\"{}\"); it accepts certificates issued by: {}",
+                self.issuers[0],
+                quoted_list(accepted)
+            );
+            if self.issuers.len() == 1 {
+                sentence.push_str(
+                    "; if our issuer is an intermediate of one of those, append it to the --cert file",
+                );
+            } else {
+                sentence.push_str("; get a certificate from one of those CAs");
+            }
+            return Some(sentence);
+        }
+        None
+    }
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the handshake revealed, recorded by the verifier and the certificate resolver.
+#[derive(Default)]
+struct Observed {
+    server_chain: Vec<CertificateDer<'static>>,
+    /// None when no CA was given to verify against.
+    server_verdict: Option<Result<(), ChainRejection>>,
+    /// Some when the server asked for a client certificate: the CA names it listed.
+    requested: Option<Vec<String>>,
+}
+
+/// Accepts any server certificate at the TLS level, after recording it and our verdict on it.
+#[derive(Debug)]
+struct RecordingVerifier {
+    chain: Option<ChainVerifier>,
+    observed: Arc<Mutex<ObservedCell>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+/// `Observed` behind the Debug bound rustls puts on verifiers.
+#[derive(Default)]
+struct ObservedCell(Observed);
+
+impl std::fmt::Debug for ObservedCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observed")
+    }
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.chain.as_ref().map(|chain| {
+            chain.verify(end_entity, intermediates, now)?;
+            chain.verify_name(end_entity, server_name)
+        });
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        observed.0.server_chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        observed.0.server_verdict = verdict;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Records the server's certificate request and answers it with our certificate, if any.
+#[derive(Debug)]
+struct RecordingResolver {
+    ours: Option<Arc<CertifiedKey>>,
+    observed: Arc<Mutex<ObservedCell>>,
+}
+
+impl ResolvesClientCert for RecordingResolver {
+    fn resolve(&self, hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        let names = hints.iter().map(|der| ca_name(der)).collect();
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        observed.0.requested = Some(names);
+        self.ours.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        // Claiming a certificate even without one makes rustls ask `resolve`, which is how
+        // we learn that the server requested one.
+        true
+    }
+}
+
+/// A CA name from a CertificateRequest, as DER of an X.500 Name.
+fn ca_name(der: &[u8]) -> String {
+    match X509Name::from_der(der) {
+        Ok((_, name)) => distinguished_name(&name),
+        Err(_) => format!("(unparsable name {})", lowercase_hex(der)),
+    }
+}
+
+/// Splits `HOST:PORT` (`[v6]:PORT` too) into the host to name and the address to dial.
+fn host_of(target: &str) -> Result<String, String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("\"{target}\": give HOST:PORT, for example localhost:443"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("\"{target}\": \"{port}\" is not a port number"))?;
+    Ok(host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string())
+}
+
+/// Runs the probe and reports what it found.
+pub async fn probe(request: &ProbeRequest) -> Report {
+    let mut report = Report::default();
+    if let Err(sentence) = run(request, &mut report).await {
+        report.push(Verdict::Failure, "diagnosis", sentence);
+    }
+    report
+}
+
+async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let host = host_of(&request.target)?;
+    let name_text = request.server_name.clone().unwrap_or(host);
+    let server_name = ServerName::try_from(name_text.clone())
+        .map_err(|_| format!("\"{name_text}\" is not a valid server name"))?;
+
+    let ours = match (&request.cert, &request.key) {
+        (Some(cert), Some(key)) => Some(OurCertificate::load(cert, key, &provider)?),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together: give both or neither".into()),
+    };
+    let chain = match &request.ca {
+        Some(path) => {
+            let cas = load::certificates(path).map_err(|e| e.to_string())?;
+            Some(
+                ChainVerifier::new(
+                    &cas,
+                    request.verify_depth,
+                    PeerRole::Server,
+                    None,
+                    &provider,
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+
+    let observed = Arc::new(Mutex::new(ObservedCell::default()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&request.versions)
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
+            chain,
+            observed: observed.clone(),
+            algorithms: provider.signature_verification_algorithms,
+        }))
+        .with_client_cert_resolver(Arc::new(RecordingResolver {
+            ours: ours.as_ref().map(|o| o.key.clone()),
+            observed: observed.clone(),
+        }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+
+    let tcp = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(&request.target),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(format!(
+                "no answer from {} within {}s: a firewall drops the packets, or the host is down",
+                request.target,
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(error)) => return Err(connect_failure(&request.target, &error)),
+        Ok(Ok(tcp)) => tcp,
+    };
+    let peer = tcp
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| request.target.clone());
+    report.push(
+        Verdict::Ok,
+        "connect",
+        format!("connected to {peer}, server name \"{name_text}\""),
+    );
+
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp)).await;
+    let take = |observed: &Arc<Mutex<ObservedCell>>| {
+        std::mem::take(&mut observed.lock().unwrap_or_else(|e| e.into_inner()).0)
+    };
+    let mut stream = match handshake {
+        Err(_) => {
+            report_observed(report, &take(&observed), ours.as_ref());
+            return Err(format!(
+                "the TLS handshake did not finish within {}s: is {} a TLS port?",
+                HANDSHAKE_TIMEOUT.as_secs(),
+                request.target
+            ));
+        }
+        Ok(Err(error)) => {
+            let seen = take(&observed);
+            report_observed(report, &seen, ours.as_ref());
+            return Err(handshake_failure(&error, &seen, ours.as_ref(), request));
+        }
+        Ok(Ok(stream)) => stream,
+    };
+
+    let tls13 = {
+        let connection = stream.get_ref().1;
+        let version = connection.protocol_version();
+        let suite = connection
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
+        let group = connection
+            .negotiated_key_exchange_group()
+            .map(|g| format!("{:?}", g.name()))
+            .unwrap_or_else(|| "-".into());
+        let alpn = connection
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_else(|| "none".into());
+        let version_name = version.map(protocol_name).unwrap_or("unknown");
+        report.push(
+            Verdict::Ok,
+            "tls",
+            format!("{version_name}, cipher {suite}, key exchange {group}, ALPN {alpn}"),
+        );
+        version == Some(rustls::ProtocolVersion::TLSv1_3)
+    };
+
+    // In TLS 1.3 the server judges our certificate after our Finished: wait for its verdict.
+    let refusal = if tls13 {
+        await_verdict(&mut stream).await
+    } else {
+        None
+    };
+    let seen = take(&observed);
+    report_observed(report, &seen, ours.as_ref());
+    if let Some(error) = refusal {
+        return Err(handshake_failure(&error, &seen, ours.as_ref(), request));
+    }
+    if seen.requested.is_some() {
+        let tickets = stream.get_ref().1.tls13_tickets_received();
+        let words = match &ours {
+            Some(_) if tls13 && tickets == 0 => {
+                "no refusal within 1s (the server sent no session ticket to confirm acceptance)"
+            }
+            Some(_) => "our certificate was accepted",
+            None => "none sent, and the server accepted the handshake without one",
+        };
+        report.push(Verdict::Ok, "client cert", words);
+    }
+
+    if let Some(path) = &request.get {
+        if matches!(seen.server_verdict, Some(Err(_))) {
+            report.push(
+                Verdict::Failure,
+                "http",
+                format!("GET {path} not sent: the server's certificate did not verify"),
+            );
+        } else {
+            http_get(stream, path, &name_text, report).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads briefly after a TLS 1.3 handshake: an alert means our certificate was refused.
+async fn await_verdict(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Option<std::io::Error> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + VERDICT_WAIT;
+    let mut buf = [0u8; 1024];
+    while tokio::time::Instant::now() < deadline {
+        // Tickets are processed inside the read; once one has come the server is content.
+        if stream.get_ref().1.tls13_tickets_received() > 0 {
+            return None;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) => {
+                return Some(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection right after the handshake",
+                ))
+            }
+            Ok(Ok(_)) => return None,
+            Ok(Err(error)) => return Some(error),
+        }
+    }
+    None
+}
+
+/// Lines for the server's chain, its verification, and the server's certificate request.
+fn report_observed(report: &mut Report, seen: &Observed, ours: Option<&OurCertificate>) {
+    let now = UnixTime::now().as_secs() as i64;
+    for (index, der) in seen.server_chain.iter().enumerate() {
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            report.push(
+                Verdict::Warning,
+                "server chain",
+                format!("{index}: does not parse"),
+            );
+            continue;
+        };
+        let not_after = cert.validity().not_after.timestamp();
+        report.push(
+            Verdict::Ok,
+            "server chain",
+            format!(
+                "{index}: \"{}\" issued by \"{}\", valid until {} ({} days left)",
+                distinguished_name(cert.subject()),
+                distinguished_name(cert.issuer()),
+                format_time(UnixTime::since_unix_epoch(Duration::from_secs(
+                    not_after.max(0) as u64
+                ))),
+                (not_after - now).div_euclid(86_400)
+            ),
+        );
+    }
+    match &seen.server_verdict {
+        _ if seen.server_chain.is_empty() => {}
+        None => report.push(
+            Verdict::Warning,
+            "server cert",
+            "not verified: give --ca FILE with the CA that should have issued it",
+        ),
+        Some(Ok(())) => report.push(
+            Verdict::Ok,
+            "server cert",
+            "verified against --ca, and it covers the server name",
+        ),
+        Some(Err(rejection)) => report.push(
+            Verdict::Failure,
+            "server cert",
+            format!("NOT trusted: {}", server_rejection_advice(rejection)),
+        ),
+    }
+    match (&seen.requested, ours) {
+        (None, _) if seen.server_chain.is_empty() => {}
+        (None, Some(_)) => report.push(
+            Verdict::Warning,
+            "client cert",
+            "the server did not ask for a client certificate, so ours was not sent",
+        ),
+        (None, None) => report.push(
+            Verdict::Ok,
+            "client cert",
+            "the server did not ask for a client certificate",
+        ),
+        (Some(names), ours) => {
+            let accepted = if names.is_empty() {
+                "it lists no CA names".to_string()
+            } else {
+                format!("it accepts certificates issued by: {}", quoted_list(names))
+            };
+            let sent = match ours {
+                Some(ours) => format!(
+                    "sent \"{}\" (issued by \"{}\")",
+                    ours.subject, ours.issuers[0]
+                ),
+                None => "none sent (no --cert)".to_string(),
+            };
+            report.push(
+                Verdict::Ok,
+                "client cert",
+                format!("requested; {accepted}; {sent}"),
+            );
+        }
+    }
+}
+
+fn server_rejection_advice(rejection: &ChainRejection) -> String {
+    match rejection {
+        ChainRejection::NameMismatch { .. } => {
+            format!("{rejection}; connect by a name it covers, or check another with --server-name")
+        }
+        ChainRejection::TooDeep { .. } => {
+            format!("{rejection}; raise --verify-depth if this chain is expected")
+        }
+        _ => rejection.to_string(),
+    }
+}
+
+fn connect_failure(target: &str, error: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match error.kind() {
+        K::ConnectionRefused => {
+            format!("cannot connect to {target}: connection refused, nothing listens on that port")
+        }
+        K::TimedOut => format!("cannot connect to {target}: timed out"),
+        _ if error.to_string().contains("lookup") || error.to_string().contains("resolve") => {
+            format!("cannot resolve the host of {target}: {error}")
+        }
+        _ => format!("cannot connect to {target}: {error}"),
+    }
+}
+
+/// One sentence naming the cause of a failed handshake (or of a refusal read after it).
+fn handshake_failure(
+    error: &std::io::Error,
+    seen: &Observed,
+    ours: Option<&OurCertificate>,
+    request: &ProbeRequest,
+) -> String {
+    let Some(tls) = find_rustls_error(error) else {
+        return match find_io_kind(error) {
+            Some(std::io::ErrorKind::UnexpectedEof) | Some(std::io::ErrorKind::ConnectionReset) => {
+                match (&seen.requested, ours) {
+                    (Some(_), None) => "the server closed the connection after asking for a client certificate that we did not send: pass --cert and --key".into(),
+                    (Some(names), Some(ours)) => ours.visible_problem(names).unwrap_or_else(|| {
+                        "the server closed the connection after receiving our certificate, without saying why: its log has the reason".into()
+                    }),
+                    (None, _) => "the server closed the connection during the handshake without a TLS alert: it may not speak TLS on this port, or refuses our TLS versions; its log has the reason".into(),
+                }
+            }
+            _ => format!("the connection failed: {error}"),
+        };
+    };
+    let requested = seen.requested.as_deref();
+    match tls {
+        rustls::Error::AlertReceived(alert) => {
+            let alert = *alert;
+            let about_our_cert = matches!(
+                alert,
+                AlertDescription::CertificateRequired
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::UnsupportedCertificate
+                    | AlertDescription::CertificateRevoked
+                    | AlertDescription::CertificateExpired
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::UnknownCA
+                    | AlertDescription::AccessDenied
+                    | AlertDescription::DecryptError
+            ) || (alert == AlertDescription::HandshakeFailure
+                && requested.is_some());
+            match (requested, ours) {
+                (Some(names), None) if about_our_cert => {
+                    let from = if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" issued by one of: {}", quoted_list(names))
+                    };
+                    format!(
+                        "the server requires a client certificate and we sent none: pass --cert and --key with a certificate{from}"
+                    )
+                }
+                (Some(names), Some(ours)) if about_our_cert => {
+                    match ours.visible_problem(names) {
+                        Some(problem) => format!("the server refused our certificate: {problem}"),
+                        None if alert == AlertDescription::CertificateRevoked => format!(
+                            "the server refused our certificate \"{}\" as revoked: get a new one",
+                            ours.subject
+                        ),
+                        None => format!(
+                            "the server refused our certificate \"{}\" (alert {alert:?}) although it is valid and its issuer's name is one the server accepts: the server's log has the reason (an allow rule, a CRL, the chain depth, or another CA that carries the same name)",
+                            ours.subject
+                        ),
+                    }
+                }
+                _ if alert == AlertDescription::ProtocolVersion => {
+                    format!(
+                        "the server does not accept {}: try the other version, or none to let the two sides agree",
+                        versions_text(&request.versions)
+                    )
+                }
+                _ if alert == AlertDescription::HandshakeFailure => {
+                    "the server refused the handshake (alert HandshakeFailure): no cipher suite, group or version in common; its log names which".into()
+                }
+                _ => tls_error(tls),
+            }
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => format!(
+            "{} did not answer with TLS: it is probably a plain-HTTP port (try curl http://{})",
+            request.target, request.target
+        ),
+        rustls::Error::PeerIncompatible(_) => format!(
+            "{}; we offered {}",
+            tls_error(tls),
+            versions_text(&request.versions)
+        ),
+        _ => tls_error(tls),
+    }
+}
+
+fn versions_text(versions: &[&'static rustls::SupportedProtocolVersion]) -> String {
+    versions
+        .iter()
+        .map(|v| protocol_name(v.version))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Sends `GET PATH` over the probed connection and reports the status and headers.
+async fn http_get(
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    path: &str,
+    host: &str,
+    report: &mut Report,
+) -> Result<(), String> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(stream);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, "certgate-probe")
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("--get {path}: {e}"))?;
+    let exchange = async {
+        let response = if h2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(connection);
+            sender.send_request(request).await?
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(connection);
+            sender.send_request(request).await?
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((parts, body.len()))
+    };
+    let (parts, body_len) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Err(_) => {
+            return Err(format!(
+                "GET {path}: no response within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(error)) => {
+            return Err(match find_rustls_error(&error) {
+                Some(tls) => format!("GET {path} failed: {}", tls_error(tls)),
+                None => format!("GET {path} failed: {error}"),
+            })
+        }
+        Ok(Ok(response)) => response,
+    };
+    let verdict = if parts.status.is_server_error() {
+        Verdict::Warning
+    } else {
+        Verdict::Ok
+    };
+    report.push(
+        verdict,
+        "http",
+        format!("GET {path} -> {} ({body_len} bytes of body)", parts.status),
+    );
+    for (name, value) in &parts.headers {
+        report.push(
+            Verdict::Ok,
+            "http",
+            format!("  {name}: {}", String::from_utf8_lossy(value.as_bytes())),
+        );
+    }
+    Ok(())
+}

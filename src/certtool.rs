@@ -203,6 +203,15 @@ pub enum Encoding {
     Der,
 }
 
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Pem => "PEM",
+            Encoding::Der => "DER",
+        }
+    }
+}
+
 fn is_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
@@ -245,9 +254,10 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
         std::fs::write(output, out)
             .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
         return Ok(format!(
-            "wrote {} certificate(s) to {} as {to:?}",
+            "wrote {} certificate(s) to {} as {}",
             certs.len(),
-            output.display()
+            output.display(),
+            to.name()
         ));
     }
     let key = match from {
@@ -281,8 +291,9 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
     };
     write_private(output, &out)?;
     Ok(format!(
-        "wrote the private key to {} as {to:?}, mode 0600",
-        output.display()
+        "wrote the private key to {} as {}, mode 0600",
+        output.display(),
+        to.name()
     ))
 }
 

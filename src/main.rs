@@ -67,7 +67,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Certificate tools: inspect, convert.
+    /// Certificate tools: inspect, check, convert.
     #[command(subcommand)]
     Cert(CertCommand),
     /// A small local CA for development and tests: init, issue.

@@ -166,8 +166,8 @@ fn issue_honours_key_type_usage_names_and_days() {
             "serverAuth"
         };
         for expected in [
-            format!("subject      CN={name},O=certgate test PKI"),
-            "issuer       CN=team CA,O=certgate test PKI".to_string(),
+            format!("subject      CN={name},O=certgate development PKI"),
+            "issuer       CN=team CA,O=certgate development PKI".to_string(),
             format!("names        DNS:{name}, URI:spiffe://example.org/svc"),
             format!("key          {words}"),
             format!("ext. usage   {eku}"),

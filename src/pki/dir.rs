@@ -9,6 +9,8 @@ use crate::certtool::write_private;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
+/// The subject O of a development CA and of everything it issues.
+const ORGANIZATION: &str = "certgate development PKI";
 const ROOT: (&str, &str) = ("ca.crt", "ca.key");
 const INTERMEDIATE: (&str, &str) = ("intermediate.crt", "intermediate.key");
 
@@ -80,8 +82,13 @@ pub fn init(request: &InitRequest<'_>) -> Result<Vec<String>, String> {
         .create(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let error = |e: rcgen::Error| format!("cannot make the CA: {e}");
-    let root = Authority::root_for_days(request.common_name, request.key_type, request.days)
-        .map_err(error)?;
+    let root = Authority::root_for_days(
+        ORGANIZATION,
+        request.common_name,
+        request.key_type,
+        request.days,
+    )
+    .map_err(error)?;
     let mut made = vec![(
         &files[0],
         root.issued.clone(),

@@ -81,7 +81,12 @@ pub struct Issued {
 pub struct Authority {
     pub issued: Issued,
     issuer: Issuer<'static, KeyPair>,
+    /// The subject O of this CA, carried into everything it issues.
+    organization: String,
 }
+
+/// The organization of the throwaway authorities of the demo and the tests.
+pub const TEST_ORGANIZATION: &str = "certgate test PKI";
 
 /// The description of a leaf certificate to issue.
 #[derive(Clone, Debug)]
@@ -135,9 +140,9 @@ impl LeafSpec {
     }
 }
 
-fn distinguished_name(common_name: &str) -> DistinguishedName {
+fn distinguished_name(organization: &str, common_name: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
-    name.push(DnType::OrganizationName, "certgate test PKI");
+    name.push(DnType::OrganizationName, organization);
     name.push(DnType::CommonName, common_name);
     name
 }
@@ -151,10 +156,10 @@ fn issued(cert: &rcgen::Certificate, key: &KeyPair) -> Issued {
     }
 }
 
-fn ca_params(common_name: &str, days: i64) -> CertificateParams {
+fn ca_params(organization: &str, common_name: &str, days: i64) -> CertificateParams {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(common_name);
+    params.distinguished_name = distinguished_name(organization, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = now - Duration::hours(1);
@@ -165,21 +170,23 @@ fn ca_params(common_name: &str, days: i64) -> CertificateParams {
 impl Authority {
     /// A new self-signed root CA, valid for a year.
     pub fn root(common_name: &str, key_type: KeyType) -> Result<Self, rcgen::Error> {
-        Self::root_for_days(common_name, key_type, 365)
+        Self::root_for_days(TEST_ORGANIZATION, common_name, key_type, 365)
     }
 
     /// A new self-signed root CA valid for `days`.
     pub fn root_for_days(
+        organization: &str,
         common_name: &str,
         key_type: KeyType,
         days: i64,
     ) -> Result<Self, rcgen::Error> {
-        let params = ca_params(common_name, days);
+        let params = ca_params(organization, common_name, days);
         let key = key_type.generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Authority {
             issued: issued(&cert, &key),
             issuer: Issuer::new(params, key),
+            organization: organization.to_string(),
         })
     }
 
@@ -195,12 +202,13 @@ impl Authority {
         key_type: KeyType,
         days: i64,
     ) -> Result<Authority, rcgen::Error> {
-        let params = ca_params(common_name, days);
+        let params = ca_params(&self.organization, common_name, days);
         let key = key_type.generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Authority {
             issued: issued(&cert, &key),
             issuer: Issuer::new(params, key),
+            organization: self.organization.clone(),
         })
     }
 
@@ -220,15 +228,26 @@ impl Authority {
             key_pem: key.serialize_pem(),
             key_der: key.serialize_der(),
         };
+        let organization = parsed
+            .subject()
+            .iter_organization()
+            .next()
+            .and_then(|o| o.as_str().ok())
+            .unwrap_or(TEST_ORGANIZATION)
+            .to_string();
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|e| format!("the CA certificate: {e}"))?;
-        Ok(Authority { issued, issuer })
+        Ok(Authority {
+            issued,
+            issuer,
+            organization,
+        })
     }
 
     /// A leaf (end-entity) certificate signed by this CA.
     pub fn leaf(&self, spec: &LeafSpec) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(&spec.common_name);
+        params.distinguished_name = distinguished_name(&self.organization, &spec.common_name);
         if let Some(unit) = &spec.org_unit {
             params
                 .distinguished_name

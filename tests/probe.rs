@@ -295,28 +295,53 @@ async fn without_a_ca_the_server_certificate_is_a_warning() {
     }
 }
 
+/// A rustls server that speaks TLS 1.3 only and completes handshakes (no HTTP needed).
+async fn tls13_only_rustls_server(pki: &TestPki) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let config = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(pki.server.cert_der.clone())],
+            PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move { acceptor.accept(stream).await });
+        }
+    });
+    address
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protocol_version_the_server_refuses_is_named() {
-    let (files, pki) = (Files::new(), TestPki::new());
-    pki.write(&files);
-    let target = start(
-        Server::CertgateServerMode,
-        &files,
-        &pki,
-        &["--min-tls-version", "TLSv1.3"],
-    )
-    .await;
-    let ca = files.path("ca.pem").to_string_lossy().into_owned();
-    let (code, output) = probe(
-        &target.address.to_string(),
-        &["--ca", &ca, "--server-name", "localhost", "--tls1.2"],
-    )
-    .await;
-    assert_eq!(code, 2, "{output}");
-    assert!(
-        diagnosis(&output).contains("the server does not accept TLSv1.2"),
-        "{output}"
-    );
+    for server in SERVERS {
+        let (files, pki) = (Files::new(), TestPki::new());
+        pki.write(&files);
+        let (address, _certgate) = match server {
+            Server::CertgateServerMode => {
+                let certgate = start_server_mode(&files, &["--min-tls-version", "TLSv1.3"]).await;
+                (certgate.addr(), Some(certgate))
+            }
+            Server::PlainRustls => (tls13_only_rustls_server(&pki).await, None),
+        };
+        let ca = files.path("ca.pem").to_string_lossy().into_owned();
+        let (code, output) = probe(
+            &address.to_string(),
+            &["--ca", &ca, "--server-name", "localhost", "--tls1.2"],
+        )
+        .await;
+        assert_eq!(code, 2, "{server:?}:\n{output}");
+        assert!(
+            diagnosis(&output).contains("the server does not accept TLSv1.2"),
+            "{server:?}:\n{output}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

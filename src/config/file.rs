@@ -240,6 +240,9 @@ mod tests {
         let super::super::ModeConfig::Client(client) = &config.listeners[0].mode else {
             panic!("client mode expected");
         };
-        assert_eq!(client.ca.value, Path::new("/etc/certgate/ca.pem"));
+        assert_eq!(
+            client.ca.as_ref().unwrap().value,
+            Path::new("/etc/certgate/ca.pem")
+        );
     }
 }

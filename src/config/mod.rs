@@ -184,6 +184,9 @@ pub const KEYS: &[&str] = &[
     "strict_key_permissions",
     "session_reuse",
     "http2",
+    "verify_upstream",
+    "send_sni",
+    "default_headers",
     "set_header",
     "client_cert_format",
     "xfcc_mode",
@@ -440,7 +443,8 @@ pub struct ServerListener {
 pub struct ClientListener {
     /// The client certificate (leaf first, then intermediates) and its key, if any.
     pub identity: Option<(Located<PathBuf>, Located<PathBuf>)>,
-    pub ca: Located<PathBuf>,
+    /// The CA bundle the upstream must chain to; None only with `verify_upstream = false`.
+    pub ca: Option<Located<PathBuf>>,
     /// `host:port` of the upstream, used to connect.
     pub upstream_authority: String,
     /// The `Host` header sent by default: the host, with the port unless it is 443.
@@ -449,6 +453,8 @@ pub struct ClientListener {
     pub server_name: ServerName<'static>,
     pub session_reuse: bool,
     pub http2: bool,
+    /// Send the server name in the handshake (SNI); nginx's `proxy_ssl_server_name`.
+    pub send_sni: bool,
     pub revocation: Revocation,
     /// What the upstream's certificate must also match (DNS, URI/SPIFFE, CN, pins).
     pub upstream_rules: AccessRules,
@@ -477,6 +483,8 @@ pub struct ListenerConfig {
     pub verify_depth: u32,
     pub strict_key_permissions: bool,
     pub header_rules: Vec<HeaderRule>,
+    /// Add the mode's default headers (X-Forwarded-For, X-Real-IP, ...); nginx adds none.
+    pub default_headers: bool,
 }
 
 impl ListenerConfig {
@@ -509,7 +517,7 @@ impl ListenerConfig {
                     files.push(&cert.value);
                     files.push(&key.value);
                 }
-                files.push(&client.ca.value);
+                files.extend(client.ca.iter().map(|ca| ca.value.as_path()));
                 files.extend(client.revocation.crls.iter().map(|f| f.value.as_path()));
             }
         }
@@ -989,6 +997,7 @@ fn validate_listener(
     let strict_key_permissions = spec.flag("strict_key_permissions", false)?;
     let tls = tls_params(&mut spec, warnings)?;
     let header_rules = header_rules(&mut spec)?;
+    let default_headers = spec.flag("default_headers", true)?;
     let upstream = spec.required_text("upstream", "where to forward requests")?;
 
     let mode = match mode {
@@ -999,6 +1008,8 @@ fn validate_listener(
             )?;
             spec.refuse("server_name", "'server_name' is for client mode")?;
             spec.refuse("session_reuse", "'session_reuse' is for client mode")?;
+            spec.refuse("verify_upstream", "'verify_upstream' is for client mode")?;
+            spec.refuse("send_sni", "'send_sni' is for client mode")?;
             spec.refuse(
                 "http2",
                 "'http2' is for client mode (server mode offers HTTP/2 through ALPN)",
@@ -1138,19 +1149,31 @@ fn validate_listener(
                     ))
                 }
             };
+            let verify_origin = spec.origin_of(&["verify_upstream"]);
+            let verify_upstream = spec.flag("verify_upstream", true)?;
+            let ca = spec.path("ca")?;
+            if verify_upstream && ca.is_none() {
+                return Err(spec.missing(
+                    "ca",
+                    "the CA bundle that the upstream certificate must chain to",
+                ));
+            }
+            if let Some(origin) = verify_origin.filter(|_| !verify_upstream) {
+                warnings.push(format!(
+                    "{origin}: the upstream's certificate is not verified: anyone who can intercept the connection to {} can pose as it and read the traffic; set a CA and verify it",
+                    value
+                ));
+            }
+            let send_sni = spec.flag("send_sni", true)?;
             ModeConfig::Client(Box::new(ClientListener {
                 identity,
-                ca: spec.path("ca")?.ok_or_else(|| {
-                    spec.missing(
-                        "ca",
-                        "the CA bundle that the upstream certificate must chain to",
-                    )
-                })?,
+                ca: ca.filter(|_| verify_upstream),
                 upstream_host_header: host_header(&host, port),
                 upstream_authority: join_host_port(&host, port),
                 server_name: server_name.to_owned(),
                 session_reuse: spec.flag("session_reuse", true)?,
                 http2: spec.flag("http2", true)?,
+                send_sni,
                 revocation,
                 upstream_rules,
             }))
@@ -1164,6 +1187,7 @@ fn validate_listener(
         verify_depth,
         strict_key_permissions,
         header_rules,
+        default_headers,
     })
 }
 

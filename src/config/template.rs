@@ -16,6 +16,8 @@ pub enum Variable {
     /// `$http_<name>`: an inbound request header, `_` standing for `-`.
     Http(HeaderName),
     ProxyAddXForwardedFor,
+    /// nginx's `$ssl_client_cert`, rendered as a valid single-line header (see `from_name`).
+    SslClientCert,
     SslClientEscapedCert,
     SslClientSDn,
     SslClientIDn,
@@ -35,9 +37,12 @@ impl Variable {
             "scheme" => Variable::Scheme,
             "request_uri" => Variable::RequestUri,
             "proxy_add_x_forwarded_for" => Variable::ProxyAddXForwardedFor,
-            // nginx's `$ssl_client_cert` is the deprecated multi-line PEM that strict HTTP
-            // parsers reject; certgate always sends the escaped single-line form.
-            "ssl_client_escaped_cert" | "ssl_client_cert" => Variable::SslClientEscapedCert,
+            // nginx sends `$ssl_client_cert` as PEM folded over several header lines
+            // (obs-fold), which strict HTTP parsers reject. RFC 9112 tells a recipient to
+            // replace each fold with a space, so certgate sends what a lenient backend behind
+            // nginx already sees: the PEM lines joined by single spaces, on one line.
+            "ssl_client_cert" => Variable::SslClientCert,
+            "ssl_client_escaped_cert" => Variable::SslClientEscapedCert,
             "ssl_client_s_dn" => Variable::SslClientSDn,
             "ssl_client_i_dn" => Variable::SslClientIDn,
             "ssl_client_serial" => Variable::SslClientSerial,
@@ -57,7 +62,8 @@ impl Variable {
     pub fn is_client_identity(&self) -> bool {
         matches!(
             self,
-            Variable::SslClientEscapedCert
+            Variable::SslClientCert
+                | Variable::SslClientEscapedCert
                 | Variable::SslClientSDn
                 | Variable::SslClientIDn
                 | Variable::SslClientSerial
@@ -80,7 +86,7 @@ pub struct Template {
 }
 
 const KNOWN: &str = "$host, $remote_addr, $remote_port, $scheme, $request_uri, $http_<name>, \
-$proxy_add_x_forwarded_for, $ssl_client_escaped_cert, $ssl_client_s_dn, $ssl_client_i_dn, \
+$proxy_add_x_forwarded_for, $ssl_client_cert, $ssl_client_escaped_cert, $ssl_client_s_dn, $ssl_client_i_dn, \
 $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_verify, $ssl_protocol, $ssl_cipher";
 
 impl Template {

@@ -137,6 +137,11 @@ impl HeaderEdits {
                 "http",
             ),
         };
+        let defaults = if listener.default_headers {
+            defaults
+        } else {
+            Vec::new()
+        };
         let mut rules: Vec<HeaderRule> = defaults
             .into_iter()
             .filter(|d| !listener.header_rules.iter().any(|r| r.name == d.name))
@@ -318,6 +323,12 @@ impl HeaderEdits {
             }
             Variable::SslClientEscapedCert => {
                 text(out, peer.map(|p| p.escaped_pem.as_str()).unwrap_or(""))
+            }
+            Variable::SslClientCert => {
+                if let Some(peer) = peer {
+                    let pem = crate::tls::identity::pem_encode(&peer.leaf);
+                    text(out, &pem.lines().collect::<Vec<_>>().join(" "));
+                }
             }
             Variable::SslClientSDn => text(out, peer.map(|p| p.subject_dn.as_str()).unwrap_or("")),
             Variable::SslClientIDn => text(out, peer.map(|p| p.issuer_dn.as_str()).unwrap_or("")),

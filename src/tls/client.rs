@@ -32,21 +32,22 @@ pub fn build(
     warnings: &mut Vec<String>,
 ) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
     let provider = provider(&listener.tls);
-    let ca_certs = at(&client.ca, load::certificates(&client.ca.value))?;
     let revocation = load_revocation(&client.revocation, warnings)?;
-    let chain = ChainVerifier::new(
-        &ca_certs,
-        listener.verify_depth,
-        PeerRole::Server,
-        revocation,
-        &provider,
-    )
-    .map_err(|e| {
-        ConfigError::at(
-            &client.ca.origin,
-            format!("{}: {e}", client.ca.value.display()),
-        )
-    })?;
+    let chain = match &client.ca {
+        Some(ca) => {
+            let ca_certs = at(ca, load::certificates(&ca.value))?;
+            let verifier = ChainVerifier::new(
+                &ca_certs,
+                listener.verify_depth,
+                PeerRole::Server,
+                revocation,
+                &provider,
+            )
+            .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?;
+            Some(verifier)
+        }
+        None => None,
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&listener.tls.versions)
         .map_err(|e| ConfigError::general(format!("listener '{}': {e}", listener.name)))?
@@ -54,6 +55,7 @@ pub fn build(
         .with_custom_certificate_verifier(Arc::new(UpstreamCertPolicy {
             chain,
             rules: client.upstream_rules.clone(),
+            algorithms: provider.signature_verification_algorithms,
         }));
     let mut config = match &client.identity {
         Some((cert, key)) => {
@@ -68,6 +70,7 @@ pub fn build(
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    config.enable_sni = client.send_sni;
     config.resumption = if client.session_reuse {
         rustls::client::Resumption::in_memory_sessions(SESSION_CACHE_SIZE)
     } else {

@@ -161,7 +161,7 @@ pub fn certificates_of(config: &crate::config::ListenerConfig) -> Vec<Certificat
                     .iter()
                     .map(|(cert, _)| ("client", cert.value.as_path(), true)),
             );
-            files.push(("ca", &client.ca.value, false));
+            files.extend(client.ca.iter().map(|ca| ("ca", ca.value.as_path(), false)));
         }
     }
     let mut infos = Vec::new();

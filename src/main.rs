@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use certgate::access_log::{AccessLog, AccessLogFormat};
-use certgate::config::{Config, ListenerSpec, Origin, SpecValue};
+use certgate::config::{Config, Format, ListenerSpec, Origin, SpecValue};
 use certgate::metrics::Telemetry;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -55,17 +55,28 @@ enum Command {
     Server(ServerArgs),
     /// Client mode (the seed's proxy B): accept plain HTTP locally, forward over mTLS.
     Client(ClientArgs),
-    /// Run every listener of a TOML config file.
+    /// Run every listener of a config file: TOML ([[listener]] tables) or nginx syntax.
     Run {
-        /// The config file ([[listener]] tables).
+        /// The config file.
         #[arg(long)]
         config: PathBuf,
+        /// Its syntax: toml or nginx (default: told from the content).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Validate a config file and every file it names, without binding ports (like nginx -t).
     Check {
         /// The config file to check.
         #[arg(long)]
         config: PathBuf,
+        /// Its syntax: toml or nginx (default: told from the content).
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Print the native TOML config equivalent to an nginx config, comments included.
+    ConvertNginx {
+        /// The nginx config file (includes are followed).
+        file: PathBuf,
     },
     /// Certificate tools: inspect, check, convert.
     #[command(subcommand)]
@@ -482,8 +493,12 @@ async fn stop_signal() {
 }
 
 /// Re-reads the `run` config after SIGHUP and moves to it, or says why not.
-async fn reload_config(running: &mut certgate::Running, path: &std::path::Path) {
-    let applied = match certgate::config::load_file(path) {
+async fn reload_config(
+    running: &mut certgate::Running,
+    path: &std::path::Path,
+    format: Option<Format>,
+) {
+    let applied = match certgate::config::load_file(path, format) {
         Ok(config) => running.apply(&config).await,
         Err(error) => Err(error),
     };
@@ -505,7 +520,7 @@ async fn reload_config(running: &mut certgate::Running, path: &std::path::Path) 
 
 async fn serve(
     config: Config,
-    config_path: Option<&std::path::Path>,
+    config_path: Option<(&std::path::Path, Option<Format>)>,
     process: &Process,
 ) -> anyhow::Result<()> {
     let drain_timeout = process.drain_timeout;
@@ -562,8 +577,8 @@ async fn serve(
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: re-reading certificate files");
                 running.reload();
-                if let Some(path) = config_path {
-                    reload_config(&mut running, path).await;
+                if let Some((path, format)) = config_path {
+                    reload_config(&mut running, path, format).await;
                 }
             }
         }
@@ -640,6 +655,15 @@ fn cert_command(command: CertCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+fn config_format(name: Option<&str>) -> anyhow::Result<Option<Format>> {
+    match name {
+        None => Ok(None),
+        Some("toml") => Ok(Some(Format::Toml)),
+        Some("nginx") => Ok(Some(Format::Nginx)),
+        Some(other) => anyhow::bail!("--format: unknown format \"{other}\": use toml or nginx"),
     }
 }
 
@@ -758,11 +782,24 @@ async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
     match command {
         Command::Server(args) => serve(server_config(args)?, None, &process).await,
         Command::Client(args) => serve(client_config(args)?, None, &process).await,
-        Command::Run { config: path } => {
-            serve(certgate::config::load_file(&path)?, Some(&path), &process).await
+        Command::Run {
+            config: path,
+            format,
+        } => {
+            let format = config_format(format.as_deref())?;
+            let config = certgate::config::load_file(&path, format)?;
+            serve(config, Some((&path, format)), &process).await
         }
-        Command::Check { config: path } => {
-            let config = certgate::config::load_file(&path)?;
+        Command::ConvertNginx { file } => {
+            let translation = certgate::config::nginx::translate_file(&file)?;
+            print!("{}", certgate::config::nginx::to_toml(&translation));
+            Ok(())
+        }
+        Command::Check {
+            config: path,
+            format,
+        } => {
+            let config = certgate::config::load_file(&path, config_format(format.as_deref())?)?;
             let (_, warnings) = certgate::prepare(&config, &Telemetry::new())?;
             for warning in &warnings {
                 println!("warning: {warning}");

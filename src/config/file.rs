@@ -15,13 +15,10 @@
 //!
 //! The file is walked with its spans kept, so an error points at the line of the key.
 
-use super::{resolve_relative, Config, ConfigError, ListenerSpec, Origin, SpecValue};
+use super::{resolve_relative, Config, ConfigError, ListenerSpec, Origin, SpecValue, PATH_KEYS};
 use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
-
-/// Keys whose string values are file paths, resolved against the config file's directory.
-const PATH_KEYS: &[&str] = &["cert", "key", "client_ca", "ca", "crl", "ocsp_response"];
 
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {

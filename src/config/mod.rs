@@ -6,6 +6,7 @@
 
 pub mod ciphers;
 mod file;
+pub mod nginx;
 pub mod template;
 
 use crate::access::{parse_pin, AccessRules, DnsPattern, UriPattern};
@@ -19,7 +20,36 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use template::Template;
 
-pub use file::load_file;
+/// Keys whose string values are file paths, resolved against the config file's directory.
+pub(crate) const PATH_KEYS: &[&str] = &["cert", "key", "client_ca", "ca", "crl", "ocsp_response"];
+
+/// The syntax of a config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Nginx,
+}
+
+/// Reads and validates a config file, in `format` or (None) the one its content shows.
+pub fn load_file(path: &Path, format: Option<Format>) -> Result<Config, ConfigError> {
+    let format = match format {
+        Some(format) => format,
+        None => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::general(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            if nginx::looks_like_nginx(&text) {
+                Format::Nginx
+            } else {
+                Format::Toml
+            }
+        }
+    };
+    match format {
+        Format::Toml => file::load_file(path),
+        Format::Nginx => nginx::load(path),
+    }
+}
 
 /// Where a configuration value came from.
 #[derive(Clone, PartialEq, Eq)]
@@ -29,6 +59,12 @@ pub enum Origin {
         path: PathBuf,
         line: usize,
         key: String,
+    },
+    /// An nginx directive.
+    Directive {
+        path: PathBuf,
+        line: usize,
+        name: String,
     },
     Default,
 }
@@ -40,6 +76,9 @@ impl fmt::Debug for Origin {
         match self {
             Origin::Flag(flag) => write!(f, "Flag({flag})"),
             Origin::File { path, key, .. } => write!(f, "File({}, {key})", path.display()),
+            Origin::Directive { path, name, .. } => {
+                write!(f, "Directive({}, {name})", path.display())
+            }
             Origin::Default => write!(f, "Default"),
         }
     }
@@ -51,6 +90,9 @@ impl fmt::Display for Origin {
             Origin::Flag(flag) => write!(f, "{flag}"),
             Origin::File { path, line, key } => {
                 write!(f, "{}:{line}: key '{key}'", path.display())
+            }
+            Origin::Directive { path, line, name } => {
+                write!(f, "{}:{line}: {name}", path.display())
             }
             Origin::Default => write!(f, "default"),
         }
@@ -187,6 +229,8 @@ pub const KEYS: &[&str] = &[
     "verify_upstream",
     "send_sni",
     "default_headers",
+    "connect_timeout",
+    "session_tickets",
     "set_header",
     "client_cert_format",
     "xfcc_mode",
@@ -437,6 +481,8 @@ pub struct ServerListener {
     pub revocation: Revocation,
     /// A DER OCSP response stapled to our certificate.
     pub ocsp_response: Option<Located<PathBuf>>,
+    /// Issue TLS session tickets (nginx's `ssl_session_tickets`).
+    pub session_tickets: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -485,6 +531,8 @@ pub struct ListenerConfig {
     pub header_rules: Vec<HeaderRule>,
     /// Add the mode's default headers (X-Forwarded-For, X-Real-IP, ...); nginx adds none.
     pub default_headers: bool,
+    /// How long connecting to the upstream (TLS handshake included) may take.
+    pub connect_timeout: std::time::Duration,
 }
 
 impl ListenerConfig {
@@ -998,6 +1046,27 @@ fn validate_listener(
     let tls = tls_params(&mut spec, warnings)?;
     let header_rules = header_rules(&mut spec)?;
     let default_headers = spec.flag("default_headers", true)?;
+    let connect_timeout = match spec.take("connect_timeout") {
+        None => DEFAULT_CONNECT_TIMEOUT,
+        Some(Located {
+            value: SpecValue::Integer(seconds),
+            origin,
+        }) => u64::try_from(seconds)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| ConfigError::at(&origin, "connect_timeout must be a positive number of seconds"))?,
+        Some(Located {
+            value: SpecValue::Text(text),
+            origin,
+        }) => parse_duration(&text).ok_or_else(|| {
+            ConfigError::at(
+                &origin,
+                format!("bad duration \"{text}\": use seconds, or a number with ms, s, m or h (5s, 500ms)"),
+            )
+        })?,
+        Some(other) => return Err(ConfigError::at(&other.origin, "expected a duration such as \"5s\"")),
+    };
     let upstream = spec.required_text("upstream", "where to forward requests")?;
 
     let mode = match mode {
@@ -1010,6 +1079,7 @@ fn validate_listener(
             spec.refuse("session_reuse", "'session_reuse' is for client mode")?;
             spec.refuse("verify_upstream", "'verify_upstream' is for client mode")?;
             spec.refuse("send_sni", "'send_sni' is for client mode")?;
+            let session_tickets = spec.flag("session_tickets", true)?;
             spec.refuse(
                 "http2",
                 "'http2' is for client mode (server mode offers HTTP/2 through ALPN)",
@@ -1072,6 +1142,7 @@ fn validate_listener(
                 routes,
                 revocation,
                 ocsp_response,
+                session_tickets,
                 cert: spec
                     .path("cert")?
                     .ok_or_else(|| spec.missing("cert", "the server certificate"))?,
@@ -1089,6 +1160,7 @@ fn validate_listener(
                 "'client_ca' is for server mode; client mode verifies the upstream with 'ca'",
             )?;
             spec.refuse("verify_client", "'verify_client' is for server mode")?;
+            spec.refuse("session_tickets", "'session_tickets' is for server mode")?;
             for key in [
                 "client_cert_format",
                 "xfcc_mode",
@@ -1188,7 +1260,30 @@ fn validate_listener(
         strict_key_permissions,
         header_rules,
         default_headers,
+        connect_timeout,
     })
+}
+
+/// How long certgate waits for an upstream connection unless told otherwise.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// nginx's time syntax, the forms config files use: `500ms`, `5s`, `1m`, `1h`, or `30`
+/// (seconds).
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => number,
+        "" | "s" => number.checked_mul(1000)?,
+        "m" => number.checked_mul(60_000)?,
+        "h" => number.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    (millis > 0).then(|| std::time::Duration::from_millis(millis))
 }
 
 /// A path from a config file is relative to the file's directory, as nginx's are to its prefix.

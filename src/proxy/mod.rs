@@ -149,13 +149,18 @@ impl Upstream {
         }
     }
 
-    fn plain(upstream: &HttpUpstream, metrics: &Arc<Metrics>, listener: &str) -> Upstream {
+    fn plain(
+        upstream: &HttpUpstream,
+        timeout: std::time::Duration,
+        metrics: &Arc<Metrics>,
+        listener: &str,
+    ) -> Upstream {
         let authority = match upstream {
             HttpUpstream::Tcp { authority } => authority.as_str(),
             HttpUpstream::Unix(_) => "unix-socket",
         };
         Upstream::new(
-            Connector::plain(upstream, metrics.clone(), listener),
+            Connector::plain(upstream, timeout, metrics.clone(), listener),
             Scheme::HTTP,
             authority,
             upstream.to_string(),
@@ -227,6 +232,7 @@ impl Proxy {
                         &client.upstream_authority,
                         client.server_name.clone(),
                         tls,
+                        listener.connect_timeout,
                         metrics.clone(),
                         name,
                     ),
@@ -237,7 +243,7 @@ impl Proxy {
                 Vec::new(),
             ),
             (ModeConfig::Server(server), _) => (
-                Upstream::plain(&server.upstream, metrics, name),
+                Upstream::plain(&server.upstream, listener.connect_timeout, metrics, name),
                 server
                     .routes
                     .iter()
@@ -247,7 +253,7 @@ impl Proxy {
                         upstream: route
                             .upstream
                             .as_ref()
-                            .map(|u| Upstream::plain(u, metrics, name)),
+                            .map(|u| Upstream::plain(u, listener.connect_timeout, metrics, name)),
                     })
                     .collect(),
             ),

@@ -20,9 +20,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-/// How long a TCP connect (plus TLS handshake) to the upstream may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The transport of one upstream connection.
 enum Transport {
     Tcp(TcpStream),
@@ -105,6 +102,8 @@ impl AsyncWrite for UpstreamStream {
 #[derive(Clone)]
 pub struct Connector {
     target: Target,
+    /// How long a connection (and its TLS handshake) may take.
+    timeout: Duration,
     metrics: Arc<Metrics>,
     listener: ListenerLabel,
 }
@@ -125,7 +124,12 @@ enum Target {
 }
 
 impl Connector {
-    pub fn plain(upstream: &HttpUpstream, metrics: Arc<Metrics>, listener: &str) -> Connector {
+    pub fn plain(
+        upstream: &HttpUpstream,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        listener: &str,
+    ) -> Connector {
         let target = match upstream {
             HttpUpstream::Tcp { authority } => Target::Tcp {
                 authority: authority.clone(),
@@ -134,6 +138,7 @@ impl Connector {
         };
         Connector {
             target,
+            timeout,
             metrics,
             listener: Metrics::listener(listener),
         }
@@ -143,6 +148,7 @@ impl Connector {
         authority: &str,
         server_name: ServerName<'static>,
         config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
         metrics: Arc<Metrics>,
         listener: &str,
     ) -> Connector {
@@ -153,6 +159,7 @@ impl Connector {
         };
         Connector {
             target,
+            timeout,
             metrics,
             listener: Metrics::listener(listener),
         }
@@ -213,11 +220,12 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let connector = self.clone();
         Box::pin(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect()).await {
+            let timeout = connector.timeout;
+            match tokio::time::timeout(timeout, connector.connect()).await {
                 Ok(result) => result,
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("no connection within {}s", CONNECT_TIMEOUT.as_secs()),
+                    format!("no connection within {timeout:?}"),
                 )),
             }
         })

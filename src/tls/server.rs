@@ -88,9 +88,11 @@ impl ServerTls {
         let mut config = builder.with_cert_resolver(Arc::new(FixedCertificate(identity)));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
-            ConfigError::general(format!("cannot create TLS session ticketer: {e}"))
-        })?;
+        if server.session_tickets {
+            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
+                ConfigError::general(format!("cannot create TLS session ticketer: {e}"))
+            })?;
+        }
         Ok(ServerTls {
             config: Arc::new(config),
             policy,

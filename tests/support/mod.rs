@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod nginx;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_certgate");
 
 /// A temporary directory for one test's certificates, keys and configs.

@@ -156,6 +156,20 @@ impl Lexer<'_> {
     }
 }
 
+/// Directives that take a `{ }` block; every other one ends with `;`.
+const BLOCK_DIRECTIVES: &[&str] = &[
+    "http",
+    "events",
+    "location",
+    "upstream",
+    "if",
+    "types",
+    "map",
+    "geo",
+    "stream",
+    "limit_except",
+];
+
 /// How deep `include` may nest before it is taken for a loop.
 const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -240,6 +254,20 @@ fn parse_block(
                 }
                 let name = words.remove(0);
                 let args = std::mem::take(&mut words);
+                // `server` is a block in http and a line in upstream: either is fine here.
+                let takes_block = BLOCK_DIRECTIVES.contains(&name.as_str());
+                if token == Token::Open && !takes_block && name != "server" {
+                    return Err(ConfigError::general(format!(
+                        "{}:{line}: directive \"{name}\" is not terminated by \";\"",
+                        file.display()
+                    )));
+                }
+                if token == Token::Semicolon && takes_block && name != "server" {
+                    return Err(ConfigError::general(format!(
+                        "{}:{line}: directive \"{name}\" has no opening \"{{\"",
+                        file.display()
+                    )));
+                }
                 let block = if token == Token::Open {
                     Some(parse_block(lexer, file, base, depth, true)?)
                 } else {
@@ -277,7 +305,11 @@ fn parse_block(
 }
 
 /// Expands `include PATTERN;` (relative to the main config's directory, as nginx does).
-fn include(directive: &Directive, base: &Path, depth: usize) -> Result<Vec<Directive>, ConfigError> {
+fn include(
+    directive: &Directive,
+    base: &Path,
+    depth: usize,
+) -> Result<Vec<Directive>, ConfigError> {
     let [pattern] = directive.args.as_slice() else {
         return Err(directive.error("\"include\" takes one file name or pattern"));
     };
@@ -297,10 +329,7 @@ fn include(directive: &Directive, base: &Path, depth: usize) -> Result<Vec<Direc
         matches
     } else {
         if !full.exists() {
-            return Err(directive.error(format!(
-                "include: {} does not exist",
-                full.display()
-            )));
+            return Err(directive.error(format!("include: {} does not exist", full.display())));
         }
         vec![full]
     };
@@ -341,7 +370,10 @@ mod tests {
         assert_eq!(block[1].line, 4);
         assert_eq!(block[2].name, "if");
         assert_eq!(block[2].args, ["($http_x_ssl_cert)"]);
-        assert_eq!(block[2].block.as_ref().unwrap()[0].args[1], "$http_x_ssl_cert");
+        assert_eq!(
+            block[2].block.as_ref().unwrap()[0].args[1],
+            "$http_x_ssl_cert"
+        );
     }
 
     #[test]

@@ -1,0 +1,1148 @@
+//! nginx directives -> certgate listeners.
+//!
+//! Each `server` block becomes one listener per `listen` (server mode when it terminates TLS
+//! and proxies to `http://`, client mode when it listens in plain HTTP and proxies to
+//! `https://`). Settings are inherited http -> server -> location as nginx inherits them,
+//! `proxy_set_header` included (a level with any of its own inherits none), and nginx's
+//! defaults are written out where they differ from certgate's, so the result behaves as nginx
+//! does. The output keeps each setting's directive and comments, for errors and for
+//! `convert-nginx`.
+
+use super::parse::Directive;
+use crate::config::template::Template;
+use crate::config::{ConfigError, ListenerSpec, Origin, SpecValue};
+use std::collections::BTreeMap;
+
+/// One setting of a listener or route, with the directive it came from.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: &'static str,
+    pub value: SpecValue,
+    pub origin: Origin,
+    pub comments: Vec<String>,
+}
+
+/// A listener (or a route of one) as translated.
+#[derive(Clone, Debug, Default)]
+pub struct Section {
+    pub comments: Vec<String>,
+    pub origin: Option<Origin>,
+    pub entries: Vec<Entry>,
+    pub routes: Vec<Section>,
+}
+
+/// What a config translates to: listeners and the warnings to print at load.
+#[derive(Debug, Default)]
+pub struct Translation {
+    pub listeners: Vec<Section>,
+    pub warnings: Vec<String>,
+}
+
+impl Section {
+    fn push(&mut self, key: &'static str, value: SpecValue, from: &Directive) {
+        self.entries.push(Entry {
+            key,
+            value,
+            origin: origin(from),
+            comments: from.comments.clone(),
+        });
+    }
+
+    fn push_default(&mut self, key: &'static str, value: SpecValue, why: &str) {
+        self.entries.push(Entry {
+            key,
+            value,
+            origin: Origin::Default,
+            comments: vec![why.to_string()],
+        });
+    }
+
+    fn spec(&self, route: bool) -> Result<ListenerSpec, ConfigError> {
+        let origin = self.origin.clone().unwrap_or(Origin::Default);
+        let mut spec = if route {
+            ListenerSpec::route(origin)
+        } else {
+            ListenerSpec {
+                origin: Some(origin),
+                ..ListenerSpec::default()
+            }
+        };
+        for entry in &self.entries {
+            spec.set(entry.key, entry.origin.clone(), entry.value.clone())?;
+        }
+        if !self.routes.is_empty() {
+            let routes = self
+                .routes
+                .iter()
+                .map(|r| r.spec(true))
+                .collect::<Result<_, _>>()?;
+            spec.set("route", Origin::Default, SpecValue::Routes(routes))?;
+        }
+        Ok(spec)
+    }
+}
+
+impl Translation {
+    pub fn specs(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
+        self.listeners.iter().map(|l| l.spec(false)).collect()
+    }
+}
+
+fn origin(directive: &Directive) -> Origin {
+    Origin::Directive {
+        path: directive.file.as_ref().clone(),
+        line: directive.line,
+        name: directive.name.clone(),
+    }
+}
+
+/// Where a directive may appear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Context {
+    Main,
+    Http,
+    Server,
+    Location,
+}
+
+/// Settings read from http, server and location levels, inherited downwards.
+const SERVER_SETTINGS: &[&str] = &[
+    "ssl_certificate",
+    "ssl_certificate_key",
+    "ssl_client_certificate",
+    "ssl_trusted_certificate",
+    "ssl_verify_client",
+    "ssl_verify_depth",
+    "ssl_crl",
+    "ssl_protocols",
+    "ssl_ciphers",
+    "ssl_session_tickets",
+];
+
+const PROXY_SETTINGS: &[&str] = &[
+    "proxy_ssl_certificate",
+    "proxy_ssl_certificate_key",
+    "proxy_ssl_trusted_certificate",
+    "proxy_ssl_verify",
+    "proxy_ssl_verify_depth",
+    "proxy_ssl_session_reuse",
+    "proxy_ssl_protocols",
+    "proxy_ssl_ciphers",
+    "proxy_ssl_name",
+    "proxy_ssl_server_name",
+    "proxy_ssl_crl",
+    "proxy_http_version",
+    "proxy_connect_timeout",
+];
+
+/// Directives that change nothing certgate does, accepted with a warning that says so.
+const HARMLESS: &[(&str, &str)] = &[
+    (
+        "worker_processes",
+        "certgate sizes its worker threads to the CPUs",
+    ),
+    (
+        "worker_connections",
+        "certgate has no per-worker connection limit",
+    ),
+    (
+        "worker_rlimit_nofile",
+        "raise the limit with ulimit or systemd's LimitNOFILE",
+    ),
+    ("pid", "certgate writes no pid file"),
+    ("user", "run certgate as the user it should run as"),
+    (
+        "daemon",
+        "certgate stays in the foreground for its supervisor",
+    ),
+    ("master_process", "certgate is one process"),
+    ("multi_accept", "certgate's accept loop needs no tuning"),
+    ("use", "certgate uses epoll through tokio"),
+    ("accept_mutex", "certgate's accept loop needs no tuning"),
+    ("sendfile", "certgate serves no files"),
+    ("tcp_nopush", "certgate serves no files"),
+    ("tcp_nodelay", "certgate always sets TCP_NODELAY"),
+    (
+        "keepalive_timeout",
+        "certgate keeps client connections open while they are in use",
+    ),
+    (
+        "keepalive_requests",
+        "certgate does not cap requests per connection",
+    ),
+    ("types", "certgate serves no files"),
+    ("default_type", "certgate serves no files"),
+    ("types_hash_max_size", "certgate has no such table"),
+    ("types_hash_bucket_size", "certgate has no such table"),
+    (
+        "server_names_hash_bucket_size",
+        "certgate has no such table",
+    ),
+    ("server_names_hash_max_size", "certgate has no such table"),
+    (
+        "server_tokens",
+        "certgate adds no Server header to proxied responses",
+    ),
+    (
+        "log_format",
+        "certgate's access log formats are json and combined (--access-log)",
+    ),
+    ("charset", "certgate does not rewrite responses"),
+    ("gzip", "certgate does not compress responses"),
+    (
+        "ssl_prefer_server_ciphers",
+        "certgate always prefers its own cipher order",
+    ),
+    ("ssl_buffer_size", "rustls sizes its records itself"),
+    (
+        "ssl_session_cache",
+        "certgate keeps its own cache of 256 TLS sessions per listener",
+    ),
+    (
+        "ssl_session_timeout",
+        "certgate's TLS sessions and tickets live up to 6 hours",
+    ),
+    (
+        "proxy_buffering",
+        "certgate streams bodies without buffering them",
+    ),
+    (
+        "proxy_buffer_size",
+        "certgate streams bodies without buffering them",
+    ),
+    (
+        "proxy_buffers",
+        "certgate streams bodies without buffering them",
+    ),
+    (
+        "proxy_read_timeout",
+        "certgate waits for the upstream as long as the client stays connected",
+    ),
+    (
+        "proxy_send_timeout",
+        "certgate waits for the upstream as long as the client stays connected",
+    ),
+    (
+        "client_body_timeout",
+        "certgate waits for the body as long as the client stays connected",
+    ),
+];
+
+/// Settings and header rules in force at one level.
+#[derive(Clone, Default)]
+struct Scope<'a> {
+    settings: BTreeMap<&'a str, &'a Directive>,
+    headers: Vec<&'a Directive>,
+}
+
+fn args_count(d: &Directive, counts: std::ops::RangeInclusive<usize>) -> Result<(), ConfigError> {
+    if counts.contains(&d.args.len()) {
+        Ok(())
+    } else {
+        Err(d.error(format!(
+            "invalid number of arguments in \"{}\" directive",
+            d.name
+        )))
+    }
+}
+
+impl<'a> Scope<'a> {
+    /// The scope of a block inside this one: its own settings over the inherited ones.
+    fn enter(
+        &self,
+        block: &'a [Directive],
+        context: Context,
+        warnings: &mut Vec<String>,
+    ) -> Result<Scope<'a>, ConfigError> {
+        let mut scope = self.clone();
+        let mut own_headers = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for d in block {
+            let name = d.name.as_str();
+            let settings_here = match context {
+                Context::Main => false,
+                Context::Http | Context::Server => {
+                    SERVER_SETTINGS.contains(&name) || PROXY_SETTINGS.contains(&name)
+                }
+                Context::Location => PROXY_SETTINGS.contains(&name),
+            };
+            if settings_here {
+                if seen.contains(&name) {
+                    return Err(d.error(format!("\"{name}\" directive is duplicate")));
+                }
+                seen.push(name);
+                scope.settings.insert(name, d);
+            } else if name == "proxy_set_header" && context != Context::Main {
+                args_count(d, 2..=2)?;
+                Template::parse(&d.args[1])
+                    .map_err(|e| d.error(format!("proxy_set_header {}: {e}", d.args[0])))?;
+                own_headers.push(d);
+            } else if let Some((_, why)) = HARMLESS.iter().find(|(n, _)| *n == name) {
+                warnings.push(format!(
+                    "{}: \"{name}\" is accepted and ignored: {why}",
+                    d.place()
+                ));
+            } else if !structural(name, context) {
+                return Err(not_supported(d, context));
+            }
+        }
+        if !own_headers.is_empty() {
+            scope.headers = own_headers;
+        }
+        Ok(scope)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Directive> {
+        self.settings.get(name).copied()
+    }
+}
+
+/// Directives handled by the walk itself rather than as settings.
+fn structural(name: &str, context: Context) -> bool {
+    match context {
+        Context::Main => matches!(
+            name,
+            "http" | "events" | "server" | "upstream" | "error_log"
+        ),
+        Context::Http => matches!(
+            name,
+            "server" | "upstream" | "access_log" | "error_log" | "client_max_body_size"
+        ),
+        Context::Server => matches!(
+            name,
+            "listen"
+                | "server_name"
+                | "location"
+                | "access_log"
+                | "error_log"
+                | "client_max_body_size"
+                | "return"
+        ),
+        Context::Location => matches!(
+            name,
+            "proxy_pass" | "if" | "access_log" | "error_log" | "client_max_body_size" | "return"
+        ),
+    }
+}
+
+fn not_supported(d: &Directive, context: Context) -> ConfigError {
+    let known = SERVER_SETTINGS
+        .iter()
+        .chain(PROXY_SETTINGS)
+        .any(|n| *n == d.name)
+        || ["server", "location", "listen", "proxy_pass", "upstream"].contains(&d.name.as_str());
+    if known {
+        let place = match context {
+            Context::Main => "at the top level",
+            Context::Http => "in http",
+            Context::Server => "in server",
+            Context::Location => "in location",
+        };
+        d.error(format!("\"{}\" directive is not allowed {place}", d.name))
+    } else {
+        d.error(format!(
+            "directive \"{}\" is not supported (see the README's list of nginx directives)",
+            d.name
+        ))
+    }
+}
+
+/// An `upstream NAME { server ADDR; keepalive N; }` block.
+struct Upstream {
+    address: String,
+}
+
+fn upstream_block(
+    d: &Directive,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Upstream), ConfigError> {
+    args_count(d, 1..=1)?;
+    let mut servers = Vec::new();
+    for inner in d.block.as_deref().unwrap_or_default() {
+        match inner.name.as_str() {
+            "server" => {
+                args_count(inner, 1..=8)?;
+                if let Some(option) = inner.args[1..]
+                    .iter()
+                    .find(|a| !a.starts_with("max_fails") && !a.starts_with("fail_timeout"))
+                {
+                    warnings.push(format!(
+                        "{}: server option \"{option}\" is ignored: certgate forwards to one server",
+                        inner.place()
+                    ));
+                }
+                servers.push(inner);
+            }
+            "keepalive" | "keepalive_timeout" | "keepalive_requests" => warnings.push(format!(
+                "{}: \"{}\" is accepted: certgate always pools upstream connections",
+                inner.place(),
+                inner.name
+            )),
+            _ => return Err(not_supported(inner, Context::Http)),
+        }
+    }
+    match servers.as_slice() {
+        [one] => Ok((
+            d.args[0].clone(),
+            Upstream {
+                address: one.args[0].clone(),
+            },
+        )),
+        [] => Err(d.error(format!("upstream \"{}\" has no server", d.args[0]))),
+        [_, second, ..] => Err(second.error(format!(
+            "upstream \"{}\" has more than one server: certgate forwards to one server (no load balancing)",
+            d.args[0]
+        ))),
+    }
+}
+
+/// Reads a whole config (the directives of the main file, includes expanded).
+pub fn translate(top: &[Directive]) -> Result<Translation, ConfigError> {
+    let mut translation = Translation::default();
+    let main = Scope::default().enter(top, Context::Main, &mut translation.warnings)?;
+    let https: Vec<&Directive> = top.iter().filter(|d| d.name == "http").collect();
+    if let [_, second, ..] = https.as_slice() {
+        return Err(second.error("\"http\" directive is duplicate"));
+    }
+    for d in top {
+        match d.name.as_str() {
+            "events" => {
+                for inner in d.block.as_deref().unwrap_or_default() {
+                    match HARMLESS.iter().find(|(n, _)| *n == inner.name) {
+                        Some((_, why)) => translation.warnings.push(format!(
+                            "{}: \"{}\" is accepted and ignored: {why}",
+                            inner.place(),
+                            inner.name
+                        )),
+                        None => return Err(not_supported(inner, Context::Main)),
+                    }
+                }
+            }
+            "error_log" => log_directive(d, &mut translation.warnings),
+            _ => {}
+        }
+    }
+    match https.first() {
+        // A file of bare server blocks (a conf.d snippet) reads as if inside http { }.
+        None => http_block(top, &main, &mut translation)?,
+        Some(http) => {
+            if let Some(stray) = top
+                .iter()
+                .find(|d| d.name == "server" || d.name == "upstream")
+            {
+                return Err(stray.error(format!(
+                    "\"{}\" directive is not allowed here: put it inside http {{ }}",
+                    stray.name
+                )));
+            }
+            let block = http.block.as_deref().unwrap_or_default();
+            let scope = main.enter(block, Context::Http, &mut translation.warnings)?;
+            http_block(block, &scope, &mut translation)?;
+        }
+    }
+    if translation.listeners.is_empty() {
+        return Err(ConfigError::general(
+            "no server block with a listen directive: nothing to run",
+        ));
+    }
+    Ok(translation)
+}
+
+fn log_directive(d: &Directive, warnings: &mut Vec<String>) {
+    if d.args.first().map(String::as_str) == Some("off") {
+        return;
+    }
+    let flag = if d.name == "access_log" {
+        "--access-log combined --access-log-file FILE"
+    } else {
+        "--log-file FILE and --log-level"
+    };
+    warnings.push(format!(
+        "{}: \"{}\" is accepted, but certgate's logs are set for the whole process: use {flag}",
+        d.place(),
+        d.name
+    ));
+}
+
+fn http_block(
+    block: &[Directive],
+    scope: &Scope<'_>,
+    translation: &mut Translation,
+) -> Result<(), ConfigError> {
+    let scope = if block.iter().any(|d| d.name == "http") {
+        scope.clone()
+    } else {
+        scope.enter(block, Context::Http, &mut translation.warnings)?
+    };
+    let mut upstreams = BTreeMap::new();
+    for d in block {
+        match d.name.as_str() {
+            "upstream" => {
+                let (name, upstream) = upstream_block(d, &mut translation.warnings)?;
+                upstreams.insert(name, upstream);
+            }
+            "access_log" | "error_log" => log_directive(d, &mut translation.warnings),
+            "client_max_body_size" => body_size(d, &mut translation.warnings),
+            _ => {}
+        }
+    }
+    for d in block.iter().filter(|d| d.name == "server") {
+        let block = d.block.as_deref().unwrap_or_default();
+        let server_scope = scope.enter(block, Context::Server, &mut translation.warnings)?;
+        let listeners = server_block(d, &server_scope, &upstreams, &mut translation.warnings)?;
+        translation.listeners.extend(listeners);
+    }
+    Ok(())
+}
+
+fn body_size(d: &Directive, warnings: &mut Vec<String>) {
+    warnings.push(format!(
+        "{}: \"client_max_body_size\" is accepted, but certgate streams bodies of any size to the upstream (nginx would answer 413 above the limit)",
+        d.place()
+    ));
+}
+
+/// The proxy target of one location.
+struct Location<'a> {
+    directive: &'a Directive,
+    path: String,
+    proxy_pass: &'a Directive,
+    scope: Scope<'a>,
+}
+
+fn server_block(
+    server: &Directive,
+    scope: &Scope<'_>,
+    upstreams: &BTreeMap<String, Upstream>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Section>, ConfigError> {
+    let block = server.block.as_deref().unwrap_or_default();
+    let listens: Vec<&Directive> = block.iter().filter(|d| d.name == "listen").collect();
+    if listens.is_empty() {
+        return Err(
+            server.error("server block without \"listen\": add one (nginx would listen on *:80)")
+        );
+    }
+    let name = block
+        .iter()
+        .find(|d| d.name == "server_name")
+        .and_then(|d| d.args.first())
+        .filter(|n| n.as_str() != "_" && !n.is_empty())
+        .cloned();
+
+    let mut locations = Vec::new();
+    for d in block {
+        match d.name.as_str() {
+            "location" => locations.push(location(d, scope, warnings)?),
+            "return" => {
+                return Err(d.error(
+                    "\"return\" is not supported: certgate proxies every request to an upstream",
+                ))
+            }
+            "access_log" | "error_log" => log_directive(d, warnings),
+            "client_max_body_size" => body_size(d, warnings),
+            _ => {}
+        }
+    }
+    let Some(root) = locations.iter().position(|l| l.path == "/") else {
+        return Err(server.error(
+            "server block without \"location /\": certgate needs the location that takes every other path",
+        ));
+    };
+    let root = locations.remove(root);
+
+    let mut sections = Vec::new();
+    for listen in listens {
+        let (address, tls) = listen_address(listen, warnings)?;
+        let mut section = Section {
+            comments: server.comments.clone(),
+            origin: Some(origin(server)),
+            ..Section::default()
+        };
+        let port = address.rsplit(':').next().unwrap_or("").to_string();
+        let listener_name = match &name {
+            Some(name) => format!("{name}:{port}"),
+            None => format!(
+                "{}:{}:{port}",
+                server
+                    .file
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                server.line
+            ),
+        };
+        section.entries.push(Entry {
+            key: "name",
+            value: SpecValue::Text(listener_name),
+            origin: origin(server),
+            comments: Vec::new(),
+        });
+        section.push("listen", SpecValue::Text(address), listen);
+        let target = upstream_url(root.proxy_pass, upstreams)?;
+        match (tls, target.https) {
+            (true, false) => server_mode(&mut section, &root, &target, warnings)?,
+            (false, true) => client_mode(&mut section, &root, &target, warnings)?,
+            (true, true) => {
+                return Err(root.proxy_pass.error(
+                    "TLS on both sides (listen ... ssl with proxy_pass https://) is not supported yet: certgate terminates TLS (server mode) or originates it (client mode)",
+                ))
+            }
+            (false, false) => {
+                return Err(root.proxy_pass.error(format!(
+                    "neither side of this server uses TLS ({} without ssl, proxy_pass http://): certgate is an mTLS proxy; add \"ssl\" to listen or proxy to https://",
+                    listen.args.join(" ")
+                )))
+            }
+        }
+        for other in &locations {
+            let route_target = upstream_url(other.proxy_pass, upstreams)?;
+            if route_target.https != target.https {
+                return Err(other.proxy_pass.error(
+                    "every location of a server must proxy with the same scheme as location /",
+                ));
+            }
+            if header_pairs(&other.scope) != header_pairs(&root.scope) {
+                return Err(other.directive.error(format!(
+                    "location {} sets other headers than location /: certgate applies one set of header rules per server",
+                    other.path
+                )));
+            }
+            if target.https {
+                return Err(other.directive.error(
+                    "several locations are supported in server mode only (listen ... ssl, proxy_pass http://)",
+                ));
+            }
+            let mut route = Section {
+                comments: other.directive.comments.clone(),
+                origin: Some(origin(other.directive)),
+                ..Section::default()
+            };
+            route.push("path", SpecValue::Text(other.path.clone()), other.directive);
+            route.push(
+                "upstream",
+                SpecValue::Text(route_target.url.clone()),
+                other.proxy_pass,
+            );
+            section.routes.push(route);
+        }
+        sections.push(section);
+    }
+    Ok(sections)
+}
+
+fn location<'a>(
+    d: &'a Directive,
+    scope: &Scope<'a>,
+    warnings: &mut Vec<String>,
+) -> Result<Location<'a>, ConfigError> {
+    let path = match d.args.as_slice() {
+        [path] => path.clone(),
+        [modifier, path] if modifier == "^~" => path.clone(),
+        [modifier, _] if modifier == "=" => {
+            return Err(d.error("exact-match locations (location = ...) are not supported: certgate routes by path prefix"))
+        }
+        [modifier, _] if modifier.starts_with('~') => {
+            return Err(d.error("regular-expression locations are not supported: certgate routes by path prefix"))
+        }
+        _ => return Err(d.error("invalid number of arguments in \"location\" directive")),
+    };
+    if path.starts_with('@') {
+        return Err(d.error("named locations are not supported"));
+    }
+    let block = d.block.as_deref().unwrap_or_default();
+    let mut scope = scope.enter(block, Context::Location, warnings)?;
+    let mut proxy_pass = None;
+    for inner in block {
+        match inner.name.as_str() {
+            "proxy_pass" => {
+                args_count(inner, 1..=1)?;
+                proxy_pass = Some(inner);
+            }
+            "if" => if_block(inner, &mut scope, warnings)?,
+            "return" => {
+                return Err(inner.error(
+                    "\"return\" is not supported: certgate proxies every request to an upstream",
+                ))
+            }
+            "access_log" | "error_log" => log_directive(inner, warnings),
+            "client_max_body_size" => body_size(inner, warnings),
+            _ => {}
+        }
+    }
+    let proxy_pass =
+        proxy_pass.ok_or_else(|| d.error(format!("location {path} has no \"proxy_pass\"")))?;
+    Ok(Location {
+        directive: d,
+        path,
+        proxy_pass,
+        scope,
+    })
+}
+
+/// `if ($http_x) { proxy_set_header NAME $http_x; }`: nginx refuses proxy_set_header inside
+/// if, but the intent is plain, and a header rule whose value is empty sends nothing, which
+/// is exactly that condition.
+fn if_block<'a>(
+    d: &'a Directive,
+    scope: &mut Scope<'a>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let condition = d.args.join(" ");
+    let variable = condition
+        .trim()
+        .strip_prefix('(')
+        .and_then(|c| c.strip_suffix(')'))
+        .map(str::trim)
+        .filter(|v| v.starts_with('$') && !v.contains(' '))
+        .ok_or_else(|| {
+            d.error(format!(
+                "\"if {condition}\" is not supported: only if ($variable) {{ proxy_set_header ...; }} is"
+            ))
+        })?;
+    for inner in d.block.as_deref().unwrap_or_default() {
+        if inner.name != "proxy_set_header" || inner.args.len() != 2 {
+            return Err(inner.error(format!(
+                "\"{}\" inside \"if\" is not supported: only proxy_set_header is",
+                inner.name
+            )));
+        }
+        if inner.args[1] != variable {
+            return Err(inner.error(format!(
+                "inside \"if ({variable})\" certgate supports only proxy_set_header NAME {variable}"
+            )));
+        }
+        Template::parse(&inner.args[1]).map_err(|e| inner.error(e))?;
+        warnings.push(format!(
+            "{}: nginx refuses \"proxy_set_header\" inside \"if\" (\"directive is not allowed here\"); certgate accepts it: {} is sent only when {variable} is not empty",
+            inner.place(),
+            inner.args[0]
+        ));
+        scope
+            .headers
+            .retain(|h| !h.args[0].eq_ignore_ascii_case(&inner.args[0]));
+        scope.headers.push(inner);
+    }
+    Ok(())
+}
+
+fn header_pairs(scope: &Scope<'_>) -> Vec<(String, String)> {
+    scope
+        .headers
+        .iter()
+        .map(|h| (h.args[0].to_ascii_lowercase(), h.args[1].clone()))
+        .collect()
+}
+
+/// `listen` -> the address to bind and whether it speaks TLS.
+fn listen_address(
+    d: &Directive,
+    warnings: &mut Vec<String>,
+) -> Result<(String, bool), ConfigError> {
+    let Some(address) = d.args.first() else {
+        return Err(d.error("invalid number of arguments in \"listen\" directive"));
+    };
+    let mut tls = false;
+    for option in &d.args[1..] {
+        match option.split('=').next().unwrap_or("") {
+            "ssl" => tls = true,
+            "default_server" | "default" | "reuseport" | "backlog" | "rcvbuf" | "sndbuf"
+            | "deferred" | "bind" | "ipv6only" | "so_keepalive" | "fastopen" => {}
+            "http2" => warnings.push(format!(
+                "{}: \"http2\" on listen is accepted: certgate offers HTTP/2 through ALPN on TLS listeners",
+                d.place()
+            )),
+            other => {
+                return Err(d.error(format!(
+                    "listen option \"{other}\" is not supported"
+                )))
+            }
+        }
+    }
+    if address.starts_with("unix:") {
+        return Err(d.error("listening on a unix socket is not supported"));
+    }
+    // nginx's forms: PORT, ADDR:PORT, [V6]:PORT, *:PORT, ADDR (port 80).
+    let address = if address.chars().all(|c| c.is_ascii_digit()) {
+        format!("0.0.0.0:{address}")
+    } else if let Some(port) = address.strip_prefix("*:") {
+        format!("0.0.0.0:{port}")
+    } else if address.contains(':') && !address.ends_with(']') {
+        match address.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => address.clone(),
+        }
+    } else {
+        format!("{address}:80")
+    };
+    Ok((address, tls))
+}
+
+struct Target {
+    url: String,
+    https: bool,
+    /// nginx's `$proxy_host`: host, and port unless it is the scheme's default.
+    proxy_host: String,
+}
+
+fn upstream_url(
+    d: &Directive,
+    upstreams: &BTreeMap<String, Upstream>,
+) -> Result<Target, ConfigError> {
+    let url = &d.args[0];
+    if url.contains('$') {
+        return Err(d.error("variables in proxy_pass are not supported"));
+    }
+    let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(d.error(format!(
+            "invalid URL prefix in \"{url}\": use http:// or https://"
+        )));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, ""),
+    };
+    if !path.is_empty() && path != "/" {
+        return Err(d.error(format!(
+            "a URI in proxy_pass (\"{path}\") is not supported: requests keep their own path"
+        )));
+    }
+    let scheme = if https { "https" } else { "http" };
+    let default_port = if https { "443" } else { "80" };
+    let (proxy_host, address) = match upstreams.get(authority) {
+        Some(upstream) => {
+            // nginx sends the upstream block's name as $proxy_host.
+            (authority.to_string(), upstream.address.clone())
+        }
+        None => {
+            let host = match authority.rsplit_once(':') {
+                Some((host, port)) if port == default_port => host.to_string(),
+                _ => authority.to_string(),
+            };
+            (host, authority.to_string())
+        }
+    };
+    Ok(Target {
+        url: format!("{scheme}://{address}"),
+        https,
+        proxy_host,
+    })
+}
+
+fn text(d: &Directive) -> SpecValue {
+    SpecValue::Text(d.args.first().cloned().unwrap_or_default())
+}
+
+fn on_off(d: &Directive) -> Result<bool, ConfigError> {
+    match d.args.as_slice() {
+        [v] if v == "on" => Ok(true),
+        [v] if v == "off" => Ok(false),
+        _ => Err(d.error(format!(
+            "invalid value in \"{}\": it must be \"on\" or \"off\"",
+            d.name
+        ))),
+    }
+}
+
+fn depth(d: &Directive) -> Result<SpecValue, ConfigError> {
+    args_count(d, 1..=1)?;
+    d.args[0]
+        .parse::<i64>()
+        .map(SpecValue::Integer)
+        .map_err(|_| d.error(format!("invalid value \"{}\" in \"{}\"", d.args[0], d.name)))
+}
+
+/// `ssl_protocols` / `proxy_ssl_protocols` -> min and max version (TLS 1.2 and 1.3 only).
+fn protocols(
+    section: &mut Section,
+    d: &Directive,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let mut versions = Vec::new();
+    for name in &d.args {
+        match name.as_str() {
+            "TLSv1.2" | "TLSv1.3" => versions.push(name.clone()),
+            "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1" => warnings.push(format!(
+                "{}: {name} is left out: certgate speaks TLS 1.2 and 1.3 only",
+                d.place()
+            )),
+            other => return Err(d.error(format!("unknown protocol \"{other}\""))),
+        }
+    }
+    versions.sort();
+    let (Some(min), Some(max)) = (versions.first(), versions.last()) else {
+        return Err(d.error("no protocol certgate speaks: list TLSv1.2 and/or TLSv1.3"));
+    };
+    section.push("min_tls_version", SpecValue::Text(min.clone()), d);
+    section.push("max_tls_version", SpecValue::Text(max.clone()), d);
+    Ok(())
+}
+
+/// Header rules, plus nginx's default Host (`$proxy_host`) where no rule sets one.
+fn headers(section: &mut Section, location: &Location<'_>, target: &Target) {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut first: Option<&Directive> = None;
+    for h in &location.scope.headers {
+        first.get_or_insert(h);
+        pairs.push((h.args[0].clone(), h.args[1].clone()));
+    }
+    let sets_host = pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    if !sets_host {
+        pairs.insert(0, ("Host".into(), target.proxy_host.clone()));
+    }
+    if pairs.is_empty() {
+        return;
+    }
+    let entry = Entry {
+        key: "set_header",
+        value: SpecValue::Headers(pairs),
+        origin: first.map(origin).unwrap_or(Origin::Default),
+        comments: first.map(|d| d.comments.clone()).unwrap_or_default(),
+    };
+    section.entries.push(entry);
+}
+
+fn connect_timeout(section: &mut Section, scope: &Scope<'_>) {
+    match scope.get("proxy_connect_timeout") {
+        Some(d) => section.push("connect_timeout", text(d), d),
+        None => section.push_default(
+            "connect_timeout",
+            SpecValue::Text("60s".into()),
+            "nginx's default proxy_connect_timeout",
+        ),
+    }
+}
+
+fn server_mode(
+    section: &mut Section,
+    root: &Location<'_>,
+    target: &Target,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let scope = &root.scope;
+    section.push_default(
+        "mode",
+        SpecValue::Text("server".into()),
+        "listen ... ssl, proxy_pass http://",
+    );
+    section.push(
+        "upstream",
+        SpecValue::Text(target.url.clone()),
+        root.proxy_pass,
+    );
+    let required = |name: &str| {
+        scope.get(name).ok_or_else(|| {
+            root.directive.error(format!(
+                "a TLS server needs \"{name}\" (in this server or in http)"
+            ))
+        })
+    };
+    let cert = required("ssl_certificate")?;
+    let key = required("ssl_certificate_key")?;
+    args_count(cert, 1..=1)?;
+    args_count(key, 1..=1)?;
+    section.push("cert", text(cert), cert);
+    section.push("key", text(key), key);
+    let verify = match scope.get("ssl_verify_client") {
+        Some(d) => {
+            args_count(d, 1..=1)?;
+            let value = match d.args[0].as_str() {
+                "on" => "required",
+                "optional" => "optional",
+                "optional_no_ca" => "optional_no_ca",
+                "off" => "off",
+                other => {
+                    return Err(d.error(format!(
+                        "invalid value \"{other}\" in \"ssl_verify_client\""
+                    )))
+                }
+            };
+            section.push("verify_client", SpecValue::Text(value.into()), d);
+            value
+        }
+        None => {
+            section.push_default(
+                "verify_client",
+                SpecValue::Text("off".into()),
+                "nginx's default: ssl_verify_client off",
+            );
+            "off"
+        }
+    };
+    let ca = match (scope.get("ssl_client_certificate"), scope.get("ssl_trusted_certificate")) {
+        (Some(ca), None) | (None, Some(ca)) => Some(ca),
+        (Some(_), Some(trusted)) => {
+            return Err(trusted.error(
+                "ssl_client_certificate and ssl_trusted_certificate together are not supported: put both CA bundles in one file",
+            ))
+        }
+        (None, None) => None,
+    };
+    if let Some(ca) = ca {
+        section.push("client_ca", text(ca), ca);
+    } else if verify != "off" {
+        return Err(root.directive.error(
+            "ssl_verify_client needs \"ssl_client_certificate\" (the CA bundle client certificates must chain to)",
+        ));
+    }
+    if let Some(d) = scope.get("ssl_verify_depth") {
+        section.push("verify_depth", depth(d)?, d);
+    }
+    if let Some(d) = scope.get("ssl_crl") {
+        section.push("crl", text(d), d);
+    }
+    if let Some(d) = scope.get("ssl_protocols") {
+        protocols(section, d, warnings)?;
+    }
+    if let Some(d) = scope.get("ssl_ciphers") {
+        section.push("ciphers", text(d), d);
+    }
+    if let Some(d) = scope.get("ssl_session_tickets") {
+        section.push("session_tickets", SpecValue::Bool(on_off(d)?), d);
+    }
+    for name in PROXY_SETTINGS
+        .iter()
+        .filter(|n| n.starts_with("proxy_ssl_"))
+    {
+        if let Some(d) = scope.get(name) {
+            warnings.push(format!(
+                "{}: \"{name}\" has no effect: proxy_pass is http://",
+                d.place()
+            ));
+        }
+    }
+    section.push_default(
+        "client_cert_format",
+        SpecValue::List(Vec::new()),
+        "nginx sends no identity header of its own; proxy_set_header rules do",
+    );
+    section.push_default(
+        "default_headers",
+        SpecValue::Bool(false),
+        "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
+    );
+    connect_timeout(section, scope);
+    headers(section, root, target);
+    Ok(())
+}
+
+fn client_mode(
+    section: &mut Section,
+    root: &Location<'_>,
+    target: &Target,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let scope = &root.scope;
+    section.push_default(
+        "mode",
+        SpecValue::Text("client".into()),
+        "plain listen, proxy_pass https://",
+    );
+    section.push(
+        "upstream",
+        SpecValue::Text(target.url.clone()),
+        root.proxy_pass,
+    );
+    match (
+        scope.get("proxy_ssl_certificate"),
+        scope.get("proxy_ssl_certificate_key"),
+    ) {
+        (Some(cert), Some(key)) => {
+            section.push("cert", text(cert), cert);
+            section.push("key", text(key), key);
+        }
+        (None, None) => {}
+        (Some(d), None) => {
+            return Err(d.error("proxy_ssl_certificate needs proxy_ssl_certificate_key"))
+        }
+        (None, Some(d)) => {
+            return Err(d.error("proxy_ssl_certificate_key needs proxy_ssl_certificate"))
+        }
+    }
+    let verify = match scope.get("proxy_ssl_verify") {
+        Some(d) => {
+            let on = on_off(d)?;
+            section.push("verify_upstream", SpecValue::Bool(on), d);
+            on
+        }
+        None => {
+            section.push_default(
+                "verify_upstream",
+                SpecValue::Bool(false),
+                "nginx's default: proxy_ssl_verify off",
+            );
+            warnings.push(format!(
+                "{}: no \"proxy_ssl_verify on\": as nginx, the upstream's certificate is not verified, so anyone who can intercept the connection to {} can pose as it; add proxy_ssl_verify on and proxy_ssl_trusted_certificate",
+                root.proxy_pass.place(),
+                target.url
+            ));
+            false
+        }
+    };
+    match scope.get("proxy_ssl_trusted_certificate") {
+        Some(d) => section.push("ca", text(d), d),
+        None if verify => {
+            return Err(root.directive.error(
+                "proxy_ssl_verify on needs \"proxy_ssl_trusted_certificate\" (the CA bundle the upstream's certificate must chain to)",
+            ))
+        }
+        None => {}
+    }
+    if let Some(d) = scope.get("proxy_ssl_verify_depth") {
+        section.push("verify_depth", depth(d)?, d);
+    }
+    if let Some(d) = scope.get("proxy_ssl_session_reuse") {
+        section.push("session_reuse", SpecValue::Bool(on_off(d)?), d);
+    }
+    if let Some(d) = scope.get("proxy_ssl_protocols") {
+        protocols(section, d, warnings)?;
+    }
+    if let Some(d) = scope.get("proxy_ssl_ciphers") {
+        section.push("ciphers", text(d), d);
+    }
+    if let Some(d) = scope.get("proxy_ssl_name") {
+        section.push("server_name", text(d), d);
+    }
+    if let Some(d) = scope.get("proxy_ssl_crl") {
+        section.push("crl", text(d), d);
+    }
+    match scope.get("proxy_ssl_server_name") {
+        Some(d) => section.push("send_sni", SpecValue::Bool(on_off(d)?), d),
+        None => {
+            section.push_default(
+                "send_sni",
+                SpecValue::Bool(false),
+                "nginx's default: proxy_ssl_server_name off",
+            );
+            warnings.push(format!(
+                "{}: no \"proxy_ssl_server_name on\": as nginx, no server name (SNI) is sent, so an upstream that hosts several names may present the wrong certificate; add proxy_ssl_server_name on",
+                root.proxy_pass.place()
+            ));
+        }
+    }
+    connect_timeout(section, scope);
+    for name in SERVER_SETTINGS {
+        if let Some(d) = scope.get(name) {
+            warnings.push(format!(
+                "{}: \"{name}\" has no effect: this server listens without ssl",
+                d.place()
+            ));
+        }
+    }
+    section.push_default(
+        "http2",
+        SpecValue::Bool(false),
+        "nginx speaks HTTP/1 to upstreams",
+    );
+    section.push_default(
+        "default_headers",
+        SpecValue::Bool(false),
+        "nginx adds no X-Real-IP header unless told to",
+    );
+    headers(section, root, target);
+    Ok(())
+}

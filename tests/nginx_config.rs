@@ -1,0 +1,313 @@
+//! `certgate run --config nginx.conf`: the seed's nginx configurations run unchanged (only
+//! paths and addresses filled in), with nginx's behaviour; errors name file and line. These
+//! need no nginx; `tests/nginx_differential.rs` compares against nginx itself.
+
+mod support;
+
+use certgate::pki::{Authority, KeyType, LeafSpec, Usage};
+use support::nginx::*;
+use support::*;
+
+fn run_fixture(files: &Files, name: &str, values: &[(&str, String)]) -> Certgate {
+    let path = fixture(files, name, values);
+    Certgate::start(&["run", "--config", path.to_str().unwrap()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_server_a_forwards_the_verified_certificate_as_nginx_renders_it() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let backend = RecordingBackend::plain().await;
+    let server_a = run_fixture(
+        &files,
+        "server_a.conf",
+        &[
+            ("LISTEN_PORT", "0".into()),
+            ("BACKEND_PORT", backend.address.port().to_string()),
+        ],
+    );
+    server_a.wait_for_log(&["listener \"serverA.example.com:0\""]);
+
+    let answer = https_get(
+        server_a.addr(),
+        pki.client_config(),
+        "/orders?id=7",
+        &[("x-client-cert", "forged"), ("x-forwarded-for", "10.0.0.1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+    let received = backend.take();
+    let request = &received[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("GET", "/orders?id=7")
+    );
+    // nginx's $ssl_client_cert, unfolded onto one line; the forged value is gone.
+    assert_eq!(
+        request.header("x-client-cert"),
+        Some(unfolded_pem(&pki.client.cert_pem).as_str())
+    );
+    // nginx's default Host is $proxy_host; it adds no X-Real-IP or X-Forwarded-* of its own.
+    assert_eq!(
+        request.header("host"),
+        Some(format!("127.0.0.1:{}", backend.address.port()).as_str())
+    );
+    assert_eq!(request.header("x-forwarded-for"), Some("10.0.0.1"));
+    for absent in ["x-real-ip", "x-forwarded-proto", "x-client-verify"] {
+        assert_eq!(request.header(absent), None, "{absent}: {request:?}");
+    }
+
+    // ssl_verify_client on: no certificate, no request.
+    let refused = https_get(
+        server_a.addr(),
+        tls_client(&pki.ca.issued.cert_pem, None),
+        "/",
+        &[],
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(backend.take().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_proxy_b_verifies_the_upstream_and_sends_host_and_real_ip() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let upstream = RecordingBackend::tls(&pki.server, &pki.ca.issued).await;
+    let proxy_b = run_fixture(
+        &files,
+        "proxy_b.conf",
+        &[
+            ("LISTEN_PORT", "0".into()),
+            ("UPSTREAM_PORT", upstream.address.port().to_string()),
+        ],
+    );
+    let answer = http_get(proxy_b.addr(), "/status", &[("x-client-cert", "as sent")]).await;
+    assert_eq!(answer.status, 200, "{}", proxy_b.logs());
+    let request = &upstream.take()[0];
+    assert_eq!(request.path, "/status");
+    assert_eq!(request.header("host"), Some("backend.example"));
+    assert_eq!(request.header("x-real-ip"), Some("127.0.0.1"));
+    // Client mode forwards what its caller sent; server A decides what to trust.
+    assert_eq!(request.header("x-client-cert"), Some("as sent"));
+
+    // The same config against an upstream whose certificate the CA did not issue: 502.
+    let impostor_ca = Authority::root("impostor CA", KeyType::EcdsaP256).unwrap();
+    let impostor_cert = impostor_ca
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost"]))
+        .unwrap();
+    let impostor = RecordingBackend::tls(&impostor_cert, &pki.ca.issued).await;
+    let files2 = Files::new();
+    write_ssl_dir(&files2, &pki);
+    let proxy = run_fixture(
+        &files2,
+        "proxy_b.conf",
+        &[
+            ("LISTEN_PORT", "0".into()),
+            ("UPSTREAM_PORT", impostor.address.port().to_string()),
+        ],
+    );
+    let answer = http_get(proxy.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(impostor.take().is_empty());
+    proxy.wait_for_log(&["unknown issuer"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_if_block_passes_x_ssl_cert_only_when_present_and_says_nginx_would_refuse() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let upstream = RecordingBackend::tls(&pki.server, &pki.ca.issued).await;
+    let proxy = run_fixture(
+        &files,
+        "proxy_b_passthrough.conf",
+        &[
+            ("LISTEN_PORT", "0".into()),
+            ("UPSTREAM_PORT", upstream.address.port().to_string()),
+        ],
+    );
+    proxy.wait_for_log(&[
+        "proxy_b_passthrough.conf:18: nginx refuses \"proxy_set_header\" inside \"if\"",
+    ]);
+    // The SNI default is warned about too.
+    proxy.wait_for_log(&["no \"proxy_ssl_server_name on\""]);
+
+    assert_eq!(
+        http_get(proxy.addr(), "/", &[("x-ssl-cert", "abc")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(http_get(proxy.addr(), "/", &[]).await.status, 200);
+    let received = upstream.take();
+    assert_eq!(received[0].header("x-ssl-cert"), Some("abc"));
+    assert_eq!(received[1].header("x-ssl-cert"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_proxy_ssl_verify_the_upstream_is_not_verified_as_in_nginx_and_a_warning_says_so() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let other = TestPki::new();
+    let unverified = RecordingBackend::tls(&other.server, &pki.ca.issued).await;
+    files.write(
+        "unverified.conf",
+        format!(
+            "server {{\n    listen 127.0.0.1:0;\n    location / {{\n        proxy_pass https://localhost:{};\n        proxy_ssl_certificate ssl/client.crt;\n        proxy_ssl_certificate_key ssl/client.key;\n    }}\n}}\n",
+            unverified.address.port()
+        ),
+    );
+    let proxy = Certgate::start(&[
+        "run",
+        "--config",
+        files.path("unverified.conf").to_str().unwrap(),
+    ]);
+    proxy.wait_for_log(&[
+        "unverified.conf:4: no \"proxy_ssl_verify on\"",
+        "can pose as it",
+    ]);
+    assert_eq!(http_get(proxy.addr(), "/", &[]).await.status, 200);
+    assert_eq!(unverified.take().len(), 1);
+}
+
+#[test]
+fn unsupported_directives_stop_check_with_file_and_line_and_harmless_ones_warn() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let config = files.write(
+        "nginx.conf",
+        "worker_processes auto;\nevents {\n    worker_connections 1024;\n}\nhttp {\n    sendfile on;\n    server {\n        listen 127.0.0.1:8443 ssl;\n        ssl_certificate ssl/server.crt;\n        ssl_certificate_key ssl/server.key;\n        location / {\n            proxy_pass http://127.0.0.1:8000;\n            gzip_types text/plain;\n        }\n    }\n}\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "{config}:13: directive \"gzip_types\" is not supported"
+        )),
+        "{output}"
+    );
+
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("            gzip_types text/plain;\n", ""),
+    )
+    .unwrap();
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    for expected in [
+        format!("warning: {config}:1: \"worker_processes\" is accepted and ignored"),
+        format!("warning: {config}:3: \"worker_connections\" is accepted and ignored"),
+        format!("warning: {config}:6: \"sendfile\" is accepted and ignored"),
+        format!("{config}: configuration is valid (1 listener)"),
+    ] {
+        assert!(
+            output.contains(&expected),
+            "missing {expected:?}:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn mistakes_name_the_file_and_line() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    for (text, expected) in [
+        ("server {\n    listen 8080;\n", ":3: unexpected end of file, expecting \"}\""),
+        (
+            "server {\n    listen 8080\n    location / { proxy_pass https://a; }\n}\n",
+            ":3: directive \"listen\" is not terminated by \";\"",
+        ),
+        (
+            "server {\n    listen 8080 ssl;\n    ssl_certificate ssl/missing.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n}\n",
+            ":3: ssl_certificate: cannot read",
+        ),
+        (
+            "server {\n    listen 8080;\n    location ~ \\.php$ { proxy_pass https://a; }\n}\n",
+            ":3: regular-expression locations are not supported",
+        ),
+        (
+            "server {\n    listen 8080;\n    location / { proxy_pass http://127.0.0.1:1; }\n}\n",
+            ":3: neither side of this server uses TLS",
+        ),
+        (
+            "server {\n    listen 8080;\n    location / {\n        proxy_pass https://a;\n        proxy_set_header X-A $nope;\n    }\n}\n",
+            ":5: proxy_set_header X-A: unknown variable $nope",
+        ),
+    ] {
+        let config = files.write("bad.conf", text);
+        let (code, output) = run_to_exit(&["check", "--config", &config]);
+        assert_eq!(code, 1, "{text}\n{output}");
+        assert!(
+            output.contains(&format!("{config}{expected}")),
+            "expected {expected:?} for:\n{text}\n{output}"
+        );
+    }
+}
+
+#[test]
+fn includes_with_globs_and_upstream_blocks_are_followed() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    std::fs::create_dir_all(files.path("conf.d")).unwrap();
+    for (name, port) in [("a.conf", 18001), ("b.conf", 18002)] {
+        files.write(
+            &format!("conf.d/{name}"),
+            format!("server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / {{ proxy_pass http://backend; }}\n}}\n"),
+        );
+    }
+    files.write("conf.d/ignored.txt", "not included");
+    let config = files.write(
+        "nginx.conf",
+        "http {\n    upstream backend {\n        server 127.0.0.1:8000;\n        keepalive 16;\n    }\n    include conf.d/*.conf;\n}\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("configuration is valid (2 listeners)"),
+        "{output}"
+    );
+
+    let toml = run_to_exit(&["convert-nginx", &config]).1;
+    assert!(
+        toml.contains("upstream = \"http://127.0.0.1:8000\""),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("[\"Host\", \"backend\"]"),
+        "nginx sends the upstream's name as Host:\n{toml}"
+    );
+}
+
+#[test]
+fn convert_nginx_prints_a_toml_config_that_certgate_accepts_with_the_comments() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let path = fixture(
+        &files,
+        "server_a.conf",
+        &[
+            ("LISTEN_PORT", "8443".into()),
+            ("BACKEND_PORT", "8000".into()),
+        ],
+    );
+    let (code, toml) = run_to_exit(&["convert-nginx", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{toml}");
+    for expected in [
+        "# Require client certificate\nclient_ca = \"ssl/ca.crt\"  # ssl_client_certificate (server_a.conf:12)",
+        "verify_client = \"required\"  # ssl_verify_client (server_a.conf:13)",
+        "set_header = [[\"Host\", \"127.0.0.1:8000\"], [\"X-Client-Cert\", \"$ssl_client_cert\"]]",
+        "default_headers = false",
+    ] {
+        assert!(toml.contains(expected), "missing {expected:?}:\n{toml}");
+    }
+    let converted = files.write("converted.toml", &toml);
+    let (code, output) = run_to_exit(&["check", "--config", &converted]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("configuration is valid (1 listener)"),
+        "{output}"
+    );
+}

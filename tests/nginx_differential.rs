@@ -1,0 +1,460 @@
+//! The seed's nginx configurations under nginx and under certgate, side by side: the same
+//! backend, the same requests, and a comparison of what the backend receives (method, path,
+//! header names and values) and what the client gets (status, or a refused handshake).
+//!
+//! Needs nginx on the PATH, so it is ignored by a plain `cargo test`; run it with
+//! `cargo test --test nginx_differential -- --ignored` (`.ci/run` does, after installing
+//! nginx). Every difference found must be one of `DELIBERATE`, which the README lists.
+
+mod support;
+
+use certgate::pki::{Authority, KeyType, LeafSpec, Usage};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::nginx::*;
+use support::*;
+
+/// Differences certgate makes on purpose, as (the difference as reported, why); the README
+/// lists them.
+const DELIBERATE: &[(&str, &str)] = &[
+    (
+        "header connection: nginx [\"close\"], certgate []",
+        "nginx speaks HTTP/1.0 to upstreams and sends Connection: close; certgate keeps pooled HTTP/1.1 connections",
+    ),
+    (
+        "outcome nginx Status(400), certgate Refused",
+        "without an acceptable client certificate nginx completes the handshake and answers 400; certgate refuses the handshake, so no HTTP request is read from an unauthenticated client",
+    ),
+];
+
+/// An nginx process running one fixture; stopped when dropped.
+struct Nginx {
+    child: Child,
+    error_log: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    /// Runs `fixture` (already in `files`) inside a minimal main config, as conf.d snippets
+    /// run, and waits for `port` to accept connections.
+    fn start(files: &Files, fixture: &Path, port: u16) -> Nginx {
+        let dir = files.dir.path();
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let d = dir.display();
+        let main = files.write(
+            "nginx-main.conf",
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log info;\nevents {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n    include {};\n}}\n",
+                fixture.display()
+            ),
+        );
+        let error_log = dir.join("nginx-error.log");
+        let child = Command::new("nginx")
+            .args(["-p", &format!("{d}/"), "-c", &main, "-e"])
+            .arg(&error_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx must be installed for the differential suite (apt-get install nginx)");
+        let nginx = Nginx { child, error_log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start on {port}:\n{}",
+                nginx.errors()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    fn errors(&self) -> String {
+        std::fs::read_to_string(&self.error_log).unwrap_or_default()
+    }
+}
+
+/// What the client saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Status(u16),
+    /// The TLS handshake (or the first read after it) failed.
+    Refused,
+}
+
+/// One request a scenario sends.
+struct Scenario {
+    name: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    /// Server A only: present the test client certificate, another CA's, or none.
+    client_cert: ClientCert,
+}
+
+#[derive(Clone, Copy)]
+enum ClientCert {
+    Trusted,
+    Untrusted,
+    None,
+}
+
+async fn send(address: SocketAddr, tls: bool, pki: &TestPki, scenario: &Scenario) -> Outcome {
+    if !tls {
+        return Outcome::Status(
+            http_get(address, "/orders?id=7", scenario.headers)
+                .await
+                .status,
+        );
+    }
+    let other = Authority::root("stranger CA", KeyType::EcdsaP256).unwrap();
+    let stranger = other
+        .leaf(&LeafSpec::new("stranger", Usage::Client))
+        .unwrap();
+    let ca = &pki.ca.issued.cert_pem;
+    let config = match scenario.client_cert {
+        ClientCert::Trusted => pki.client_config(),
+        ClientCert::Untrusted => tls_client(ca, Some((&stranger.cert_pem, &stranger.key_pem))),
+        ClientCert::None => tls_client(ca, None),
+    };
+    match https_get(address, config, "/orders?id=7", scenario.headers).await {
+        Ok(answer) => Outcome::Status(answer.status),
+        Err(_) => Outcome::Refused,
+    }
+}
+
+/// The differences between nginx's and certgate's handling of one scenario, in words.
+fn differences(
+    scenario: &str,
+    nginx: (&Outcome, &[Received]),
+    certgate: (&Outcome, &[Received]),
+) -> Vec<String> {
+    let mut found = Vec::new();
+    if nginx.0 != certgate.0 {
+        found.push(format!(
+            "{scenario}: outcome nginx {:?}, certgate {:?}",
+            nginx.0, certgate.0
+        ));
+    }
+    if nginx.1.len() != certgate.1.len() {
+        found.push(format!(
+            "{scenario}: backend got {} request(s) from nginx, {} from certgate",
+            nginx.1.len(),
+            certgate.1.len()
+        ));
+        return found;
+    }
+    for (n, c) in nginx.1.iter().zip(certgate.1) {
+        if (&n.method, &n.path) != (&c.method, &c.path) {
+            found.push(format!(
+                "{scenario}: request line nginx {} {}, certgate {} {}",
+                n.method, n.path, c.method, c.path
+            ));
+        }
+        let mut names: Vec<&String> = n.headers.iter().chain(&c.headers).map(|(k, _)| k).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let values = |r: &Received| -> Vec<String> {
+                let mut v: Vec<String> = r
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                v.sort();
+                v
+            };
+            if values(n) != values(c) {
+                found.push(format!(
+                    "{scenario}: header {name}: nginx {:?}, certgate {:?}",
+                    values(n),
+                    values(c)
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Whether a difference is one of the deliberate ones.
+fn deliberate(difference: &str) -> bool {
+    DELIBERATE
+        .iter()
+        .any(|(reported, _)| difference.ends_with(reported))
+}
+
+/// Runs one fixture under both, every scenario against each, and returns the differences.
+async fn compare(
+    fixture_name: &str,
+    nginx_fixture: &str,
+    tls_in: bool,
+    upstream_ca_mismatch: bool,
+    scenarios: &[Scenario],
+) -> Vec<String> {
+    let pki = TestPki::new();
+    let backend = if tls_in {
+        RecordingBackend::plain().await
+    } else if upstream_ca_mismatch {
+        let impostor = Authority::root("impostor CA", KeyType::EcdsaP256).unwrap();
+        let cert = impostor
+            .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost", "127.0.0.1"]))
+            .unwrap();
+        RecordingBackend::tls(&cert, &pki.ca.issued).await
+    } else {
+        RecordingBackend::tls(&pki.server, &pki.ca.issued).await
+    };
+    let peer_port = ("BACKEND_PORT", backend.address.port().to_string());
+    let upstream_port = ("UPSTREAM_PORT", backend.address.port().to_string());
+    let values = |listen: u16| {
+        let mut v = vec![("LISTEN_PORT", listen.to_string())];
+        v.push(if tls_in {
+            peer_port.clone()
+        } else {
+            upstream_port.clone()
+        });
+        v
+    };
+
+    let nginx_files = Files::new();
+    write_ssl_dir(&nginx_files, &pki);
+    let nginx_port = free_port();
+    let path = fixture(&nginx_files, nginx_fixture, &values(nginx_port));
+    let nginx = Nginx::start(&nginx_files, &path, nginx_port);
+
+    let certgate_files = Files::new();
+    write_ssl_dir(&certgate_files, &pki);
+    let path = fixture(&certgate_files, fixture_name, &values(0));
+    let certgate = Certgate::start(&["run", "--config", path.to_str().unwrap()]);
+
+    let mut found = Vec::new();
+    for scenario in scenarios {
+        let label = format!("{fixture_name} {}", scenario.name);
+        let nginx_outcome = send(
+            SocketAddr::from(([127, 0, 0, 1], nginx_port)),
+            tls_in,
+            &pki,
+            scenario,
+        )
+        .await;
+        let from_nginx = backend.take();
+        let certgate_outcome = send(certgate.addr(), tls_in, &pki, scenario).await;
+        let from_certgate = backend.take();
+        eprintln!(
+            "{label}: nginx {nginx_outcome:?} with {} request(s) at the backend, certgate {certgate_outcome:?} with {}",
+            from_nginx.len(),
+            from_certgate.len()
+        );
+        found.extend(differences(
+            &label,
+            (&nginx_outcome, &from_nginx),
+            (&certgate_outcome, &from_certgate),
+        ));
+    }
+    for difference in &found {
+        eprintln!("  difference: {difference}");
+    }
+    if found.iter().any(|d| !deliberate(d)) {
+        eprintln!("nginx error log:\n{}", nginx.errors());
+        eprintln!("certgate log:\n{}", certgate.logs());
+    }
+    found
+}
+
+const PROXY_B_SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "plain request",
+        headers: &[("accept", "*/*")],
+        client_cert: ClientCert::None,
+    },
+    Scenario {
+        name: "with the caller's X-Client-Cert and X-SSL-CERT",
+        headers: &[
+            ("x-client-cert", "-----BEGIN%20CERTIFICATE-----%0Aforged"),
+            ("x-ssl-cert", "abc"),
+        ],
+        client_cert: ClientCert::None,
+    },
+];
+
+fn assert_only_deliberate(found: Vec<String>) {
+    let unexpected: Vec<&String> = found.iter().filter(|d| !deliberate(d)).collect();
+    assert!(
+        unexpected.is_empty(),
+        "differences from nginx that are not listed as deliberate:\n{}",
+        unexpected
+            .iter()
+            .map(|d| format!("  {d}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn seed_server_a_behaves_as_under_nginx() {
+    let found = compare(
+        "server_a.conf",
+        "server_a.conf",
+        true,
+        false,
+        &[
+            Scenario {
+                name: "with the client certificate",
+                headers: &[("accept", "*/*"), ("x-forwarded-for", "10.0.0.1")],
+                client_cert: ClientCert::Trusted,
+            },
+            Scenario {
+                name: "with a forged X-Client-Cert",
+                headers: &[("x-client-cert", "forged")],
+                client_cert: ClientCert::Trusted,
+            },
+            Scenario {
+                name: "no client certificate",
+                headers: &[],
+                client_cert: ClientCert::None,
+            },
+            Scenario {
+                name: "untrusted client certificate",
+                headers: &[],
+                client_cert: ClientCert::Untrusted,
+            },
+        ],
+    )
+    .await;
+    // The refusals must actually be there, not merely tolerated.
+    assert!(
+        found
+            .iter()
+            .any(|d| d
+                .contains("no client certificate: outcome nginx Status(400), certgate Refused")),
+        "{found:?}"
+    );
+    assert_only_deliberate(found);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn seed_proxy_b_behaves_as_under_nginx() {
+    assert_only_deliberate(
+        compare(
+            "proxy_b.conf",
+            "proxy_b.conf",
+            false,
+            false,
+            PROXY_B_SCENARIOS,
+        )
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn seed_proxy_b_forwarding_x_client_cert_behaves_as_under_nginx() {
+    assert_only_deliberate(
+        compare(
+            "proxy_b_forward.conf",
+            "proxy_b_forward.conf",
+            false,
+            false,
+            PROXY_B_SCENARIOS,
+        )
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn seed_pass_through_block_behaves_as_nginx_meant_it() {
+    assert_only_deliberate(
+        compare(
+            "proxy_b_passthrough.conf",
+            "proxy_b_passthrough.nginx.conf",
+            false,
+            false,
+            PROXY_B_SCENARIOS,
+        )
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn seed_complex_block_with_a_chain_file_behaves_as_under_nginx() {
+    assert_only_deliberate(
+        compare(
+            "proxy_b_complex.conf",
+            "proxy_b_complex.conf",
+            false,
+            false,
+            PROXY_B_SCENARIOS,
+        )
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn an_untrusted_upstream_certificate_is_a_502_under_both() {
+    for fixture in [
+        "proxy_b.conf",
+        "proxy_b_forward.conf",
+        "proxy_b_complex.conf",
+    ] {
+        let found = compare(fixture, fixture, false, true, &PROXY_B_SCENARIOS[..1]).await;
+        assert_only_deliberate(found);
+    }
+}
+
+#[test]
+#[ignore = "needs nginx; run with --ignored"]
+fn nginx_itself_refuses_the_seeds_if_block_as_the_warning_says() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let path = fixture(
+        &files,
+        "proxy_b_passthrough.conf",
+        &[
+            ("LISTEN_PORT", "8080".into()),
+            ("UPSTREAM_PORT", "8443".into()),
+        ],
+    );
+    let main = files.write(
+        "nginx-test.conf",
+        format!(
+            "events {{}}\nhttp {{\n    include {};\n}}\n",
+            path.display()
+        ),
+    );
+    let output = Command::new("nginx")
+        .args([
+            "-t",
+            "-p",
+            &format!("{}/", files.dir.path().display()),
+            "-c",
+            &main,
+        ])
+        .output()
+        .expect("nginx must be installed");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("\"proxy_set_header\" directive is not allowed here"),
+        "{text}"
+    );
+}

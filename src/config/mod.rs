@@ -199,6 +199,8 @@ const VERIFY_KEYS: [&str; 6] = [
 pub const ROUTE_KEYS: &[&str] = &[
     "path",
     "upstream",
+    "return_code",
+    "return_text",
     ALLOW_KEYS[0],
     ALLOW_KEYS[1],
     ALLOW_KEYS[2],
@@ -230,6 +232,8 @@ pub const KEYS: &[&str] = &[
     "send_sni",
     "default_headers",
     "connect_timeout",
+    "response_timeout",
+    "max_body_size",
     "session_tickets",
     "set_header",
     "client_cert_format",
@@ -452,6 +456,15 @@ pub struct Route {
     pub origin: Origin,
     pub upstream: Option<HttpUpstream>,
     pub rules: AccessRules,
+    /// Answer with this instead of forwarding (nginx's `return`).
+    pub respond: Option<FixedResponse>,
+}
+
+/// A fixed answer: a redirect (3xx, `text` is the Location) or a status with a text body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FixedResponse {
+    pub status: u16,
+    pub text: String,
 }
 
 /// Certificate revocation lists and what to do when one is past its nextUpdate.
@@ -533,6 +546,10 @@ pub struct ListenerConfig {
     pub default_headers: bool,
     /// How long connecting to the upstream (TLS handshake included) may take.
     pub connect_timeout: std::time::Duration,
+    /// How long the upstream may take to send its response headers.
+    pub response_timeout: std::time::Duration,
+    /// Largest request body forwarded; larger ones get 413 (nginx's `client_max_body_size`).
+    pub max_body_size: Option<u64>,
 }
 
 impl ListenerConfig {
@@ -1011,11 +1028,44 @@ fn routes(spec: &mut ListenerSpec) -> Result<Vec<Route>, ConfigError> {
             .map(|u| parse_http_upstream(&u))
             .transpose()?;
         let rules = access_rules(&mut route_spec, ALLOW_KEYS)?;
+        let code = route_spec.integer("return_code")?;
+        let text = route_spec.text("return_text")?;
+        let respond = match (code, text) {
+            (None, None) => None,
+            (None, Some(text)) => {
+                return Err(ConfigError::at(
+                    &text.origin,
+                    "'return_text' needs 'return_code'",
+                ))
+            }
+            (Some(code), text) => {
+                if !(100..=599).contains(&code.value) {
+                    return Err(ConfigError::at(
+                        &code.origin,
+                        "return_code must be an HTTP status (100-599)",
+                    ));
+                }
+                if let Some(upstream) = &upstream {
+                    return Err(ConfigError::at(
+                        &code.origin,
+                        format!(
+                            "contradictory: the route both returns {} and forwards to {upstream}",
+                            code.value
+                        ),
+                    ));
+                }
+                Some(FixedResponse {
+                    status: code.value as u16,
+                    text: text.map(|t| t.value).unwrap_or_default(),
+                })
+            }
+        };
         routes.push(Route {
             origin: path.origin,
             path: path.value,
             upstream,
             rules,
+            respond,
         });
     }
     Ok(routes)
@@ -1046,27 +1096,35 @@ fn validate_listener(
     let tls = tls_params(&mut spec, warnings)?;
     let header_rules = header_rules(&mut spec)?;
     let default_headers = spec.flag("default_headers", true)?;
-    let connect_timeout = match spec.take("connect_timeout") {
-        None => DEFAULT_CONNECT_TIMEOUT,
+    let connect_timeout = duration(&mut spec, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
+    let response_timeout = duration(&mut spec, "response_timeout", DEFAULT_RESPONSE_TIMEOUT)?;
+    let max_body_size = match spec.take("max_body_size") {
+        None => None,
         Some(Located {
-            value: SpecValue::Integer(seconds),
+            value: SpecValue::Integer(bytes),
             origin,
-        }) => u64::try_from(seconds)
-            .ok()
-            .filter(|s| *s > 0)
-            .map(std::time::Duration::from_secs)
-            .ok_or_else(|| ConfigError::at(&origin, "connect_timeout must be a positive number of seconds"))?,
+        }) => Some(
+            u64::try_from(bytes)
+                .map_err(|_| ConfigError::at(&origin, "max_body_size must not be negative"))?,
+        ),
         Some(Located {
             value: SpecValue::Text(text),
             origin,
-        }) => parse_duration(&text).ok_or_else(|| {
+        }) => Some(parse_size(&text).ok_or_else(|| {
             ConfigError::at(
                 &origin,
-                format!("bad duration \"{text}\": use seconds, or a number with ms, s, m or h (5s, 500ms)"),
+                format!("bad size \"{text}\": use bytes, or a number with k, m or g (10m)"),
             )
-        })?,
-        Some(other) => return Err(ConfigError::at(&other.origin, "expected a duration such as \"5s\"")),
-    };
+        })?),
+        Some(other) => {
+            return Err(ConfigError::at(
+                &other.origin,
+                "expected a size such as \"10m\"",
+            ))
+        }
+    }
+    // nginx's 0 means no limit.
+    .filter(|limit| *limit > 0);
     let upstream = spec.required_text("upstream", "where to forward requests")?;
 
     let mode = match mode {
@@ -1261,8 +1319,64 @@ fn validate_listener(
         header_rules,
         default_headers,
         connect_timeout,
+        response_timeout,
+        max_body_size,
     })
 }
+
+/// A duration key: seconds as an integer, or nginx's time syntax as text.
+fn duration(
+    spec: &mut ListenerSpec,
+    key: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    match spec.take(key) {
+        None => Ok(default),
+        Some(Located {
+            value: SpecValue::Integer(seconds),
+            origin,
+        }) => u64::try_from(seconds)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| {
+                ConfigError::at(&origin, format!("{key} must be a positive number of seconds"))
+            }),
+        Some(Located {
+            value: SpecValue::Text(text),
+            origin,
+        }) => parse_duration(&text).ok_or_else(|| {
+            ConfigError::at(
+                &origin,
+                format!("bad duration \"{text}\": use seconds, or a number with ms, s, m or h (5s, 500ms)"),
+            )
+        }),
+        Some(other) => Err(ConfigError::at(
+            &other.origin,
+            "expected a duration such as \"5s\"",
+        )),
+    }
+}
+
+/// nginx's size syntax: bytes, or a number with k, m or g.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    number.checked_mul(match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    })
+}
+
+/// How long the upstream may take to send response headers unless told otherwise.
+const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long certgate waits for an upstream connection unless told otherwise.
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,16 +1,18 @@
 //! The per-request work of a listener: edit headers, forward upstream, stream the answer back.
 
+pub mod body;
 pub mod headers;
 pub mod path;
 pub mod upstream;
 
 use crate::access::AccessRules;
 use crate::access_log::{AccessLog, AccessRecord, Logged};
-use crate::config::{HttpUpstream, ListenerConfig, ModeConfig};
+use crate::config::{FixedResponse, HttpUpstream, ListenerConfig, ModeConfig};
 use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
+use body::LimitedBody;
 use bytes::Bytes;
 use headers::HeaderEdits;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -51,6 +53,8 @@ pub struct ConnectionInfo {
 pub enum ProxyError {
     /// The upstream could not be reached or failed mid-request.
     Upstream(String),
+    /// The request body is larger than the listener's `max_body_size`.
+    TooLarge(String),
     /// The upstream did not answer in time.
     UpstreamTimeout(String),
     /// A route's allow-list refused the client; the reason is for the log only.
@@ -65,7 +69,8 @@ impl ProxyError {
             ProxyError::Upstream(reason)
             | ProxyError::UpstreamTimeout(reason)
             | ProxyError::Forbidden(reason)
-            | ProxyError::BadRequest(reason) => reason,
+            | ProxyError::BadRequest(reason)
+            | ProxyError::TooLarge(reason) => reason,
         }
     }
 }
@@ -78,6 +83,10 @@ impl ProxyError {
                 (StatusCode::GATEWAY_TIMEOUT, format!("{reason}\n"))
             }
             ProxyError::BadRequest(reason) => (StatusCode::BAD_REQUEST, format!("{reason}\n")),
+            ProxyError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large\n".to_string(),
+            ),
             // The body does not reveal the rules.
             ProxyError::Forbidden(_) => (
                 StatusCode::FORBIDDEN,
@@ -115,12 +124,10 @@ const FAILURE_LOG_BURST: u32 = 20;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections a pool keeps per upstream.
 const POOL_MAX_IDLE: usize = 256;
-/// How long the upstream may take to send its response headers (nginx's proxy_read_timeout).
-const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One upstream and its connection pool.
 struct Upstream {
-    client: Client<Connector, Incoming>,
+    client: Client<Connector, LimitedBody>,
     /// Scheme and authority of upstream request URIs (they key the pool).
     scheme: Scheme,
     authority: Authority,
@@ -197,11 +204,19 @@ impl Upstream {
     }
 }
 
-/// A path prefix with its allow-list and, when it names one, its own upstream.
+/// A path prefix with its allow-list and, when it names one, its own upstream or the fixed
+/// answer it returns (nginx's `return`).
 struct RouteRuntime {
     path: String,
     rules: AccessRules,
     upstream: Option<Upstream>,
+    respond: Option<FixedResponse>,
+}
+
+/// Where a request goes.
+enum Destination<'s> {
+    Upstream(&'s Upstream),
+    Respond(&'s FixedResponse),
 }
 
 /// A listener's request handler: header edits, routes and upstream pools.
@@ -215,6 +230,8 @@ pub struct Proxy {
     upstream: Upstream,
     /// Longest path first, so the first match is nginx's longest-prefix `location`.
     routes: Vec<RouteRuntime>,
+    max_body_size: Option<u64>,
+    response_timeout: Duration,
 }
 
 impl Proxy {
@@ -254,6 +271,7 @@ impl Proxy {
                             .upstream
                             .as_ref()
                             .map(|u| Upstream::plain(u, listener.connect_timeout, metrics, name)),
+                        respond: route.respond.clone(),
                     })
                     .collect(),
             ),
@@ -268,6 +286,8 @@ impl Proxy {
             failure_log: LogLimit::new(FAILURE_LOG_BURST),
             upstream,
             routes,
+            max_body_size: listener.max_body_size,
+            response_timeout: listener.response_timeout,
         }
     }
 
@@ -379,14 +399,14 @@ impl Proxy {
         path: &str,
         connection: &ConnectionInfo,
         matched: &mut &'s str,
-    ) -> Result<&'s Upstream, ProxyError> {
+    ) -> Result<Destination<'s>, ProxyError> {
         if self.routes.is_empty() {
-            return Ok(&self.upstream);
+            return Ok(Destination::Upstream(&self.upstream));
         }
         let normalized = path::normalize(path)
             .ok_or_else(|| ProxyError::BadRequest(format!("bad request path {path:?}")))?;
         let Some(route) = self.routes.iter().find(|r| normalized.starts_with(&r.path)) else {
-            return Ok(&self.upstream);
+            return Ok(Destination::Upstream(&self.upstream));
         };
         *matched = &route.path;
         let peer = connection.tls.as_ref().and_then(|t| t.peer.as_ref());
@@ -399,7 +419,10 @@ impl Proxy {
                 route.path, route.rules
             )));
         }
-        Ok(route.upstream.as_ref().unwrap_or(&self.upstream))
+        Ok(match (&route.respond, &route.upstream) {
+            (Some(fixed), _) => Destination::Respond(fixed),
+            (None, upstream) => Destination::Upstream(upstream.as_ref().unwrap_or(&self.upstream)),
+        })
     }
 
     async fn forward<'s>(
@@ -409,7 +432,24 @@ impl Proxy {
         outcome: &mut Outcome<'s>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let upstream = self.route(parts.uri.path(), connection, &mut outcome.route)?;
+        let upstream = match self.route(parts.uri.path(), connection, &mut outcome.route)? {
+            Destination::Upstream(upstream) => upstream,
+            Destination::Respond(fixed) => return Ok(fixed_response(fixed)),
+        };
+        if let Some(limit) = self.max_body_size {
+            let announced = parts
+                .headers
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(length) = announced.filter(|length| *length > limit) {
+                return Err(ProxyError::TooLarge(format!(
+                    "413 for {}: Content-Length {length} is over max_body_size ({limit} bytes)",
+                    parts.uri.path()
+                )));
+            }
+        }
+        let (body, exceeded) = LimitedBody::new(body, self.max_body_size);
         outcome.upstream = &upstream.display;
         self.edits.apply(&mut parts, connection);
         // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
@@ -434,13 +474,21 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let sent_at = std::time::Instant::now();
         let sent = upstream.client.request(Request::from_parts(parts, body));
-        let response = match tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, sent).await {
-            Ok(result) => result.map_err(|e| ProxyError::Upstream(upstream.explain(&e)))?,
+        let response = match tokio::time::timeout(self.response_timeout, sent).await {
+            Ok(Ok(response)) => response,            Ok(Err(error)) => {
+                return Err(match (exceeded, self.max_body_size) {
+                    (Some(exceeded), Some(limit)) if exceeded.happened() => {
+                        ProxyError::TooLarge(format!(
+                            "413: the request body grew over max_body_size ({limit} bytes) and was cut off"
+                        ))
+                    }
+                    _ => ProxyError::Upstream(upstream.explain(&error)),
+                })
+            }
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout(format!(
-                    "upstream {} sent no response within {}s",
-                    upstream.display,
-                    UPSTREAM_RESPONSE_TIMEOUT.as_secs()
+                    "upstream {} sent no response within {:?}",
+                    upstream.display, self.response_timeout
                 )))
             }
         };
@@ -453,6 +501,35 @@ impl Proxy {
         }
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// A route's fixed answer: a redirect (3xx, the text is the Location) or a status with the
+/// text as body, as nginx's `return` gives.
+fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
+    let redirect = matches!(fixed.status, 301 | 302 | 303 | 307 | 308);
+    let body = if redirect {
+        Bytes::new()
+    } else {
+        Bytes::from(fixed.text.clone())
+    };
+    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *response.status_mut() = StatusCode::from_u16(fixed.status).unwrap_or(StatusCode::OK);
+    let header = if redirect {
+        hyper::header::LOCATION
+    } else {
+        hyper::header::CONTENT_TYPE
+    };
+    let value = if redirect {
+        fixed.text.as_str()
+    } else {
+        "text/plain"
+    };
+    if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
+        if redirect || !fixed.text.is_empty() {
+            response.headers_mut().insert(header, value);
+        }
+    }
+    response
 }
 
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

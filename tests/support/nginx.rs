@@ -169,11 +169,15 @@ async fn record<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, log: Arc<Mutex
         .find(|(n, _)| n == "content-length")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
-    let mut body = data.len() - (head_end + 4);
-    while body < length {
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let mut body = data[head_end + 4..].to_vec();
+    // Read the whole body before answering, as a real backend would.
+    while (chunked && !body.ends_with(b"0\r\n\r\n")) || (!chunked && body.len() < length) {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => body += n,
+            Ok(0) | Err(_) => return,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
         }
     }
     log.lock().unwrap().push(Received {

@@ -133,6 +133,8 @@ const PROXY_SETTINGS: &[&str] = &[
     "proxy_ssl_crl",
     "proxy_http_version",
     "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "client_max_body_size",
 ];
 
 /// Directives that change nothing certgate does, accepted with a warning that says so.
@@ -213,10 +215,6 @@ const HARMLESS: &[(&str, &str)] = &[
     (
         "proxy_buffers",
         "certgate streams bodies without buffering them",
-    ),
-    (
-        "proxy_read_timeout",
-        "certgate waits for the upstream as long as the client stays connected",
     ),
     (
         "proxy_send_timeout",
@@ -304,23 +302,14 @@ fn structural(name: &str, context: Context) -> bool {
             name,
             "http" | "events" | "server" | "upstream" | "error_log"
         ),
-        Context::Http => matches!(
-            name,
-            "server" | "upstream" | "access_log" | "error_log" | "client_max_body_size"
-        ),
+        Context::Http => matches!(name, "server" | "upstream" | "access_log" | "error_log"),
         Context::Server => matches!(
             name,
-            "listen"
-                | "server_name"
-                | "location"
-                | "access_log"
-                | "error_log"
-                | "client_max_body_size"
-                | "return"
+            "listen" | "server_name" | "location" | "access_log" | "error_log" | "return"
         ),
         Context::Location => matches!(
             name,
-            "proxy_pass" | "if" | "access_log" | "error_log" | "client_max_body_size" | "return"
+            "proxy_pass" | "if" | "access_log" | "error_log" | "return"
         ),
     }
 }
@@ -482,7 +471,6 @@ fn http_block(
                 upstreams.insert(name, upstream);
             }
             "access_log" | "error_log" => log_directive(d, &mut translation.warnings),
-            "client_max_body_size" => body_size(d, &mut translation.warnings),
             _ => {}
         }
     }
@@ -495,19 +483,17 @@ fn http_block(
     Ok(())
 }
 
-fn body_size(d: &Directive, warnings: &mut Vec<String>) {
-    warnings.push(format!(
-        "{}: \"client_max_body_size\" is accepted, but certgate streams bodies of any size to the upstream (nginx would answer 413 above the limit)",
-        d.place()
-    ));
-}
-
-/// The proxy target of one location.
+/// What one location does: proxy somewhere, or return a fixed answer.
 struct Location<'a> {
     directive: &'a Directive,
     path: String,
-    proxy_pass: &'a Directive,
+    action: Action<'a>,
     scope: Scope<'a>,
+}
+
+enum Action<'a> {
+    ProxyPass(&'a Directive),
+    Return(&'a Directive),
 }
 
 fn server_block(
@@ -534,13 +520,10 @@ fn server_block(
     for d in block {
         match d.name.as_str() {
             "location" => locations.push(location(d, scope, warnings)?),
-            "return" => {
-                return Err(d.error(
-                    "\"return\" is not supported: certgate proxies every request to an upstream",
-                ))
-            }
+            "return" => return Err(d.error(
+                "\"return\" directly in server is not supported: put it in a location other than /",
+            )),
             "access_log" | "error_log" => log_directive(d, warnings),
-            "client_max_body_size" => body_size(d, warnings),
             _ => {}
         }
     }
@@ -550,6 +533,14 @@ fn server_block(
         ));
     };
     let root = locations.remove(root);
+    let root_pass = match root.action {
+        Action::ProxyPass(d) => d,
+        Action::Return(d) => {
+            return Err(d.error(
+                "\"return\" in location / is not supported: certgate forwards every other path to an upstream",
+            ))
+        }
+    };
 
     let mut sections = Vec::new();
     for listen in listens {
@@ -579,29 +570,23 @@ fn server_block(
             comments: Vec::new(),
         });
         section.push("listen", SpecValue::Text(address), listen);
-        let target = upstream_url(root.proxy_pass, upstreams)?;
+        let target = upstream_url(root_pass, upstreams)?;
         match (tls, target.https) {
             (true, false) => server_mode(&mut section, &root, &target, warnings)?,
             (false, true) => client_mode(&mut section, &root, &target, warnings)?,
             (true, true) => {
-                return Err(root.proxy_pass.error(
+                return Err(root_pass.error(
                     "TLS on both sides (listen ... ssl with proxy_pass https://) is not supported yet: certgate terminates TLS (server mode) or originates it (client mode)",
                 ))
             }
             (false, false) => {
-                return Err(root.proxy_pass.error(format!(
+                return Err(root_pass.error(format!(
                     "neither side of this server uses TLS ({} without ssl, proxy_pass http://): certgate is an mTLS proxy; add \"ssl\" to listen or proxy to https://",
                     listen.args.join(" ")
                 )))
             }
         }
         for other in &locations {
-            let route_target = upstream_url(other.proxy_pass, upstreams)?;
-            if route_target.https != target.https {
-                return Err(other.proxy_pass.error(
-                    "every location of a server must proxy with the same scheme as location /",
-                ));
-            }
             if header_pairs(&other.scope) != header_pairs(&root.scope) {
                 return Err(other.directive.error(format!(
                     "location {} sets other headers than location /: certgate applies one set of header rules per server",
@@ -619,11 +604,29 @@ fn server_block(
                 ..Section::default()
             };
             route.push("path", SpecValue::Text(other.path.clone()), other.directive);
-            route.push(
-                "upstream",
-                SpecValue::Text(route_target.url.clone()),
-                other.proxy_pass,
-            );
+            match other.action {
+                Action::ProxyPass(pass) => {
+                    let route_target = upstream_url(pass, upstreams)?;
+                    if route_target.https != target.https {
+                        return Err(pass.error(
+                            "every location of a server must proxy with the same scheme as location /",
+                        ));
+                    }
+                    route.push("upstream", SpecValue::Text(route_target.url), pass);
+                }
+                Action::Return(ret) => {
+                    let code = ret.args[0].parse::<i64>().map_err(|_| {
+                        ret.error(format!("invalid return code \"{}\"", ret.args[0]))
+                    })?;
+                    route.push("return_code", SpecValue::Integer(code), ret);
+                    if let Some(text) = ret.args.get(1) {
+                        if text.contains('$') {
+                            return Err(ret.error("variables in return are not supported"));
+                        }
+                        route.push("return_text", SpecValue::Text(text.clone()), ret);
+                    }
+                }
+            }
             section.routes.push(route);
         }
         sections.push(section);
@@ -652,30 +655,37 @@ fn location<'a>(
     }
     let block = d.block.as_deref().unwrap_or_default();
     let mut scope = scope.enter(block, Context::Location, warnings)?;
-    let mut proxy_pass = None;
+    let mut action = None;
     for inner in block {
         match inner.name.as_str() {
-            "proxy_pass" => {
-                args_count(inner, 1..=1)?;
-                proxy_pass = Some(inner);
+            "proxy_pass" | "return" => {
+                if action.is_some() {
+                    return Err(inner.error(format!(
+                        "location {path} has both proxy_pass and return (or two of one)"
+                    )));
+                }
+                action = Some(if inner.name == "return" {
+                    args_count(inner, 1..=2)?;
+                    Action::Return(inner)
+                } else {
+                    args_count(inner, 1..=1)?;
+                    Action::ProxyPass(inner)
+                });
             }
             "if" => if_block(inner, &mut scope, warnings)?,
-            "return" => {
-                return Err(inner.error(
-                    "\"return\" is not supported: certgate proxies every request to an upstream",
-                ))
-            }
             "access_log" | "error_log" => log_directive(inner, warnings),
-            "client_max_body_size" => body_size(inner, warnings),
             _ => {}
         }
     }
-    let proxy_pass =
-        proxy_pass.ok_or_else(|| d.error(format!("location {path} has no \"proxy_pass\"")))?;
+    let action = action.ok_or_else(|| {
+        d.error(format!(
+            "location {path} has no \"proxy_pass\" (or \"return\")"
+        ))
+    })?;
     Ok(Location {
         directive: d,
         path,
-        proxy_pass,
+        action,
         scope,
     })
 }
@@ -906,14 +916,29 @@ fn headers(section: &mut Section, location: &Location<'_>, target: &Target) {
     section.entries.push(entry);
 }
 
-fn connect_timeout(section: &mut Section, scope: &Scope<'_>) {
-    match scope.get("proxy_connect_timeout") {
-        Some(d) => section.push("connect_timeout", text(d), d),
-        None => section.push_default(
-            "connect_timeout",
-            SpecValue::Text("60s".into()),
-            "nginx's default proxy_connect_timeout",
-        ),
+/// The directive that proxies location / (checked to be a proxy_pass by `server_block`).
+fn root_pass<'a>(root: &Location<'a>) -> &'a Directive {
+    match root.action {
+        Action::ProxyPass(d) | Action::Return(d) => d,
+    }
+}
+
+/// Timeouts and the body limit, with nginx's defaults where certgate's differ.
+fn limits(section: &mut Section, scope: &Scope<'_>) {
+    for (directive, key, nginx_default) in [
+        ("proxy_connect_timeout", "connect_timeout", Some("60s")),
+        ("proxy_read_timeout", "response_timeout", None),
+        ("client_max_body_size", "max_body_size", Some("1m")),
+    ] {
+        match (scope.get(directive), nginx_default) {
+            (Some(d), _) => section.push(key, text(d), d),
+            (None, Some(value)) => section.push_default(
+                key,
+                SpecValue::Text(value.into()),
+                &format!("nginx's default {directive}"),
+            ),
+            (None, None) => {}
+        }
     }
 }
 
@@ -932,7 +957,7 @@ fn server_mode(
     section.push(
         "upstream",
         SpecValue::Text(target.url.clone()),
-        root.proxy_pass,
+        root_pass(root),
     );
     let required = |name: &str| {
         scope.get(name).ok_or_else(|| {
@@ -1025,7 +1050,7 @@ fn server_mode(
         SpecValue::Bool(false),
         "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
     );
-    connect_timeout(section, scope);
+    limits(section, scope);
     headers(section, root, target);
     Ok(())
 }
@@ -1045,7 +1070,7 @@ fn client_mode(
     section.push(
         "upstream",
         SpecValue::Text(target.url.clone()),
-        root.proxy_pass,
+        root_pass(root),
     );
     match (
         scope.get("proxy_ssl_certificate"),
@@ -1077,7 +1102,7 @@ fn client_mode(
             );
             warnings.push(format!(
                 "{}: no \"proxy_ssl_verify on\": as nginx, the upstream's certificate is not verified, so anyone who can intercept the connection to {} can pose as it; add proxy_ssl_verify on and proxy_ssl_trusted_certificate",
-                root.proxy_pass.place(),
+                root_pass(root).place(),
                 target.url
             ));
             false
@@ -1120,11 +1145,11 @@ fn client_mode(
             );
             warnings.push(format!(
                 "{}: no \"proxy_ssl_server_name on\": as nginx, no server name (SNI) is sent, so an upstream that hosts several names may present the wrong certificate; add proxy_ssl_server_name on",
-                root.proxy_pass.place()
+                root_pass(root).place()
             ));
         }
     }
-    connect_timeout(section, scope);
+    limits(section, scope);
     for name in SERVER_SETTINGS {
         if let Some(d) = scope.get(name) {
             warnings.push(format!(

@@ -27,6 +27,7 @@ async fn seed_server_a_forwards_the_verified_certificate_as_nginx_renders_it() {
         ],
     );
     server_a.wait_for_log(&["listener \"serverA.example.com:0\""]);
+    server_a.wait_for_log(&["server_a.conf:18: nginx sends $ssl_client_cert folded"]);
 
     let answer = https_get(
         server_a.addr(),

@@ -274,6 +274,14 @@ impl<'a> Scope<'a> {
                 args_count(d, 2..=2)?;
                 Template::parse(&d.args[1])
                     .map_err(|e| d.error(format!("proxy_set_header {}: {e}", d.args[0])))?;
+                if d.args[1].contains("$ssl_client_cert")
+                    || d.args[1].contains("${ssl_client_cert}")
+                {
+                    warnings.push(format!(
+                        "{}: nginx sends $ssl_client_cert folded over several header lines, which strict HTTP parsers refuse; certgate sends it on one line, the PEM lines joined by spaces (what a lenient parser makes of nginx's); $ssl_client_escaped_cert is the portable choice",
+                        d.place()
+                    ));
+                }
                 own_headers.push(d);
             } else if let Some((_, why)) = HARMLESS.iter().find(|(n, _)| *n == name) {
                 warnings.push(format!(

@@ -411,3 +411,69 @@ async fn client_max_body_size_return_and_timeouts_behave_as_in_nginx() {
     assert_eq!(response.headers()["location"], "https://example.com/new");
     assert!(backend.take().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_an_nginx_config_and_refuses_a_broken_one() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let upstream = RecordingBackend::tls(&pki.server, &pki.ca.issued).await; // A fixed port, so that the restarted listener is found where it was.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let values = [
+        ("LISTEN_PORT", port.to_string()),
+        ("UPSTREAM_PORT", upstream.address.port().to_string()),
+    ];
+    let path = fixture(&files, "proxy_b_forward.conf", &values);
+    let proxy = Certgate::start(&["run", "--config", path.to_str().unwrap()]);
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &proxy.pid().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert_eq!(
+        http_get(proxy.addr(), "/", &[("x-client-cert", "a")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        upstream.take()[0].header("x-original-client-cert"),
+        Some("a")
+    );
+
+    // Rename the header; the listener keeps its address and picks up the new rule.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("X-Original-Client-Cert", "X-Caller-Cert"),
+    )
+    .unwrap();
+    hup();
+    proxy.wait_for_log(&["SIGHUP: applied"]);
+    assert_eq!(
+        http_get(proxy.addr(), "/", &[("x-client-cert", "b")])
+            .await
+            .status,
+        200
+    );
+    let request = &upstream.take()[0];
+    assert_eq!(request.header("x-caller-cert"), Some("b"));
+    assert_eq!(request.header("x-original-client-cert"), None);
+
+    // A broken file is refused with its line; the running config stays.
+    std::fs::write(
+        &path,
+        "server {\n    listen 127.0.0.1:0;\n    bogus on;\n}\n",
+    )
+    .unwrap();
+    hup();
+    proxy.wait_for_log(&[
+        "SIGHUP: refused",
+        "proxy_b_forward.conf:3: directive \"bogus\" is not supported",
+    ]);
+    assert_eq!(http_get(proxy.addr(), "/", &[]).await.status, 200);
+}

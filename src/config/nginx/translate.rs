@@ -866,7 +866,7 @@ fn on_off(d: &Directive) -> Result<bool, ConfigError> {
     }
 }
 
-fn depth(d: &Directive) -> Result<SpecValue, ConfigError> {
+fn number(d: &Directive) -> Result<SpecValue, ConfigError> {
     args_count(d, 1..=1)?;
     d.args[0]
         .parse::<i64>()
@@ -950,6 +950,36 @@ fn limits(section: &mut Section, scope: &Scope<'_>) {
     }
 }
 
+/// How a directive's arguments become a key's value.
+enum Kind {
+    Text,
+    Number,
+    OnOff,
+    /// `ssl_protocols`-style lists, which set both min_tls_version and max_tls_version.
+    Protocols,
+}
+
+/// Directives that map one to one onto keys, where they are set.
+fn mapped(
+    section: &mut Section,
+    scope: &Scope<'_>,
+    warnings: &mut Vec<String>,
+    table: &[(&str, &'static str, Kind)],
+) -> Result<(), ConfigError> {
+    for (directive, key, kind) in table {
+        let Some(d) = scope.get(directive) else {
+            continue;
+        };
+        match kind {
+            Kind::Text => section.push(key, text(d), d),
+            Kind::Number => section.push(key, number(d)?, d),
+            Kind::OnOff => section.push(key, SpecValue::Bool(on_off(d)?), d),
+            Kind::Protocols => protocols(section, d, warnings)?,
+        }
+    }
+    Ok(())
+}
+
 fn server_mode(
     section: &mut Section,
     root: &Location<'_>,
@@ -1022,21 +1052,18 @@ fn server_mode(
             "ssl_verify_client needs \"ssl_client_certificate\" (the CA bundle client certificates must chain to)",
         ));
     }
-    if let Some(d) = scope.get("ssl_verify_depth") {
-        section.push("verify_depth", depth(d)?, d);
-    }
-    if let Some(d) = scope.get("ssl_crl") {
-        section.push("crl", text(d), d);
-    }
-    if let Some(d) = scope.get("ssl_protocols") {
-        protocols(section, d, warnings)?;
-    }
-    if let Some(d) = scope.get("ssl_ciphers") {
-        section.push("ciphers", text(d), d);
-    }
-    if let Some(d) = scope.get("ssl_session_tickets") {
-        section.push("session_tickets", SpecValue::Bool(on_off(d)?), d);
-    }
+    mapped(
+        section,
+        scope,
+        warnings,
+        &[
+            ("ssl_verify_depth", "verify_depth", Kind::Number),
+            ("ssl_crl", "crl", Kind::Text),
+            ("ssl_protocols", "", Kind::Protocols),
+            ("ssl_ciphers", "ciphers", Kind::Text),
+            ("ssl_session_tickets", "session_tickets", Kind::OnOff),
+        ],
+    )?;
     for name in PROXY_SETTINGS
         .iter()
         .filter(|n| n.starts_with("proxy_ssl_"))
@@ -1125,24 +1152,19 @@ fn client_mode(
         }
         None => {}
     }
-    if let Some(d) = scope.get("proxy_ssl_verify_depth") {
-        section.push("verify_depth", depth(d)?, d);
-    }
-    if let Some(d) = scope.get("proxy_ssl_session_reuse") {
-        section.push("session_reuse", SpecValue::Bool(on_off(d)?), d);
-    }
-    if let Some(d) = scope.get("proxy_ssl_protocols") {
-        protocols(section, d, warnings)?;
-    }
-    if let Some(d) = scope.get("proxy_ssl_ciphers") {
-        section.push("ciphers", text(d), d);
-    }
-    if let Some(d) = scope.get("proxy_ssl_name") {
-        section.push("server_name", text(d), d);
-    }
-    if let Some(d) = scope.get("proxy_ssl_crl") {
-        section.push("crl", text(d), d);
-    }
+    mapped(
+        section,
+        scope,
+        warnings,
+        &[
+            ("proxy_ssl_verify_depth", "verify_depth", Kind::Number),
+            ("proxy_ssl_session_reuse", "session_reuse", Kind::OnOff),
+            ("proxy_ssl_protocols", "", Kind::Protocols),
+            ("proxy_ssl_ciphers", "ciphers", Kind::Text),
+            ("proxy_ssl_name", "server_name", Kind::Text),
+            ("proxy_ssl_crl", "crl", Kind::Text),
+        ],
+    )?;
     match scope.get("proxy_ssl_server_name") {
         Some(d) => section.push("send_sni", SpecValue::Bool(on_off(d)?), d),
         None => {

@@ -38,6 +38,9 @@ struct Cli {
     /// Error log level: error, warn, info (default) or debug; RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
     log_level: String,
+    /// PKCS#11 module for key URIs (pkcs11:...) that name no module-path.
+    #[arg(long, global = true, value_name = "FILE")]
+    pkcs11_module: Option<PathBuf>,
 }
 
 /// Process-wide settings of the serving commands.
@@ -477,18 +480,25 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
     Ok(Config::from_specs(vec![spec.0])?)
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
-async fn stop_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM). The handlers are
+/// installed by the call itself, not when the future is first polled, so that a signal that
+/// arrives while listeners start is handled rather than killing the process.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
@@ -545,7 +555,10 @@ async fn serve(
                 format!("--admin: bad address \"{a}\": use IP:PORT, e.g. 127.0.0.1:9901")
             })
         })
-        .transpose()?;
+        .transpose()?;    // Signal handlers first: a SIGHUP or SIGTERM sent as soon as "listening" is logged must
+    // find them in place.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = stop_signal();
     let mut running = certgate::start(&config, drain_timeout, &telemetry).await?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = admin_address {
@@ -567,10 +580,7 @@ async fn serve(
             started: std::time::Instant::now(),
         });
         tokio::spawn(certgate::admin::serve(tcp, state, admin_stopped));
-    }
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let stop = stop_signal();
-    tokio::pin!(stop);
+    }    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -823,6 +833,9 @@ async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(module) = &cli.pkcs11_module {
+        certgate::tls::pkcs11::set_default_module(module.clone());
+    }
     if let Err(error) = init_logging(&cli.log_level, cli.log_file.as_deref()) {
         eprintln!("certgate: {error:#}");
         return ExitCode::FAILURE;

@@ -586,6 +586,8 @@ impl ListenerConfig {
                 files.extend(client.revocation.crls.iter().map(|f| f.value.as_path()));
             }
         }
+        // A key on a token is no file to watch; its certificate file still is.
+        files.retain(|f| !crate::tls::pkcs11::is_uri(&f.to_string_lossy()));
         files
     }
 
@@ -1402,6 +1404,10 @@ fn parse_duration(text: &str) -> Option<std::time::Duration> {
 
 /// A path from a config file is relative to the file's directory, as nginx's are to its prefix.
 pub fn resolve_relative(base: &Path, path: &str) -> PathBuf {
+    // A token key (RFC 7512 URI) is not a file.
+    if crate::tls::pkcs11::is_uri(path) {
+        return PathBuf::from(path);
+    }
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()

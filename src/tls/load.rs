@@ -33,6 +33,8 @@ pub enum LoadError {
         subject: String,
         issuer: String,
     },
+    #[error("{reason}")]
+    Token { path: PathBuf, reason: String },
     #[error("private key {} does not match certificate {}: use the key the certificate was issued for", key.display(), cert.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("private key {} is readable by {who} (mode {mode:04o}); run 'chmod 600 {}'", path.display(), path.display())]
@@ -51,6 +53,7 @@ impl LoadError {
             | LoadError::NoCertificate { path }
             | LoadError::BadCertificate { path, .. }
             | LoadError::NoCrl { path }
+            | LoadError::Token { path, .. }
             | LoadError::NoKey { path }
             | LoadError::UnsupportedKey { path, .. }
             | LoadError::LoosePermissions { path, .. }
@@ -157,6 +160,19 @@ pub fn certified_key(
 ) -> Result<Arc<rustls::sign::CertifiedKey>, LoadError> {
     let chain = certificates(cert_path)?;
     check_chain_order(cert_path, &chain)?;
+    let key_text = key_path.to_string_lossy();
+    if super::pkcs11::is_uri(&key_text) {
+        let token = |reason| LoadError::Token {
+            path: key_path.to_path_buf(),
+            reason,
+        };
+        let key = super::pkcs11::TokenKey::open(&key_text).map_err(token)?;
+        key.check_matches(&chain[0]).map_err(token)?;
+        return Ok(Arc::new(rustls::sign::CertifiedKey::new(
+            chain,
+            Arc::new(key),
+        )));
+    }
     let (_, signing_key) = private_key(key_path, provider)?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {

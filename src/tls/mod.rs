@@ -4,6 +4,7 @@ pub mod client;
 pub mod explain;
 pub mod identity;
 pub mod load;
+pub mod pkcs11;
 pub mod server;
 pub mod verify;
 
@@ -92,6 +93,12 @@ pub(crate) fn check_key_permissions(
     strict: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
+    let text = key.value.to_string_lossy();
+    if pkcs11::is_uri(&text) {
+        // No file to protect; but a PIN written into the URI is as exposed as a loose key.
+        warnings.extend(pkcs11::pin_warning(&text).map(|w| format!("{}: {w}", key.origin)));
+        return Ok(());
+    }
     match load::key_permissions(&key.value) {
         Ok(()) => Ok(()),
         Err(problem @ load::LoadError::LoosePermissions { .. }) if !strict => {

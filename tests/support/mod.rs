@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod hsm;
 pub mod nginx;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_certgate");
@@ -126,8 +127,18 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
 impl Certgate {
     /// Starts `certgate ARGS` and waits until `listeners` listeners are bound.
     pub fn start_with<S: AsRef<std::ffi::OsStr>>(args: &[S], listeners: usize) -> Certgate {
+        Certgate::start_env(args, listeners, &[])
+    }
+
+    /// `start_with`, with extra environment variables.
+    pub fn start_env<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        listeners: usize,
+        env: &[(&str, &str)],
+    ) -> Certgate {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,certgate=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -238,8 +249,14 @@ impl Drop for Certgate {
 
 /// Runs certgate to completion (for commands that should fail or finish), with a timeout.
 pub fn run_to_exit(args: &[&str]) -> (i32, String) {
+    run_to_exit_env(args, &[])
+}
+
+/// `run_to_exit`, with extra environment variables.
+pub fn run_to_exit_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,0 +1,618 @@
+//! Private keys that never leave a PKCS#11 token (an HSM; SoftHSM in the tests).
+//!
+//! A key is named by an RFC 7512 URI (`pkcs11:token=web;object=server-key?module-path=...&
+//! pin-source=file:/etc/certgate/pin`) wherever a key file is accepted. Signing runs on the
+//! token through `cryptoki`: ECDSA P-256/P-384 (the token's raw r||s becomes the DER that TLS
+//! wants) and RSA PKCS#1 v1.5 and PSS (TLS 1.3 allows only PSS for RSA). Handshakes sign in
+//! parallel on a pool of sessions; a session the token stops honouring is dropped and a new
+//! one opened (and logged in) on the next signature, so the key recovers when the token does.
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use rustls::pki_types::CertificateDer;
+use rustls::sign::{Signer, SigningKey};
+use rustls::{SignatureAlgorithm, SignatureScheme};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The environment variable that may hold the token PIN.
+pub const PIN_ENV: &str = "CERTGATE_PKCS11_PIN";
+
+/// Sessions kept open for reuse; more are opened under load and closed after use.
+const POOL_SIZE: usize = 8;
+
+/// A warning for a key URI whose PIN others can read (`pin-value=`), if it has one.
+pub fn pin_warning(uri_text: &str) -> Option<String> {
+    KeyUri::parse(uri_text).ok()?.pin().ok()?.1
+}
+
+/// The module used when a URI names none (`--pkcs11-module`).
+static DEFAULT_MODULE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the module for URIs without `module-path` (`--pkcs11-module`); the first call wins.
+pub fn set_default_module(path: PathBuf) {
+    let _ = DEFAULT_MODULE.set(path);
+}
+
+/// Whether a key setting names a token key rather than a file.
+pub fn is_uri(text: &str) -> bool {
+    text.starts_with("pkcs11:")
+}
+
+/// The parts of an RFC 7512 URI that select a key and say how to reach it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeyUri {
+    pub token: Option<String>,
+    pub object: Option<String>,
+    pub id: Option<Vec<u8>>,
+    pub slot_id: Option<u64>,
+    pub module_path: Option<PathBuf>,
+    pub pin_source: Option<String>,
+    pub pin_value: Option<String>,
+}
+
+fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-escape at \"{}\"", &text[i..]))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+impl KeyUri {
+    pub fn parse(text: &str) -> Result<KeyUri, String> {
+        let rest = text
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| format!("\"{text}\" is not a pkcs11: URI"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut uri = KeyUri::default();
+        let string = |value: &str| -> Result<String, String> {
+            String::from_utf8(percent_decode(value)?).map_err(|_| "not UTF-8".to_string())
+        };
+        for (separator, part) in [(';', path), ('&', query)] {
+            for attribute in part.split(separator).filter(|a| !a.is_empty()) {
+                let (name, value) = attribute
+                    .split_once('=')
+                    .ok_or_else(|| format!("\"{attribute}\" in {text} has no '='"))?;
+                let bad = |e: String| format!("{name} in {text}: {e}");
+                match name {
+                    "token" => uri.token = Some(string(value).map_err(bad)?),
+                    "object" => uri.object = Some(string(value).map_err(bad)?),
+                    "id" => uri.id = Some(percent_decode(value).map_err(bad)?),
+                    "slot-id" => {
+                        uri.slot_id = Some(value.parse().map_err(|_| bad("not a number".into()))?)
+                    }
+                    "module-path" => {
+                        uri.module_path = Some(PathBuf::from(string(value).map_err(bad)?))
+                    }
+                    "pin-source" => uri.pin_source = Some(string(value).map_err(bad)?),
+                    "pin-value" => uri.pin_value = Some(string(value).map_err(bad)?),
+                    // Attributes that only narrow the choice further, or describe it.
+                    "type"
+                    | "manufacturer"
+                    | "model"
+                    | "serial"
+                    | "library-manufacturer"
+                    | "library-description"
+                    | "library-version"
+                    | "slot-description"
+                    | "slot-manufacturer"
+                    | "module-name" => {}
+                    other => return Err(format!("unknown attribute \"{other}\" in {text}")),
+                }
+            }
+        }
+        if uri.object.is_none() && uri.id.is_none() {
+            return Err(format!(
+                "{text} names no key: add object=LABEL or id=%XX to the URI"
+            ));
+        }
+        Ok(uri)
+    }
+
+    /// The URI without any PIN, for messages.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(token) = &self.token {
+            parts.push(format!("token={token}"));
+        }
+        if let Some(object) = &self.object {
+            parts.push(format!("object={object}"));
+        }
+        if let Some(id) = &self.id {
+            let hex: String = id.iter().map(|b| format!("%{b:02x}")).collect();
+            parts.push(format!("id={hex}"));
+        }
+        format!("pkcs11:{}", parts.join(";"))
+    }
+
+    /// The PIN: `pin-value`, `pin-source=file:PATH`, or the environment. Also returns a
+    /// warning when the PIN was given where other users can read it.
+    fn pin(&self) -> Result<(String, Option<String>), String> {
+        if let Some(pin) = &self.pin_value {
+            return Ok((
+                pin.clone(),
+                Some(format!(
+                    "{}: the PIN is in the URI (pin-value), where other users may see it in the process list or the config; use pin-source=file:PATH or {PIN_ENV}",
+                    self.describe()
+                )),
+            ));
+        }
+        if let Some(source) = &self.pin_source {
+            let path = source.strip_prefix("file:").unwrap_or(source);
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!("{}: cannot read the PIN file {path}: {e}", self.describe())
+            })?;
+            return Ok((text.trim_end_matches(['\n', '\r']).to_string(), None));
+        }
+        match std::env::var(PIN_ENV) {
+            Ok(pin) => Ok((pin, None)),
+            Err(_) => Err(format!(
+                "{}: no PIN: add pin-source=file:PATH to the URI or set {PIN_ENV}",
+                self.describe()
+            )),
+        }
+    }
+}
+
+/// One loaded module per path: C_Initialize may run once per process.
+fn module(path: &Path) -> Result<Pkcs11, String> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut modules = MODULES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(module) = modules.get(path) {
+        return Ok(module.clone());
+    }
+    let module = Pkcs11::new(path)
+        .map_err(|e| format!("cannot load the PKCS#11 module {}: {e}", path.display()))?;
+    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot initialise the PKCS#11 module {}: {e}",
+                path.display()
+            ))
+        }
+    }
+    modules.insert(path.to_path_buf(), module.clone());
+    Ok(module)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa,
+}
+
+const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// A private key on a token, usable by rustls.
+#[derive(Debug)]
+pub struct TokenKey {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    module: Pkcs11,
+    slot: Slot,
+    pin: cryptoki::types::AuthPin,
+    /// What finds the key in a new session.
+    template: Vec<Attribute>,
+    kind: Kind,
+    name: String,
+    sessions: Mutex<Vec<(Session, ObjectHandle)>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenKey({})", self.name)
+    }
+}
+
+fn ck(what: &str, name: &str, error: CkError) -> String {
+    let reason = match &error {
+        CkError::Pkcs11(RvError::PinIncorrect, _) => "wrong PIN".to_string(),
+        CkError::Pkcs11(RvError::PinLocked, _) => "the PIN is locked".to_string(),
+        CkError::Pkcs11(RvError::TokenNotPresent, _) => "the token is not present".to_string(),
+        CkError::Pkcs11(RvError::DeviceRemoved, _) => "the token was removed".to_string(),
+        CkError::Pkcs11(rv, function) => format!("{function:?} returned {rv:?}"),
+        other => other.to_string(),
+    };
+    format!("{name}: {what}: {reason}")
+}
+
+/// Errors after which a session is of no further use.
+fn session_is_broken(error: &CkError) -> bool {
+    matches!(
+        error,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceRemoved
+                | RvError::DeviceError
+                | RvError::TokenNotPresent
+                | RvError::UserNotLoggedIn
+                | RvError::ObjectHandleInvalid
+                | RvError::KeyHandleInvalid
+                | RvError::GeneralError,
+            _
+        )
+    )
+}
+
+impl Inner {
+    /// A logged-in session and the key's handle in it.
+    fn open_session(&self) -> Result<(Session, ObjectHandle), String> {
+        let session = self
+            .module
+            .open_ro_session(self.slot)
+            .map_err(|e| ck("cannot open a session", &self.name, e))?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(ck("cannot log in", &self.name, e)),
+        }
+        let handles = session
+            .find_objects(&self.template)
+            .map_err(|e| ck("cannot search the token", &self.name, e))?;
+        match handles.as_slice() {
+            [handle] => Ok((session, *handle)),
+            [] => Err(format!(
+                "{}: no such private key on the token (check object= and id= with pkcs11-tool --list-objects)",
+                self.name
+            )),
+            _ => Err(format!(
+                "{}: {} private keys match; add id= to the URI to pick one",
+                self.name,
+                handles.len()
+            )),
+        }
+    }
+
+    fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, String> {
+        let (mechanism, data) = mechanism(scheme, message)?;
+        let pooled = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let (session, handle) = match pooled {
+            Some(pair) => pair,
+            None => self.open_session()?,
+        };
+        let result = match session.sign(&mechanism, handle, &data) {
+            Err(error) if session_is_broken(&error) => {
+                // The token restarted or dropped us: one more try on a fresh session.
+                drop(session);
+                let (session, handle) = self.open_session()?;
+                let result = session.sign(&mechanism, handle, &data);
+                (session, handle, result)
+            }
+            result => (session, handle, result),
+        };
+        let (session, handle, result) = result;
+        let signature = result.map_err(|e| ck("signing failed", &self.name, e))?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.len() < POOL_SIZE {
+            sessions.push((session, handle));
+        }
+        drop(sessions);
+        match self.kind {
+            Kind::EcdsaP256 | Kind::EcdsaP384 => ecdsa_der(&signature),
+            Kind::Rsa => Ok(signature),
+        }
+    }
+}
+
+fn digest(algorithm: &'static aws_lc_rs::digest::Algorithm, message: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(algorithm, message)
+        .as_ref()
+        .to_vec()
+}
+
+fn pss(hash: MechanismType, mgf: PkcsMgfType, salt: u64) -> PkcsPssParams {
+    PkcsPssParams {
+        hash_alg: hash,
+        mgf,
+        s_len: salt.into(),
+    }
+}
+
+/// The token mechanism for a TLS signature scheme, and the bytes it signs.
+fn mechanism(
+    scheme: SignatureScheme,
+    message: &[u8],
+) -> Result<(Mechanism<'static>, Vec<u8>), String> {
+    use aws_lc_rs::digest::{SHA256, SHA384};
+    use SignatureScheme as S;
+    Ok(match scheme {
+        // The token signs a digest with raw ECDSA.
+        S::ECDSA_NISTP256_SHA256 => (Mechanism::Ecdsa, digest(&SHA256, message)),
+        S::ECDSA_NISTP384_SHA384 => (Mechanism::Ecdsa, digest(&SHA384, message)),
+        S::RSA_PSS_SHA256 => (
+            Mechanism::Sha256RsaPkcsPss(pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32)),
+            message.to_vec(),
+        ),
+        S::RSA_PSS_SHA384 => (
+            Mechanism::Sha384RsaPkcsPss(pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48)),
+            message.to_vec(),
+        ),
+        S::RSA_PSS_SHA512 => (
+            Mechanism::Sha512RsaPkcsPss(pss(MechanismType::SHA512, PkcsMgfType::MGF1_SHA512, 64)),
+            message.to_vec(),
+        ),
+        S::RSA_PKCS1_SHA256 => (Mechanism::Sha256RsaPkcs, message.to_vec()),
+        S::RSA_PKCS1_SHA384 => (Mechanism::Sha384RsaPkcs, message.to_vec()),
+        S::RSA_PKCS1_SHA512 => (Mechanism::Sha512RsaPkcs, message.to_vec()),
+        other => return Err(format!("signature scheme {other:?} is not supported")),
+    })
+}
+
+/// PKCS#11 ECDSA signatures are r||s; TLS carries SEQUENCE { INTEGER r, INTEGER s }.
+fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, String> {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
+        return Err(format!(
+            "the token returned a {}-byte ECDSA signature",
+            raw.len()
+        ));
+    }
+    let integer = |half: &[u8]| {
+        let trimmed = match half.iter().position(|b| *b != 0) {
+            Some(first) => &half[first..],
+            None => &half[half.len() - 1..],
+        };
+        let mut out = vec![0x02];
+        let pad = trimmed[0] & 0x80 != 0;
+        out.push((trimmed.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(trimmed);
+        out
+    };
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let body = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30];
+    if body.len() < 0x80 {
+        out.push(body.len() as u8);
+    } else {
+        out.extend([0x81, body.len() as u8]);
+    }
+    out.extend(body);
+    Ok(out)
+}
+
+impl TokenKey {
+    /// Opens the key a URI names, logging in with its PIN.
+    pub fn open(uri_text: &str) -> Result<TokenKey, String> {
+        let uri = KeyUri::parse(uri_text)?;
+        let name = uri.describe();
+        let module_path = uri
+            .module_path
+            .clone()
+            .or_else(|| DEFAULT_MODULE.get().cloned())
+            .ok_or_else(|| {
+                format!("{name}: no PKCS#11 module: add module-path=/path/to/module.so to the URI or pass --pkcs11-module")
+            })?;
+        let module = module(&module_path)?;
+        let (pin, _) = uri.pin()?;
+        let slots = module
+            .get_slots_with_token()
+            .map_err(|e| ck("cannot list the slots", &name, e))?;
+        let slot = slots
+            .into_iter()
+            .find(|slot| {
+                let by_id = uri.slot_id.is_none_or(|id| slot.id() == id);
+                let by_label = match &uri.token {
+                    None => true,
+                    Some(label) => module
+                        .get_token_info(*slot)
+                        .is_ok_and(|info| info.label().trim_end() == label),
+                };
+                by_id && by_label
+            })
+            .ok_or_else(|| {
+                format!(
+                    "{name}: no such token in {} (list them with pkcs11-tool --module {} --list-slots)",
+                    module_path.display(),
+                    module_path.display()
+                )
+            })?;
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+        if let Some(object) = &uri.object {
+            template.push(Attribute::Label(object.as_bytes().to_vec()));
+        }
+        if let Some(id) = &uri.id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let mut inner = Inner {
+            module,
+            slot,
+            pin: cryptoki::types::AuthPin::new(pin.into()),
+            template,
+            kind: Kind::Rsa,
+            name,
+            sessions: Mutex::new(Vec::new()),
+        };
+        let (session, handle) = inner.open_session()?;
+        inner.kind = key_kind(&session, handle, &inner.name)?;
+        inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((session, handle));
+        Ok(TokenKey {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Signs a test message on the token and verifies it with the certificate's public key:
+    /// the only proof that the token's key is the certificate's.
+    pub fn check_matches(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
+        let scheme = match self.inner.kind {
+            Kind::EcdsaP256 => SignatureScheme::ECDSA_NISTP256_SHA256,
+            Kind::EcdsaP384 => SignatureScheme::ECDSA_NISTP384_SHA384,
+            Kind::Rsa => SignatureScheme::RSA_PSS_SHA256,
+        };
+        let message = b"certgate: does this token key belong to the certificate?";
+        let signature = self.inner.sign(scheme, message)?;
+        let algorithms = rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(s, _)| *s == scheme)
+            .map(|(_, algorithms)| *algorithms)
+            .unwrap_or_default();
+        let end_entity = webpki::EndEntityCert::try_from(cert)
+            .map_err(|e| format!("the certificate does not parse: {e:?}"))?;
+        if algorithms.iter().any(|alg| {
+            end_entity
+                .verify_signature(*alg, message, &signature)
+                .is_ok()
+        }) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: the key on the token does not belong to the certificate (its public key is another)",
+                self.inner.name
+            ))
+        }
+    }
+}
+
+fn key_kind(session: &Session, handle: ObjectHandle, name: &str) -> Result<Kind, String> {
+    let attributes = session
+        .get_attributes(handle, &[AttributeType::KeyType, AttributeType::EcParams])
+        .map_err(|e| ck("cannot read the key's attributes", name, e))?;
+    let mut key_type = None;
+    let mut params = None;
+    for attribute in attributes {
+        match attribute {
+            Attribute::KeyType(t) => key_type = Some(t),
+            Attribute::EcParams(p) => params = Some(p),
+            _ => {}
+        }
+    }
+    match key_type {
+        Some(KeyType::RSA) => Ok(Kind::Rsa),
+        Some(KeyType::EC) => match params.as_deref() {
+            Some(OID_P256) => Ok(Kind::EcdsaP256),
+            Some(OID_P384) => Ok(Kind::EcdsaP384),
+            _ => Err(format!(
+                "{name}: only the P-256 and P-384 curves are supported"
+            )),
+        },
+        other => Err(format!(
+            "{name}: key type {other:?} is not supported (use an EC P-256/P-384 or RSA key)"
+        )),
+    }
+}
+
+impl SigningKey for TokenKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        use SignatureScheme as S;
+        let preference: &[SignatureScheme] = match self.inner.kind {
+            Kind::EcdsaP256 => &[S::ECDSA_NISTP256_SHA256],
+            Kind::EcdsaP384 => &[S::ECDSA_NISTP384_SHA384],
+            Kind::Rsa => &[
+                S::RSA_PSS_SHA256,
+                S::RSA_PSS_SHA384,
+                S::RSA_PSS_SHA512,
+                S::RSA_PKCS1_SHA256,
+                S::RSA_PKCS1_SHA384,
+                S::RSA_PKCS1_SHA512,
+            ],
+        };
+        let scheme = preference.iter().find(|s| offered.contains(s))?;
+        Some(Box::new(TokenSigner {
+            key: self.inner.clone(),
+            scheme: *scheme,
+        }))
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        match self.inner.kind {
+            Kind::EcdsaP256 | Kind::EcdsaP384 => SignatureAlgorithm::ECDSA,
+            Kind::Rsa => SignatureAlgorithm::RSA,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TokenSigner {
+    key: Arc<Inner>,
+    scheme: SignatureScheme,
+}
+
+impl Signer for TokenSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.key.sign(self.scheme, message).map_err(|reason| {
+            tracing::warn!("PKCS#11 signature failed: {reason}");
+            rustls::Error::General(format!("PKCS#11 signature failed: {reason}"))
+        })
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_are_parsed_as_rfc_7512_says() {
+        let uri = KeyUri::parse(
+            "pkcs11:token=my%20token;object=server-key;id=%01%a0?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pin",
+        )
+        .unwrap();
+        assert_eq!(uri.token.as_deref(), Some("my token"));
+        assert_eq!(uri.object.as_deref(), Some("server-key"));
+        assert_eq!(uri.id, Some(vec![0x01, 0xa0]));
+        assert_eq!(
+            uri.module_path,
+            Some(PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
+        );
+        assert_eq!(uri.pin_source.as_deref(), Some("file:/etc/pin"));
+        assert!(KeyUri::parse("pkcs11:token=t")
+            .unwrap_err()
+            .contains("names no key"));
+        assert!(KeyUri::parse("pkcs11:object=k;colour=red")
+            .unwrap_err()
+            .contains("unknown attribute \"colour\""));
+    }
+
+    #[test]
+    fn raw_ecdsa_signatures_become_der() {
+        // r has its high bit set (needs a 0x00 pad), s has a leading zero (trimmed).
+        let mut raw = vec![0x80; 32];
+        raw.extend([0x00, 0x01]);
+        raw.extend(vec![0x02; 30]);
+        let der = ecdsa_der(&raw).unwrap();
+        assert_eq!(&der[..4], &[0x30, 2 + 33 + 2 + 31, 0x02, 33]);
+        assert_eq!(der[4], 0x00);
+        assert_eq!(&der[4 + 33..4 + 33 + 3], &[0x02, 31, 0x01]);
+    }
+}

@@ -1,0 +1,252 @@
+//! Private keys in a PKCS#11 token (SoftHSM2, a token per test): server mode and client mode
+//! with ECDSA and RSA token keys complete mTLS handshakes with TLS 1.2 and 1.3; a wrong PIN,
+//! a missing object or token and a key that is not the certificate's fail with their reason.
+//!
+//! Needs SoftHSM2 (`apt-get install softhsm2`), so a plain `cargo test` skips it; run it with
+//! `cargo test --test hsm -- --ignored` (`.ci/run` does).
+
+mod support;
+
+use certgate::pki::{Issued, KeyType, LeafSpec, Usage};
+use support::hsm::*;
+use support::nginx::RecordingBackend;
+use support::*;
+
+const VERSIONS: [(&str, &[&rustls::SupportedProtocolVersion]); 2] = [
+    ("TLSv1.2", &[&rustls::version::TLS12]),
+    ("TLSv1.3", &[&rustls::version::TLS13]),
+];
+
+fn server_cert(pki: &TestPki, key_type: KeyType) -> Issued {
+    pki.ca
+        .leaf(
+            &LeafSpec::new("localhost", Usage::Server)
+                .names(&["localhost", "127.0.0.1"])
+                .key_type(key_type),
+        )
+        .unwrap()
+}
+
+/// Server mode with its key on the token, in front of an echo backend.
+async fn server_with_token_key(files: &Files, hsm: &SoftHsm, cert: &Issued, uri: &str) -> Certgate {
+    let backend = spawn_echo().await;
+    let cert_path = files.write("token-server.pem", &cert.cert_pem);
+    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    Certgate::start_env(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &backend.to_string(),
+            "--cert",
+            &cert_path,
+            "--key",
+            uri,
+            "--client-ca",
+            &ca,
+        ],
+        1,
+        &hsm.env(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn server_mode_signs_handshakes_with_ecdsa_and_rsa_token_keys_in_tls_12_and_13() {
+    for key_type in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+        let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+        pki.write(&files);
+        let cert = server_cert(&pki, key_type);
+        hsm.import(&cert.key_pem, "server-key", "01");
+        let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
+        for (name, versions) in VERSIONS {
+            let client = tls_client_with(
+                &pki.ca.issued.cert_pem,
+                Some((&pki.client.cert_pem, &pki.client.key_pem)),
+                versions,
+                None,
+            );
+            let answer = https_get(server.addr(), client, "/", &[])
+                .await
+                .unwrap_or_else(|e| panic!("{key_type:?} {name}: {e}\n{}", server.logs()));
+            assert_eq!(answer.status, 200, "{key_type:?} {name}");
+            assert_eq!(
+                echoed_header(&answer.body, "x-client-cert"),
+                [nginx_escaped(&pki.client.cert_pem)],
+                "{key_type:?} {name}: the backend learns the client"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn client_mode_presents_a_token_key_to_the_upstream_in_tls_12_and_13() {
+    for key_type in [KeyType::EcdsaP256, KeyType::Rsa2048] {
+        for (name, _) in VERSIONS {
+            let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+            pki.write(&files);
+            let client_cert = pki
+                .ca
+                .leaf(&LeafSpec::new("token-client", Usage::Client).key_type(key_type))
+                .unwrap();
+            hsm.import(&client_cert.key_pem, "client-key", "02");
+            let cert_path = files.write("token-client.pem", &client_cert.cert_pem);
+            let upstream = RecordingBackend::tls(&pki.server, &pki.ca.issued).await;
+            let ca = files.path("ca.pem").to_string_lossy().into_owned();
+            let uri = hsm.uri("client-key");
+            let proxy = Certgate::start_env(
+                &[
+                    "client",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--upstream",
+                    &format!("https://localhost:{}", upstream.address.port()),
+                    "--cert",
+                    &cert_path,
+                    "--key",
+                    &uri,
+                    "--ca",
+                    &ca,
+                    "--min-tls-version",
+                    name,
+                    "--max-tls-version",
+                    name,
+                ],
+                1,
+                &hsm.env(),
+            );
+            let answer = http_get(proxy.addr(), "/", &[]).await;
+            assert_eq!(answer.status, 200, "{key_type:?} {name}:\n{}", proxy.logs());
+            assert_eq!(upstream.take().len(), 1, "{key_type:?} {name}");
+        }
+    }
+}
+
+/// Starts server mode expecting it to fail; returns its output.
+fn failed_start(files: &Files, hsm: &SoftHsm, cert: &Issued, uri: &str) -> String {
+    let cert_path = files.write("token-server.pem", &cert.cert_pem);
+    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    let (code, output) = run_to_exit_env(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:1",
+            "--cert",
+            &cert_path,
+            "--key",
+            uri,
+            "--client-ca",
+            &ca,
+        ],
+        &hsm.env(),
+    );
+    assert_eq!(code, 1, "{uri}:\n{output}");
+    output
+}
+
+#[test]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+fn a_wrong_pin_a_missing_key_or_token_and_a_foreign_key_are_named_at_start() {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    let cert = server_cert(&pki, KeyType::EcdsaP256);
+    hsm.import(&cert.key_pem, "server-key", "01");
+    let other = server_cert(&pki, KeyType::EcdsaP256);
+    hsm.import(&other.key_pem, "other-key", "03");
+
+    let wrong_pin =
+        format!("pkcs11:token={TOKEN};object=server-key?module-path={MODULE}&pin-value=0000");
+    let output = failed_start(&files, &hsm, &cert, &wrong_pin);
+    assert!(output.contains("cannot log in: wrong PIN"), "{output}");
+
+    let output = failed_start(&files, &hsm, &cert, &hsm.uri("no-such-key"));
+    assert!(
+        output
+            .contains("pkcs11:token=certgate;object=no-such-key: no such private key on the token"),
+        "{output}"
+    );
+
+    let missing_token = hsm
+        .uri("server-key")
+        .replace("token=certgate", "token=elsewhere");
+    let output = failed_start(&files, &hsm, &cert, &missing_token);
+    assert!(output.contains("no such token in"), "{output}");
+
+    let output = failed_start(&files, &hsm, &cert, &hsm.uri("other-key"));
+    assert!(
+        output.contains("the key on the token does not belong to the certificate"),
+        "{output}"
+    );
+
+    let no_pin = format!("pkcs11:token={TOKEN};object=server-key?module-path={MODULE}");
+    let output = failed_start(&files, &hsm, &cert, &no_pin);
+    assert!(
+        output.contains("no PIN: add pin-source=file:PATH"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn a_pin_in_the_uri_works_but_is_warned_about_and_the_module_may_come_from_a_flag() {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    let cert = server_cert(&pki, KeyType::EcdsaP256);
+    hsm.import(&cert.key_pem, "server-key", "01");
+    let backend = spawn_echo().await;
+    let cert_path = files.write("token-server.pem", &cert.cert_pem);
+    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    let uri = format!("pkcs11:token={TOKEN};id=%01?pin-value={PIN}");
+    let server = Certgate::start_env(
+        &[
+            "server",
+            "--pkcs11-module",
+            MODULE,
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &backend.to_string(),
+            "--cert",
+            &cert_path,
+            "--key",
+            &uri,
+            "--client-ca",
+            &ca,
+        ],
+        1,
+        &hsm.env(),
+    );
+    server.wait_for_log(&["the PIN is in the URI (pin-value), where other users may see it"]);
+    assert!(
+        !server.logs().contains(PIN),
+        "the PIN itself is never logged"
+    );
+    let answer = https_get(server.addr(), pki.client_config(), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn many_handshakes_at_once_share_the_token() {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    let cert = server_cert(&pki, KeyType::EcdsaP256);
+    hsm.import(&cert.key_pem, "server-key", "01");
+    let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
+    let address = server.addr();
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let config = pki.client_config();
+            tokio::spawn(async move { https_get(address, config, "/", &[]).await })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.await.unwrap().unwrap().status, 200);
+    }
+}

@@ -555,8 +555,8 @@ async fn serve(
                 format!("--admin: bad address \"{a}\": use IP:PORT, e.g. 127.0.0.1:9901")
             })
         })
-        .transpose()?;    // Signal handlers first: a SIGHUP or SIGTERM sent as soon as "listening" is logged must
-    // find them in place.
+        .transpose()?; // Signal handlers first: a SIGHUP or SIGTERM sent as soon as "listening" is logged must
+                       // find them in place.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let stop = stop_signal();
     let mut running = certgate::start(&config, drain_timeout, &telemetry).await?;
@@ -580,7 +580,8 @@ async fn serve(
             started: std::time::Instant::now(),
         });
         tokio::spawn(certgate::admin::serve(tcp, state, admin_stopped));
-    }    tokio::pin!(stop);
+    }
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,

@@ -250,3 +250,71 @@ async fn many_handshakes_at_once_share_the_token() {
         assert_eq!(client.await.unwrap().unwrap().status, 200);
     }
 }
+
+/// The certificate a server presents to a new connection.
+async fn presented_certificate(server: &Certgate, pki: &TestPki) -> Vec<u8> {
+    let stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(pki.client_config())
+        .connect("localhost".try_into().unwrap(), stream)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn a_renewed_certificate_for_the_same_token_key_is_picked_up_like_a_file_change() {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    let cert = server_cert(&pki, KeyType::EcdsaP256);
+    hsm.import(&cert.key_pem, "server-key", "01");
+    let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
+    assert_eq!(presented_certificate(&server, &pki).await, cert.cert_der);
+
+    // The key stays in the token; only the certificate file changes.
+    let renewed = pki
+        .ca
+        .renew_for_key(
+            &LeafSpec::new("localhost", Usage::Server).names(&["localhost", "127.0.0.1"]),
+            &cert.key_pem,
+        )
+        .unwrap();
+    files.write("token-server.pem", &renewed.cert_pem);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    while presented_certificate(&server, &pki).await != renewed.cert_der {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate was not served:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // A certificate whose key is not on the token is refused; the renewed pair keeps serving.
+    let foreign = server_cert(&pki, KeyType::EcdsaP256);
+    files.write("token-server.pem", &foreign.cert_pem);
+    server.wait_for_log(&["the key on the token does not belong to the certificate"]);
+    assert_eq!(presented_certificate(&server, &pki).await, renewed.cert_der);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn an_nginx_config_with_an_engine_key_runs_on_the_token() {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    hsm.import(&pki.server.key_pem, "server-key", "01");
+    let backend = spawn_echo().await;
+    // nginx's OpenSSL-engine form of a token key.
+    let config = files.write(
+        "nginx.conf",
+        format!(
+            "server {{\n    listen 127.0.0.1:0 ssl;\n    ssl_certificate server.pem;\n    ssl_certificate_key \"engine:pkcs11:{}\";\n    ssl_client_certificate ca.pem;\n    ssl_verify_client on;\n    location / {{ proxy_pass http://{backend}; }}\n}}\n",
+            hsm.uri("server-key")
+        ),
+    );
+    let server = Certgate::start_env(&["run", "--config", &config], 1, &hsm.env());
+    let answer = https_get(server.addr(), pki.client_config(), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+}

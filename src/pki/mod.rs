@@ -243,9 +243,18 @@ impl Authority {
             organization,
         })
     }
-
-    /// A leaf (end-entity) certificate signed by this CA.
+    /// A leaf (end-entity) certificate signed by this CA, with a new key.
     pub fn leaf(&self, spec: &LeafSpec) -> Result<Issued, rcgen::Error> {
+        self.leaf_for_key(spec, spec.key_type.generate()?)
+    }
+
+    /// A leaf certificate for an existing key (PKCS#8 PEM): a renewal that keeps the key, as
+    /// a key that lives in a token must.
+    pub fn renew_for_key(&self, spec: &LeafSpec, key_pem: &str) -> Result<Issued, rcgen::Error> {
+        self.leaf_for_key(spec, KeyPair::from_pem(key_pem)?)
+    }
+
+    fn leaf_for_key(&self, spec: &LeafSpec, key: KeyPair) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&self.organization, &spec.common_name);
         if let Some(unit) = &spec.org_unit {
@@ -277,7 +286,6 @@ impl Authority {
         };
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
-        let key = spec.key_type.generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(issued(&cert, &key))
     }

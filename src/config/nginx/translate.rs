@@ -851,6 +851,17 @@ fn upstream_url(
     })
 }
 
+/// A key directive's value; nginx's OpenSSL-engine form `engine:pkcs11:URI` becomes the URI.
+fn key_text(d: &Directive) -> SpecValue {
+    let value = d.args.first().map(String::as_str).unwrap_or_default();
+    SpecValue::Text(
+        value
+            .strip_prefix("engine:pkcs11:")
+            .unwrap_or(value)
+            .to_string(),
+    )
+}
+
 fn text(d: &Directive) -> SpecValue {
     SpecValue::Text(d.args.first().cloned().unwrap_or_default())
 }
@@ -1009,7 +1020,7 @@ fn server_mode(
     args_count(cert, 1..=1)?;
     args_count(key, 1..=1)?;
     section.push("cert", text(cert), cert);
-    section.push("key", text(key), key);
+    section.push("key", key_text(key), key);
     let verify = match scope.get("ssl_verify_client") {
         Some(d) => {
             args_count(d, 1..=1)?;
@@ -1113,7 +1124,7 @@ fn client_mode(
     ) {
         (Some(cert), Some(key)) => {
             section.push("cert", text(cert), cert);
-            section.push("key", text(key), key);
+            section.push("key", key_text(key), key);
         }
         (None, None) => {}
         (Some(d), None) => {

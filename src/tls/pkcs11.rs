@@ -198,6 +198,40 @@ fn module(path: &Path) -> Result<Pkcs11, String> {
     Ok(module)
 }
 
+/// Which token a URI means: by label and/or slot id.
+struct TokenSelector {
+    label: Option<String>,
+    slot_id: Option<u64>,
+    module_path: PathBuf,
+}
+
+impl TokenSelector {
+    fn find(&self, module: &Pkcs11, name: &str) -> Result<Slot, String> {
+        let slots = module
+            .get_slots_with_token()
+            .map_err(|e| ck("cannot list the slots", name, e))?;
+        slots
+            .into_iter()
+            .find(|slot| {
+                let by_id = self.slot_id.is_none_or(|id| slot.id() == id);
+                let by_label = match &self.label {
+                    None => true,
+                    Some(label) => module
+                        .get_token_info(*slot)
+                        .is_ok_and(|info| info.label().trim_end() == label),
+                };
+                by_id && by_label
+            })
+            .ok_or_else(|| {
+                format!(
+                    "{name}: no such token in {} (list them with pkcs11-tool --module {} --list-slots)",
+                    self.module_path.display(),
+                    self.module_path.display()
+                )
+            })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     EcdsaP256,
@@ -216,7 +250,9 @@ pub struct TokenKey {
 
 struct Inner {
     module: Pkcs11,
-    slot: Slot,
+    /// Where the token was last found; looked up again when it stops answering.
+    slot: Mutex<Slot>,
+    selector: TokenSelector,
     pin: cryptoki::types::AuthPin,
     /// What finds the key in a new session.
     template: Vec<Attribute>,
@@ -265,9 +301,10 @@ fn session_is_broken(error: &CkError) -> bool {
 impl Inner {
     /// A logged-in session and the key's handle in it.
     fn open_session(&self) -> Result<(Session, ObjectHandle), String> {
+        let slot = *self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let session = self
             .module
-            .open_ro_session(self.slot)
+            .open_ro_session(slot)
             .map_err(|e| ck("cannot open a session", &self.name, e))?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
@@ -290,6 +327,28 @@ impl Inner {
         }
     }
 
+    /// A new session (finding the token again if it moved or came back) and a signature.
+    fn sign_on_fresh_session(
+        &self,
+        mechanism: &Mechanism<'_>,
+        data: &[u8],
+    ) -> Result<(Session, ObjectHandle, Vec<u8>), String> {
+        let (session, handle) = match self.open_session() {
+            Ok(pair) => pair,
+            Err(first) => match self.selector.find(&self.module, &self.name) {
+                Ok(slot) => {
+                    *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = slot;
+                    self.open_session()?
+                }
+                Err(_) => return Err(first),
+            },
+        };
+        let signature = session
+            .sign(mechanism, handle, data)
+            .map_err(|e| ck("signing failed", &self.name, e))?;
+        Ok((session, handle, signature))
+    }
+
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, String> {
         let (mechanism, data) = mechanism(scheme, message)?;
         let pooled = self
@@ -297,22 +356,23 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop();
-        let (session, handle) = match pooled {
-            Some(pair) => pair,
-            None => self.open_session()?,
+        let (session, handle, signature) = match pooled {
+            Some((session, handle)) => match session.sign(&mechanism, handle, &data) {
+                Ok(signature) => (session, handle, signature),
+                Err(error) if !session_is_broken(&error) => {
+                    return Err(ck("signing failed", &self.name, error))
+                }
+                Err(_) => {
+                    // The token restarted or dropped us: every pooled session is suspect.
+                    self.sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                    self.sign_on_fresh_session(&mechanism, &data)?
+                }
+            },
+            None => self.sign_on_fresh_session(&mechanism, &data)?,
         };
-        let result = match session.sign(&mechanism, handle, &data) {
-            Err(error) if session_is_broken(&error) => {
-                // The token restarted or dropped us: one more try on a fresh session.
-                drop(session);
-                let (session, handle) = self.open_session()?;
-                let result = session.sign(&mechanism, handle, &data);
-                (session, handle, result)
-            }
-            result => (session, handle, result),
-        };
-        let (session, handle, result) = result;
-        let signature = result.map_err(|e| ck("signing failed", &self.name, e))?;
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if sessions.len() < POOL_SIZE {
             sessions.push((session, handle));
@@ -417,28 +477,12 @@ impl TokenKey {
             })?;
         let module = module(&module_path)?;
         let (pin, _) = uri.pin()?;
-        let slots = module
-            .get_slots_with_token()
-            .map_err(|e| ck("cannot list the slots", &name, e))?;
-        let slot = slots
-            .into_iter()
-            .find(|slot| {
-                let by_id = uri.slot_id.is_none_or(|id| slot.id() == id);
-                let by_label = match &uri.token {
-                    None => true,
-                    Some(label) => module
-                        .get_token_info(*slot)
-                        .is_ok_and(|info| info.label().trim_end() == label),
-                };
-                by_id && by_label
-            })
-            .ok_or_else(|| {
-                format!(
-                    "{name}: no such token in {} (list them with pkcs11-tool --module {} --list-slots)",
-                    module_path.display(),
-                    module_path.display()
-                )
-            })?;
+        let selector = TokenSelector {
+            label: uri.token.clone(),
+            slot_id: uri.slot_id,
+            module_path,
+        };
+        let slot = selector.find(&module, &name)?;
         let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
         if let Some(object) = &uri.object {
             template.push(Attribute::Label(object.as_bytes().to_vec()));
@@ -448,7 +492,8 @@ impl TokenKey {
         }
         let mut inner = Inner {
             module,
-            slot,
+            slot: Mutex::new(slot),
+            selector,
             pin: cryptoki::types::AuthPin::new(pin.into()),
             template,
             kind: Kind::Rsa,
@@ -567,10 +612,10 @@ struct TokenSigner {
 
 impl Signer for TokenSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        self.key.sign(self.scheme, message).map_err(|reason| {
-            tracing::warn!("PKCS#11 signature failed: {reason}");
-            rustls::Error::General(format!("PKCS#11 signature failed: {reason}"))
-        })
+        // The handshake's failure log line carries the reason.
+        self.key
+            .sign(self.scheme, message)
+            .map_err(|reason| rustls::Error::General(format!("PKCS#11 signature failed: {reason}")))
     }
 
     fn scheme(&self) -> SignatureScheme {

@@ -318,3 +318,29 @@ async fn an_nginx_config_with_an_engine_key_runs_on_the_token() {
         .unwrap();
     assert_eq!(answer.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn a_token_that_stops_answering_fails_handshakes_with_the_reason_and_nothing_else() {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    let cert = server_cert(&pki, KeyType::EcdsaP256);
+    hsm.import(&cert.key_pem, "server-key", "01");
+    let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
+    let mut open = keep_alive(server.addr(), pki.client_config()).await;
+    assert_eq!(open.send_request(get("/")).await.unwrap().status(), 200);
+
+    // The token's storage disappears (SoftHSM's equivalent of an HSM going away).
+    let tokens = hsm.dir.path().join("tokens");
+    std::fs::rename(&tokens, hsm.dir.path().join("tokens.away")).unwrap();
+    std::fs::create_dir(&tokens).unwrap();
+    let refused = https_get(server.addr(), pki.client_config(), "/", &[]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    server.wait_for_log(&[
+        "TLS handshake with",
+        "PKCS#11 signature failed: pkcs11:token=certgate;object=server-key",
+    ]);
+
+    // The process is still there, and a connection made before keeps working.
+    assert_eq!(open.send_request(get("/")).await.unwrap().status(), 200);
+}

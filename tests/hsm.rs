@@ -28,27 +28,32 @@ fn server_cert(pki: &TestPki, key_type: KeyType) -> Issued {
 }
 
 /// Server mode with its key on the token, in front of an echo backend.
-async fn server_with_token_key(files: &Files, hsm: &SoftHsm, cert: &Issued, uri: &str) -> Certgate {
-    let backend = spawn_echo().await;
+/// Server mode's arguments with `cert` (written to token-server.pem) and its key at `uri`.
+fn token_server_args(files: &Files, cert: &Issued, uri: &str, upstream: &str) -> Vec<String> {
     let cert_path = files.write("token-server.pem", &cert.cert_pem);
     let ca = files.path("ca.pem").to_string_lossy().into_owned();
-    Certgate::start_env(
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &backend.to_string(),
-            "--cert",
-            &cert_path,
-            "--key",
-            uri,
-            "--client-ca",
-            &ca,
-        ],
-        1,
-        &hsm.env(),
-    )
+    [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--cert",
+        &cert_path,
+        "--key",
+        uri,
+        "--client-ca",
+        &ca,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Server mode with its key on the token, in front of an echo backend.
+async fn server_with_token_key(files: &Files, hsm: &SoftHsm, cert: &Issued, uri: &str) -> Certgate {
+    let backend = spawn_echo().await.to_string();
+    let args = token_server_args(files, cert, uri, &backend);
+    Certgate::start_env(&args, 1, &hsm.env())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,24 +131,9 @@ async fn client_mode_presents_a_token_key_to_the_upstream_in_tls_12_and_13() {
 
 /// Starts server mode expecting it to fail; returns its output.
 fn failed_start(files: &Files, hsm: &SoftHsm, cert: &Issued, uri: &str) -> String {
-    let cert_path = files.write("token-server.pem", &cert.cert_pem);
-    let ca = files.path("ca.pem").to_string_lossy().into_owned();
-    let (code, output) = run_to_exit_env(
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "127.0.0.1:1",
-            "--cert",
-            &cert_path,
-            "--key",
-            uri,
-            "--client-ca",
-            &ca,
-        ],
-        &hsm.env(),
-    );
+    let args = token_server_args(files, cert, uri, "127.0.0.1:1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, output) = run_to_exit_env(&args, &hsm.env());
     assert_eq!(code, 1, "{uri}:\n{output}");
     output
 }
@@ -197,29 +187,11 @@ async fn a_pin_in_the_uri_works_but_is_warned_about_and_the_module_may_come_from
     pki.write(&files);
     let cert = server_cert(&pki, KeyType::EcdsaP256);
     hsm.import(&cert.key_pem, "server-key", "01");
-    let backend = spawn_echo().await;
-    let cert_path = files.write("token-server.pem", &cert.cert_pem);
-    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    let backend = spawn_echo().await.to_string();
     let uri = format!("pkcs11:token={TOKEN};id=%01?pin-value={PIN}");
-    let server = Certgate::start_env(
-        &[
-            "server",
-            "--pkcs11-module",
-            MODULE,
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &backend.to_string(),
-            "--cert",
-            &cert_path,
-            "--key",
-            &uri,
-            "--client-ca",
-            &ca,
-        ],
-        1,
-        &hsm.env(),
-    );
+    let mut args = token_server_args(&files, &cert, &uri, &backend);
+    args.extend(["--pkcs11-module".to_string(), MODULE.to_string()]);
+    let server = Certgate::start_env(&args, 1, &hsm.env());
     server.wait_for_log(&["the PIN is in the URI (pin-value), where other users may see it"]);
     assert!(
         !server.logs().contains(PIN),

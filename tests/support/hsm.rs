@@ -6,7 +6,8 @@ use std::process::Command;
 
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const TOKEN: &str = "certgate";
-pub const PIN: &str = "1234";
+/// Distinctive, so a test can tell that it never appears in a log.
+pub const PIN: &str = "s3cret-pin";
 
 pub struct SoftHsm {
     pub dir: tempfile::TempDir,

@@ -579,9 +579,9 @@ fn server_block(
         });
         section.push("listen", SpecValue::Text(address), listen);
         let target = upstream_url(root_pass, upstreams)?;
-        match (tls, target.https) {
-            (true, false) => server_mode(&mut section, &root, &target, warnings)?,
-            (false, true) => client_mode(&mut section, &root, &target, warnings)?,
+        let server = match (tls, target.https) {
+            (true, false) => true,
+            (false, true) => false,
             (true, true) => {
                 return Err(root_pass.error(
                     "TLS on both sides (listen ... ssl with proxy_pass https://) is not supported yet: certgate terminates TLS (server mode) or originates it (client mode)",
@@ -590,10 +590,29 @@ fn server_block(
             (false, false) => {
                 return Err(root_pass.error(format!(
                     "neither side of this server uses TLS ({} without ssl, proxy_pass http://): certgate is an mTLS proxy; add \"ssl\" to listen or proxy to https://",
-                    listen.args.join(" ")
+                                        listen.args.join(" ")
                 )))
             }
+        };
+        let (mode, why) = if server {
+            ("server", "listen ... ssl, proxy_pass http://")
+        } else {
+            ("client", "plain listen, proxy_pass https://")
+        };
+        section.push_default("mode", SpecValue::Text(mode.into()), why);
+        section.push("upstream", SpecValue::Text(target.url.clone()), root_pass);
+        if server {
+            server_mode(&mut section, &root, warnings)?;
+        } else {
+            client_mode(&mut section, &root, &target, warnings)?;
         }
+        section.push_default(
+            "default_headers",
+            SpecValue::Bool(false),
+            "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
+        );
+        limits(&mut section, &root.scope);
+        headers(&mut section, &root, &target);
         for other in &locations {
             if header_pairs(&other.scope) != header_pairs(&root.scope) {
                 return Err(other.directive.error(format!(
@@ -994,20 +1013,9 @@ fn mapped(
 fn server_mode(
     section: &mut Section,
     root: &Location<'_>,
-    target: &Target,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     let scope = &root.scope;
-    section.push_default(
-        "mode",
-        SpecValue::Text("server".into()),
-        "listen ... ssl, proxy_pass http://",
-    );
-    section.push(
-        "upstream",
-        SpecValue::Text(target.url.clone()),
-        root_pass(root),
-    );
     let required = |name: &str| {
         scope.get(name).ok_or_else(|| {
             root.directive.error(format!(
@@ -1091,13 +1099,7 @@ fn server_mode(
         SpecValue::List(Vec::new()),
         "nginx sends no identity header of its own; proxy_set_header rules do",
     );
-    section.push_default(
-        "default_headers",
-        SpecValue::Bool(false),
-        "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
-    );
-    limits(section, scope);
-    headers(section, root, target);
+
     Ok(())
 }
 
@@ -1108,16 +1110,6 @@ fn client_mode(
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     let scope = &root.scope;
-    section.push_default(
-        "mode",
-        SpecValue::Text("client".into()),
-        "plain listen, proxy_pass https://",
-    );
-    section.push(
-        "upstream",
-        SpecValue::Text(target.url.clone()),
-        root_pass(root),
-    );
     match (
         scope.get("proxy_ssl_certificate"),
         scope.get("proxy_ssl_certificate_key"),
@@ -1190,7 +1182,6 @@ fn client_mode(
             ));
         }
     }
-    limits(section, scope);
     for name in SERVER_SETTINGS {
         if let Some(d) = scope.get(name) {
             warnings.push(format!(
@@ -1204,11 +1195,5 @@ fn client_mode(
         SpecValue::Bool(false),
         "nginx speaks HTTP/1 to upstreams",
     );
-    section.push_default(
-        "default_headers",
-        SpecValue::Bool(false),
-        "nginx adds no X-Real-IP header unless told to",
-    );
-    headers(section, root, target);
     Ok(())
 }

@@ -438,21 +438,26 @@ pub fn check(request: &CheckRequest<'_>) -> Vec<CheckLine> {
 
     // The key: matches the certificate, and only its owner can read it.
     if let Some(key) = request.key {
+        let shown = crate::tls::pkcs11::redacted(&key.to_string_lossy());
         match crate::tls::load::certified_key(request.cert, key, &provider) {
             Ok(_) => line(
                 Verdict::Ok,
                 "key",
-                format!("{} matches the certificate", key.display()),
+                format!("{shown} matches the certificate"),
             ),
             Err(error) => line(Verdict::Failure, "key", error.to_string()),
         }
-        match crate::tls::load::key_permissions(key) {
-            Ok(()) => line(
-                Verdict::Ok,
-                "permissions",
-                format!("{} is readable by its owner only", key.display()),
-            ),
-            Err(error) => line(Verdict::Warning, "permissions", error.to_string()),
+        // A key in a token has no file permissions to check.
+        let on_token = crate::tls::pkcs11::is_uri(&key.to_string_lossy());
+        if !on_token {
+            match crate::tls::load::key_permissions(key) {
+                Ok(()) => line(
+                    Verdict::Ok,
+                    "permissions",
+                    format!("{} is readable by its owner only", key.display()),
+                ),
+                Err(error) => line(Verdict::Warning, "permissions", error.to_string()),
+            }
         }
     }
 

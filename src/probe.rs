@@ -342,7 +342,13 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
             ours: ours.as_ref().map(|o| o.key.clone()),
             observed: observed.clone(),
         }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Without --get, offer h2 too, to show what the server would pick; with it, HTTP/1.1,
+    // whose failures carry the TLS error that explains them (h2 reports only "connection
+    // error").
+    config.alpn_protocols = match request.get {
+        Some(_) => vec![b"http/1.1".to_vec()],
+        None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     config.resumption = rustls::client::Resumption::disabled();
 
     let tcp = match tokio::time::timeout(
@@ -418,18 +424,22 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
         version == Some(rustls::ProtocolVersion::TLSv1_3)
     };
 
-    // In TLS 1.3 the server judges our certificate after our Finished: wait for its verdict.
-    let refusal = if tls13 {
+    let seen = take(&observed);
+    // In TLS 1.3 the server judges our certificate after our Finished. With --get the
+    // request's answer tells the verdict; without, wait briefly for an alert or tickets
+    // (reading ahead before a request would eat the server's first HTTP/2 frames).
+    let will_get = request.get.is_some() && !matches!(seen.server_verdict, Some(Err(_)));
+    let refusal = if tls13 && !will_get {
         await_verdict(&mut stream).await
     } else {
         None
     };
-    let seen = take(&observed);
     report_observed(report, &seen, ours.as_ref());
     if let Some(error) = refusal {
         return Err(handshake_failure(&error, &seen, ours.as_ref(), request));
     }
-    if seen.requested.is_some() {
+    let verdict_by_request = tls13 && will_get && ours.is_some();
+    if seen.requested.is_some() && !verdict_by_request {
         let tickets = stream.get_ref().1.tls13_tickets_received();
         let words = match &ours {
             Some(_) if tls13 && tickets == 0 => {
@@ -441,18 +451,52 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
         report.push(Verdict::Ok, "client cert", words);
     }
 
-    if let Some(path) = &request.get {
-        if matches!(seen.server_verdict, Some(Err(_))) {
-            report.push(
-                Verdict::Failure,
-                "http",
-                format!("GET {path} not sent: the server's certificate did not verify"),
-            );
-        } else {
-            http_get(stream, path, &name_text, report).await?;
-        }
+    let Some(path) = &request.get else {
+        return Ok(());
+    };
+    if !will_get {
+        report.push(
+            Verdict::Failure,
+            "http",
+            format!("GET {path} not sent: the server's certificate did not verify"),
+        );
+        return Ok(());
     }
-    Ok(())
+    match http_get(stream, path, &name_text).await {
+        Ok(lines) => {
+            if verdict_by_request && seen.requested.is_some() {
+                report.push(
+                    Verdict::Ok,
+                    "client cert",
+                    "our certificate was accepted (the server answered the request)",
+                );
+            }
+            report.lines.extend(lines.lines);
+            Ok(())
+        }
+        Err(GetError::Failed(error)) if find_rustls_error(&error).is_some() => {
+            Err(handshake_failure(&error, &seen, ours.as_ref(), request))
+        }
+        Err(GetError::Failed(error)) => Err(format!("GET {path} failed: {error}")),
+        Err(GetError::Other(reason)) => Err(reason),
+    }
+}
+
+/// The error that ended a connection task, or else the request's own.
+async fn connection_error(
+    connection: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    request_error: hyper::Error,
+) -> hyper::Error {
+    match tokio::time::timeout(Duration::from_secs(1), connection).await {
+        Ok(Ok(Err(error))) => error,
+        _ => request_error,
+    }
+}
+
+/// Why `--get` got no response.
+enum GetError {
+    Failed(hyper::Error),
+    Other(String),
 }
 
 /// Reads briefly after a TLS 1.3 handshake: an alert means our certificate was refused.
@@ -589,7 +633,7 @@ fn connect_failure(target: &str, error: &std::io::Error) -> String {
 
 /// One sentence naming the cause of a failed handshake (or of a refusal read after it).
 fn handshake_failure(
-    error: &std::io::Error,
+    error: &(dyn std::error::Error + 'static),
     seen: &Observed,
     ours: Option<&OurCertificate>,
     request: &ProbeRequest,
@@ -687,27 +731,24 @@ async fn http_get(
     stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     path: &str,
     host: &str,
-    report: &mut Report,
-) -> Result<(), String> {
+) -> Result<Report, GetError> {
+    let mut report = Report::default();
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    use hyper_util::rt::TokioIo;
     let io = TokioIo::new(stream);
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "certgate-probe")
         .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| format!("--get {path}: {e}"))?;
+        .map_err(|e| GetError::Other(format!("--get {path}: {e}")))?;
     let exchange = async {
-        let response = if h2 {
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(connection);
-            sender.send_request(request).await?
-        } else {
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(connection);
-            sender.send_request(request).await?
+        // A refusal (a TLS alert) ends the connection task; the request may then fail only
+        // with "canceled", so the connection's own error is the one worth reporting.
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        let connection = tokio::spawn(connection);
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(error) => return Err(connection_error(connection, error).await),
         };
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
@@ -715,17 +756,12 @@ async fn http_get(
     };
     let (parts, body_len) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         Err(_) => {
-            return Err(format!(
+            return Err(GetError::Other(format!(
                 "GET {path}: no response within {}s",
                 REQUEST_TIMEOUT.as_secs()
-            ))
+            )))
         }
-        Ok(Err(error)) => {
-            return Err(match find_rustls_error(&error) {
-                Some(tls) => format!("GET {path} failed: {}", tls_error(tls)),
-                None => format!("GET {path} failed: {error}"),
-            })
-        }
+        Ok(Err(error)) => return Err(GetError::Failed(error)),
         Ok(Ok(response)) => response,
     };
     let verdict = if parts.status.is_server_error() {
@@ -745,5 +781,5 @@ async fn http_get(
             format!("  {name}: {}", String::from_utf8_lossy(value.as_bytes())),
         );
     }
-    Ok(())
+    Ok(report)
 }

@@ -235,7 +235,23 @@ fn mistakes_name_the_file_and_line() {
         ),
         (
             "server {\n    listen 8080;\n    location / {\n        proxy_pass https://a;\n        proxy_set_header X-A $nope;\n    }\n}\n",
-            ":5: proxy_set_header X-A: unknown variable $nope",
+                        ":5: proxy_set_header X-A: unknown variable $nope",
+        ),
+        (
+            "server {\n    listen 8443 ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n    location /api/ { proxy_pass http://127.0.0.1:2/; }\n}\n",
+            ":6: proxy_pass ending in \"/\" in location /api/: nginx then replaces the /api/ prefix",
+        ),
+        (
+            "server {\n    listen 8443 ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n    location /up { client_max_body_size 1k; proxy_pass http://127.0.0.1:1; }\n}\n",
+            ":6: location /up sets another \"client_max_body_size\" than location /",
+        ),
+        (
+            "server {\n    listen 8443 ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n    location /x { return 444; }\n}\n",
+            ":6: return 444 (close without answering) is not supported",
+        ),
+        (
+            "server {\n    listen 8443 ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n    location /x { return 301; }\n}\n",
+            ":6: return 301 needs the URL to redirect to",
         ),
     ] {
         let config = files.write("bad.conf", text);
@@ -246,6 +262,64 @@ fn mistakes_name_the_file_and_line() {
             "expected {expected:?} for:\n{text}\n{output}"
         );
     }
+}
+
+#[test]
+fn snippets_take_http_level_settings_and_warnings_come_once() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    // A conf.d snippet: settings at its top level are http-level ones.
+    let snippet = files.write(
+        "snippet.conf",
+        "client_max_body_size 2m;\nsendfile on;\nproxy_set_header X-From snippet;\nserver {\n    listen 127.0.0.1:18443 ssl;\n    listen [::1]:18443 ssl;\n    server_name api;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:8000; }\n}\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &snippet]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("configuration is valid (2 listeners)"),
+        "{output}"
+    );
+    assert_eq!(
+        output
+            .matches("\"sendfile\" is accepted and ignored")
+            .count(),
+        1,
+        "{output}"
+    );
+    let toml = run_to_exit(&["convert-nginx", &snippet]).1;
+    for expected in [
+        "max_body_size = \"2m\"",
+        "[\"X-From\", \"snippet\"]",
+        "name = \"api 127.0.0.1:18443\"",
+        "name = \"api [::1]:18443\"",
+    ] {
+        assert!(toml.contains(expected), "missing {expected:?}:\n{toml}");
+    }
+
+    // In a full config, http-level warnings come once too.
+    let full = files.write(
+        "nginx.conf",
+        "events {}\nhttp {\n    sendfile on;\n    server {\n        listen 127.0.0.1:18444;\n        location / { proxy_pass https://localhost:8443; }\n    }\n}\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &full]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(
+        output
+            .matches("\"sendfile\" is accepted and ignored")
+            .count(),
+        1,
+        "{output}"
+    );
+    assert_eq!(
+        output.matches("set a CA and verify it").count(),
+        0,
+        "{output}"
+    );
+    assert_eq!(
+        output.matches("no \"proxy_ssl_verify on\"").count(),
+        1,
+        "{output}"
+    );
 }
 
 #[test]

@@ -206,6 +206,16 @@ fn mistakes_are_refused_with_the_file_named() {
         "{output}"
     );
 
+    // Nonsense validity is refused before anything is made.
+    for days in ["0", "99999999"] {
+        let (code, output) = run_to_exit(&["pki", "issue", "--ca", &ca, "web", "--days", days]);
+        assert_eq!(code, 1, "{output}");
+        assert!(
+            output.contains("give a number of days from 1 to 36500"),
+            "{output}"
+        );
+    }
+
     // A leaf may not outlive its CA.
     let (code, output) = run_to_exit(&["pki", "issue", "--ca", &ca, "web", "--days", "365"]);
     assert_eq!(code, 1, "{output}");

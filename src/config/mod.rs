@@ -1290,7 +1290,10 @@ fn validate_listener(
                     "the CA bundle that the upstream certificate must chain to",
                 ));
             }
-            if let Some(origin) = verify_origin.filter(|_| !verify_upstream) {
+            // A default written out by the nginx translation was warned about there already.
+            if let Some(origin) =
+                verify_origin.filter(|o| !verify_upstream && *o != Origin::Default)
+            {
                 warnings.push(format!(
                     "{origin}: the upstream's certificate is not verified: anyone who can intercept the connection to {} can pose as it and read the traffic; set a CA and verify it",
                     value

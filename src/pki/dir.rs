@@ -50,6 +50,17 @@ pub struct IssueRequest<'a> {
     pub out: &'a Path,
 }
 
+/// Validity in days must be at least one and at most a hundred years.
+fn check_days(days: i64) -> Result<(), String> {
+    if (1..=36_500).contains(&days) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--days {days}: give a number of days from 1 to 36500"
+        ))
+    }
+}
+
 fn until(days: i64) -> String {
     let t = OffsetDateTime::now_utc() + Duration::days(days);
     format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
@@ -72,6 +83,7 @@ fn must_not_exist(paths: &[&PathBuf]) -> Result<(), String> {
 
 /// Creates a root CA (and an intermediate on request) in a new or empty directory.
 pub fn init(request: &InitRequest<'_>) -> Result<Vec<String>, String> {
+    check_days(request.days)?;
     use std::os::unix::fs::DirBuilderExt;
     let dir = request.dir;
     let files = [ROOT, INTERMEDIATE].map(|(c, k)| (dir.join(c), dir.join(k)));
@@ -169,6 +181,7 @@ fn file_stem(name: &str) -> String {
 
 /// Issues a leaf certificate from a CA directory into `out`.
 pub fn issue(request: &IssueRequest<'_>) -> Result<Vec<String>, String> {
+    check_days(request.days)?;
     let (authority, intermediate) = issuing_authority(request.ca_dir)?;
     let ca_not_after = x509_parser::parse_x509_certificate(&authority.issued.cert_der)
         .map(|(_, c)| c.validity().not_after.timestamp())

@@ -77,9 +77,25 @@ fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// A key setting as it may be shown: a URI with its `pin-value` masked, a path as it is.
+pub fn redacted(text: &str) -> String {
+    match text.find("pin-value=") {
+        Some(at) => {
+            let value_start = at + "pin-value=".len();
+            let value_end = text[value_start..]
+                .find(['&', ';'])
+                .map_or(text.len(), |end| value_start + end);
+            format!("{}***{}", &text[..value_start], &text[value_end..])
+        }
+        None => text.to_string(),
+    }
+}
+
 impl KeyUri {
-    pub fn parse(text: &str) -> Result<KeyUri, String> {
-        let rest = text
+    pub fn parse(full_text: &str) -> Result<KeyUri, String> {
+        // Messages show the URI without its PIN.
+        let text = &redacted(full_text);
+        let rest = full_text
             .strip_prefix("pkcs11:")
             .ok_or_else(|| format!("\"{text}\" is not a pkcs11: URI"))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -91,7 +107,7 @@ impl KeyUri {
             for attribute in part.split(separator).filter(|a| !a.is_empty()) {
                 let (name, value) = attribute
                     .split_once('=')
-                    .ok_or_else(|| format!("\"{attribute}\" in {text} has no '='"))?;
+                    .ok_or_else(|| format!("\"{}\" in {text} has no '='", redacted(attribute)))?;
                 let bad = |e: String| format!("{name} in {text}: {e}");
                 match name {
                     "token" => uri.token = Some(string(value).map_err(bad)?),
@@ -259,6 +275,8 @@ struct Inner {
     kind: Kind,
     name: String,
     sessions: Mutex<Vec<(Session, ObjectHandle)>>,
+    /// Set when the token refused the PIN: no more login attempts until a reload.
+    pin_refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -277,6 +295,18 @@ fn ck(what: &str, name: &str, error: CkError) -> String {
         other => other.to_string(),
     };
     format!("{name}: {what}: {reason}")
+}
+
+/// Login refusals that trying again would only make worse (a token locks its PIN after a
+/// few wrong attempts).
+fn pin_refused(error: &CkError) -> bool {
+    matches!(
+        error,
+        CkError::Pkcs11(
+            RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired | RvError::PinInvalid,
+            _
+        )
+    )
 }
 
 /// Errors after which a session is of no further use.
@@ -301,6 +331,12 @@ fn session_is_broken(error: &CkError) -> bool {
 impl Inner {
     /// A logged-in session and the key's handle in it.
     fn open_session(&self) -> Result<(Session, ObjectHandle), String> {
+        if self.pin_refused.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(format!(
+                "{}: the token refused the PIN earlier; not trying again (so as not to lock it): fix the PIN and reload",
+                self.name
+            ));
+        }
         let slot = *self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let session = self
             .module
@@ -308,7 +344,13 @@ impl Inner {
             .map_err(|e| ck("cannot open a session", &self.name, e))?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(ck("cannot log in", &self.name, e)),
+            Err(e) => {
+                if pin_refused(&e) {
+                    self.pin_refused
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(ck("cannot log in", &self.name, e));
+            }
         }
         let handles = session
             .find_objects(&self.template)
@@ -499,6 +541,7 @@ impl TokenKey {
             kind: Kind::Rsa,
             name,
             sessions: Mutex::new(Vec::new()),
+            pin_refused: Default::default(),
         };
         let (session, handle) = inner.open_session()?;
         inner.kind = key_kind(&session, handle, &inner.name)?;
@@ -612,9 +655,19 @@ struct TokenSigner {
 
 impl Signer for TokenSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        // rustls signs inside the handshake, on a runtime worker; a token call may block for
+        // a while, so the worker hands its other tasks over while it waits.
+        let sign = || self.key.sign(self.scheme, message);
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(sign)
+            }
+            _ => sign(),
+        };
         // The handshake's failure log line carries the reason.
-        self.key
-            .sign(self.scheme, message)
+        result
             .map_err(|reason| rustls::Error::General(format!("PKCS#11 signature failed: {reason}")))
     }
 
@@ -647,6 +700,18 @@ mod tests {
         assert!(KeyUri::parse("pkcs11:object=k;colour=red")
             .unwrap_err()
             .contains("unknown attribute \"colour\""));
+    }
+
+    #[test]
+    fn messages_never_show_a_pin() {
+        assert_eq!(
+            redacted("pkcs11:object=k?pin-value=s3cret&module-path=/m.so"),
+            "pkcs11:object=k?pin-value=***&module-path=/m.so"
+        );
+        let error = KeyUri::parse("pkcs11:object=k;colour=red?pin-value=s3cret").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+        let error = KeyUri::parse("pkcs11:token=t?pin-value=s3cret").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
     }
 
     #[test]

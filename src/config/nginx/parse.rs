@@ -98,12 +98,7 @@ impl Lexer<'_> {
                     match self.bump() {
                         None => return Err(self.error("unexpected end of file in a quoted string")),
                         Some('\\') => match self.bump() {
-                            Some(q) if q == c || q == '\\' => text.push(q),
-                            Some(other) => {
-                                // nginx keeps other escapes as written (\n is decoded later).
-                                text.push('\\');
-                                text.push(other);
-                            }
+                            Some(escaped) => unescape(escaped, &mut text),
                             None => return Err(self.error("unexpected end of file after '\\'")),
                         },
                         Some(q) if q == c => break,
@@ -143,7 +138,7 @@ impl Lexer<'_> {
                     self.bump();
                     if c == '\\' {
                         if let Some(escaped) = self.bump() {
-                            text.push(escaped);
+                            unescape(escaped, &mut text);
                         }
                         continue;
                     }
@@ -153,6 +148,21 @@ impl Lexer<'_> {
             }
         };
         Ok(Some((token, line)))
+    }
+}
+
+/// nginx's reading of `\X` in a word: quotes and backslash stand for themselves, `\t \r \n`
+/// for control characters, and anything else keeps its backslash.
+fn unescape(escaped: char, text: &mut String) {
+    match escaped {
+        '"' | '\'' | '\\' => text.push(escaped),
+        't' => text.push('\t'),
+        'r' => text.push('\r'),
+        'n' => text.push('\n'),
+        other => {
+            text.push('\\');
+            text.push(other);
+        }
     }
 }
 
@@ -366,7 +376,7 @@ mod tests {
         let block = server.block.as_ref().unwrap();
         assert_eq!(block[0].args, ["443", "ssl"]);
         assert_eq!(block[0].comments, ["TLS"]);
-        assert_eq!(block[1].args, ["a b;c", "it's", "${var}x", ";"]);
+        assert_eq!(block[1].args, ["a b;c", "it's", "${var}x", "\\;"]);
         assert_eq!(block[1].line, 4);
         assert_eq!(block[2].name, "if");
         assert_eq!(block[2].args, ["($http_x_ssl_cert)"]);
@@ -374,6 +384,12 @@ mod tests {
             block[2].block.as_ref().unwrap()[0].args[1],
             "$http_x_ssl_cert"
         );
+    }
+
+    #[test]
+    fn escapes_read_as_nginx_reads_them() {
+        let tree = parse("return 200 \"ok\\n\" a\\tb \"\\x\";\n");
+        assert_eq!(tree[0].args, ["200", "ok\n", "a\tb", "\\x"]);
     }
 
     #[test]

@@ -396,11 +396,17 @@ fn upstream_block(
 /// Reads a whole config (the directives of the main file, includes expanded).
 pub fn translate(top: &[Directive]) -> Result<Translation, ConfigError> {
     let mut translation = Translation::default();
-    let main = Scope::default().enter(top, Context::Main, &mut translation.warnings)?;
     let https: Vec<&Directive> = top.iter().filter(|d| d.name == "http").collect();
     if let [_, second, ..] = https.as_slice() {
         return Err(second.error("\"http\" directive is duplicate"));
     }
+    let Some(http) = https.first() else {
+        // A file of bare server blocks (a conf.d snippet) reads as if inside http { }.
+        let scope = Scope::default().enter(top, Context::Http, &mut translation.warnings)?;
+        http_block(top, &scope, &mut translation)?;
+        return finish(translation);
+    };
+    let main = Scope::default().enter(top, Context::Main, &mut translation.warnings)?;
     for d in top {
         match d.name.as_str() {
             "events" => {
@@ -419,24 +425,22 @@ pub fn translate(top: &[Directive]) -> Result<Translation, ConfigError> {
             _ => {}
         }
     }
-    match https.first() {
-        // A file of bare server blocks (a conf.d snippet) reads as if inside http { }.
-        None => http_block(top, &main, &mut translation)?,
-        Some(http) => {
-            if let Some(stray) = top
-                .iter()
-                .find(|d| d.name == "server" || d.name == "upstream")
-            {
-                return Err(stray.error(format!(
-                    "\"{}\" directive is not allowed here: put it inside http {{ }}",
-                    stray.name
-                )));
-            }
-            let block = http.block.as_deref().unwrap_or_default();
-            let scope = main.enter(block, Context::Http, &mut translation.warnings)?;
-            http_block(block, &scope, &mut translation)?;
-        }
+    if let Some(stray) = top
+        .iter()
+        .find(|d| d.name == "server" || d.name == "upstream")
+    {
+        return Err(stray.error(format!(
+            "\"{}\" directive is not allowed here: put it inside http {{ }}",
+            stray.name
+        )));
     }
+    let block = http.block.as_deref().unwrap_or_default();
+    let scope = main.enter(block, Context::Http, &mut translation.warnings)?;
+    http_block(block, &scope, &mut translation)?;
+    finish(translation)
+}
+
+fn finish(translation: Translation) -> Result<Translation, ConfigError> {
     if translation.listeners.is_empty() {
         return Err(ConfigError::general(
             "no server block with a listen directive: nothing to run",
@@ -461,16 +465,12 @@ fn log_directive(d: &Directive, warnings: &mut Vec<String>) {
     ));
 }
 
+/// The servers and upstreams of an http block, whose own settings `scope` already holds.
 fn http_block(
     block: &[Directive],
     scope: &Scope<'_>,
     translation: &mut Translation,
 ) -> Result<(), ConfigError> {
-    let scope = if block.iter().any(|d| d.name == "http") {
-        scope.clone()
-    } else {
-        scope.enter(block, Context::Http, &mut translation.warnings)?
-    };
     let mut upstreams = BTreeMap::new();
     for d in block {
         match d.name.as_str() {
@@ -551,6 +551,7 @@ fn server_block(
     };
 
     let mut sections = Vec::new();
+    let several_listens = listens.len() > 1;
     for listen in listens {
         let (address, tls) = listen_address(listen, warnings)?;
         let mut section = Section {
@@ -559,10 +560,10 @@ fn server_block(
             ..Section::default()
         };
         let port = address.rsplit(':').next().unwrap_or("").to_string();
-        let listener_name = match &name {
-            Some(name) => format!("{name}:{port}"),
+        let base = match &name {
+            Some(name) => name.clone(),
             None => format!(
-                "{}:{}:{port}",
+                "{}:{}",
                 server
                     .file
                     .file_name()
@@ -571,6 +572,12 @@ fn server_block(
                 server.line
             ),
         };
+        // One listen: NAME:PORT; several (dual-stack, say): each named by its full address.
+        let listener_name = if several_listens {
+            format!("{base} {address}")
+        } else {
+            format!("{base}:{port}")
+        };
         section.entries.push(Entry {
             key: "name",
             value: SpecValue::Text(listener_name),
@@ -578,7 +585,7 @@ fn server_block(
             comments: Vec::new(),
         });
         section.push("listen", SpecValue::Text(address), listen);
-        let target = upstream_url(root_pass, upstreams)?;
+        let target = upstream_url(root_pass, "/", upstreams)?;
         let server = match (tls, target.https) {
             (true, false) => true,
             (false, true) => false,
@@ -614,6 +621,15 @@ fn server_block(
         limits(&mut section, &root.scope);
         headers(&mut section, &root, &target);
         for other in &locations {
+            for limit in LIMITS {
+                let args = |scope: &Scope<'_>| scope.get(limit).map(|d| d.args.clone());
+                if args(&other.scope) != args(&root.scope) {
+                    return Err(other.directive.error(format!(
+                        "location {} sets another \"{limit}\" than location /: certgate applies one per server",
+                        other.path
+                    )));
+                }
+            }
             if header_pairs(&other.scope) != header_pairs(&root.scope) {
                 return Err(other.directive.error(format!(
                     "location {} sets other headers than location /: certgate applies one set of header rules per server",
@@ -633,7 +649,7 @@ fn server_block(
             route.push("path", SpecValue::Text(other.path.clone()), other.directive);
             match other.action {
                 Action::ProxyPass(pass) => {
-                    let route_target = upstream_url(pass, upstreams)?;
+                    let route_target = upstream_url(pass, &other.path, upstreams)?;
                     if route_target.https != target.https {
                         return Err(pass.error(
                             "every location of a server must proxy with the same scheme as location /",
@@ -642,15 +658,10 @@ fn server_block(
                     route.push("upstream", SpecValue::Text(route_target.url), pass);
                 }
                 Action::Return(ret) => {
-                    let code = ret.args[0].parse::<i64>().map_err(|_| {
-                        ret.error(format!("invalid return code \"{}\"", ret.args[0]))
-                    })?;
+                    let (code, text) = return_args(ret)?;
                     route.push("return_code", SpecValue::Integer(code), ret);
-                    if let Some(text) = ret.args.get(1) {
-                        if text.contains('$') {
-                            return Err(ret.error("variables in return are not supported"));
-                        }
-                        route.push("return_text", SpecValue::Text(text.clone()), ret);
+                    if let Some(text) = text {
+                        route.push("return_text", SpecValue::Text(text), ret);
                     }
                 }
             }
@@ -820,10 +831,14 @@ struct Target {
     https: bool,
     /// nginx's `$proxy_host`: host, and port unless it is the scheme's default.
     proxy_host: String,
+    /// Reached through an `upstream` block, whose name nginx uses as `$proxy_host` (and so
+    /// as the default TLS name) rather than the server's address.
+    named_upstream: bool,
 }
 
 fn upstream_url(
     d: &Directive,
+    location: &str,
     upstreams: &BTreeMap<String, Upstream>,
 ) -> Result<Target, ConfigError> {
     let url = &d.args[0];
@@ -843,6 +858,11 @@ fn upstream_url(
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, ""),
     };
+    if path == "/" && location != "/" {
+        return Err(d.error(format!(
+            "proxy_pass ending in \"/\" in location {location}: nginx then replaces the {location} prefix with /, certgate keeps request paths as they are; drop the trailing /"
+        )));
+    }
     if !path.is_empty() && path != "/" {
         return Err(d.error(format!(
             "a URI in proxy_pass (\"{path}\") is not supported: requests keep their own path"
@@ -866,6 +886,7 @@ fn upstream_url(
     Ok(Target {
         url: format!("{scheme}://{address}"),
         https,
+        named_upstream: upstreams.contains_key(authority),
         proxy_host,
     })
 }
@@ -960,6 +981,38 @@ fn root_pass<'a>(root: &Location<'a>) -> &'a Directive {
         Action::ProxyPass(d) | Action::Return(d) => d,
     }
 }
+
+/// `return CODE [TEXT]` or `return URL` (a 302), as a route's fixed answer.
+fn return_args(d: &Directive) -> Result<(i64, Option<String>), ConfigError> {
+    let first = &d.args[0];
+    if d.args.len() == 1 && (first.starts_with("http://") || first.starts_with("https://")) {
+        return Ok((302, Some(first.clone())));
+    }
+    let code = first
+        .parse::<i64>()
+        .map_err(|_| d.error(format!("invalid return code \"{first}\"")))?;
+    let text = d.args.get(1).cloned();
+    if text.as_deref().is_some_and(|t| t.contains('$')) {
+        return Err(d.error("variables in return are not supported"));
+    }
+    match code {
+        444 => Err(d.error(
+            "return 444 (close without answering) is not supported: return a status such as 403",
+        )),
+        301 | 302 | 303 | 307 | 308 if text.is_none() => {
+            Err(d.error(format!("return {code} needs the URL to redirect to")))
+        }
+        200..=599 => Ok((code, text)),
+        _ => Err(d.error(format!("return {code}: use a status from 200 to 599"))),
+    }
+}
+
+/// The directives `limits` reads, which certgate applies per server.
+const LIMITS: [&str; 3] = [
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "client_max_body_size",
+];
 
 /// Timeouts and the body limit, with nginx's defaults where certgate's differ.
 fn limits(section: &mut Section, scope: &Scope<'_>) {
@@ -1168,6 +1221,13 @@ fn client_mode(
             ("proxy_ssl_crl", "crl", Kind::Text),
         ],
     )?;
+    if scope.get("proxy_ssl_name").is_none() && target.named_upstream {
+        section.push_default(
+            "server_name",
+            SpecValue::Text(target.proxy_host.clone()),
+            "nginx's default proxy_ssl_name: $proxy_host, the upstream block's name",
+        );
+    }
     match scope.get("proxy_ssl_server_name") {
         Some(d) => section.push("send_sni", SpecValue::Bool(on_off(d)?), d),
         None => {

@@ -27,7 +27,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TLS 1.3 probe waits for the server's verdict on our certificate: a refusal
 /// arrives as an alert, an acceptance as session tickets, both right after our Finished.
-const VERDICT_WAIT: Duration = Duration::from_secs(1);
+const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
 /// What to probe and with what.
 pub struct ProbeRequest {
@@ -443,7 +443,7 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
         let tickets = stream.get_ref().1.tls13_tickets_received();
         let words = match &ours {
             Some(_) if tls13 && tickets == 0 => {
-                "no refusal within 1s (the server sent no session ticket to confirm acceptance)"
+                "no refusal within 2s (the server sent no session ticket to confirm acceptance)"
             }
             Some(_) => "our certificate was accepted",
             None => "none sent, and the server accepted the handshake without one",

@@ -28,6 +28,16 @@ fn server_cert(pki: &TestPki, key_type: KeyType) -> Issued {
 }
 
 /// Server mode with its key on the token, in front of an echo backend.
+/// A test's PKI (written to its files), its token, and a server certificate of `key_type`
+/// whose key is on the token as "server-key" (id 01).
+fn token_server_setup(key_type: KeyType) -> (Files, TestPki, SoftHsm, Issued) {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    let cert = server_cert(&pki, key_type);
+    hsm.import(&cert.key_pem, "server-key", "01");
+    (files, pki, hsm, cert)
+}
+
 /// Server mode's arguments with `cert` (written to token-server.pem) and its key at `uri`.
 fn token_server_args(files: &Files, cert: &Issued, uri: &str, upstream: &str) -> Vec<String> {
     let cert_path = files.write("token-server.pem", &cert.cert_pem);
@@ -60,10 +70,7 @@ async fn server_with_token_key(files: &Files, hsm: &SoftHsm, cert: &Issued, uri:
 #[ignore = "needs SoftHSM2; run with --ignored"]
 async fn server_mode_signs_handshakes_with_ecdsa_and_rsa_token_keys_in_tls_12_and_13() {
     for key_type in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
-        let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
-        pki.write(&files);
-        let cert = server_cert(&pki, key_type);
-        hsm.import(&cert.key_pem, "server-key", "01");
+        let (files, pki, hsm, cert) = token_server_setup(key_type);
         let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
         for (name, versions) in VERSIONS {
             let client = tls_client_with(
@@ -141,10 +148,7 @@ fn failed_start(files: &Files, hsm: &SoftHsm, cert: &Issued, uri: &str) -> Strin
 #[test]
 #[ignore = "needs SoftHSM2; run with --ignored"]
 fn a_wrong_pin_a_missing_key_or_token_and_a_foreign_key_are_named_at_start() {
-    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
-    pki.write(&files);
-    let cert = server_cert(&pki, KeyType::EcdsaP256);
-    hsm.import(&cert.key_pem, "server-key", "01");
+    let (files, pki, hsm, cert) = token_server_setup(KeyType::EcdsaP256);
     let other = server_cert(&pki, KeyType::EcdsaP256);
     hsm.import(&other.key_pem, "other-key", "03");
 
@@ -183,10 +187,7 @@ fn a_wrong_pin_a_missing_key_or_token_and_a_foreign_key_are_named_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SoftHSM2; run with --ignored"]
 async fn a_pin_in_the_uri_works_but_is_warned_about_and_the_module_may_come_from_a_flag() {
-    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
-    pki.write(&files);
-    let cert = server_cert(&pki, KeyType::EcdsaP256);
-    hsm.import(&cert.key_pem, "server-key", "01");
+    let (files, pki, hsm, cert) = token_server_setup(KeyType::EcdsaP256);
     let backend = spawn_echo().await.to_string();
     let uri = format!("pkcs11:token={TOKEN};id=%01?pin-value={PIN}");
     let mut args = token_server_args(&files, &cert, &uri, &backend);
@@ -206,10 +207,7 @@ async fn a_pin_in_the_uri_works_but_is_warned_about_and_the_module_may_come_from
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SoftHSM2; run with --ignored"]
 async fn many_handshakes_at_once_share_the_token() {
-    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
-    pki.write(&files);
-    let cert = server_cert(&pki, KeyType::EcdsaP256);
-    hsm.import(&cert.key_pem, "server-key", "01");
+    let (files, pki, hsm, cert) = token_server_setup(KeyType::EcdsaP256);
     let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
     let address = server.addr();
     let clients: Vec<_> = (0..16)
@@ -236,10 +234,7 @@ async fn presented_certificate(server: &Certgate, pki: &TestPki) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SoftHSM2; run with --ignored"]
 async fn a_renewed_certificate_for_the_same_token_key_is_picked_up_like_a_file_change() {
-    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
-    pki.write(&files);
-    let cert = server_cert(&pki, KeyType::EcdsaP256);
-    hsm.import(&cert.key_pem, "server-key", "01");
+    let (files, pki, hsm, cert) = token_server_setup(KeyType::EcdsaP256);
     let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
     assert_eq!(presented_certificate(&server, &pki).await, cert.cert_der);
 
@@ -294,10 +289,7 @@ async fn an_nginx_config_with_an_engine_key_runs_on_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SoftHSM2; run with --ignored"]
 async fn a_token_that_stops_answering_fails_handshakes_with_the_reason_and_nothing_else() {
-    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
-    pki.write(&files);
-    let cert = server_cert(&pki, KeyType::EcdsaP256);
-    hsm.import(&cert.key_pem, "server-key", "01");
+    let (files, pki, hsm, cert) = token_server_setup(KeyType::EcdsaP256);
     let server = server_with_token_key(&files, &hsm, &cert, &hsm.uri("server-key")).await;
     let mut open = keep_alive(server.addr(), pki.client_config()).await;
     assert_eq!(open.send_request(get("/")).await.unwrap().status(), 200);

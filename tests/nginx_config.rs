@@ -249,9 +249,13 @@ fn mistakes_name_the_file_and_line() {
             "server {\n    listen 8443 ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n    location /x { return 444; }\n}\n",
             ":6: return 444 (close without answering) is not supported",
         ),
-        (
+                (
             "server {\n    listen 8443 ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n    location /x { return 301; }\n}\n",
             ":6: return 301 needs the URL to redirect to",
+        ),
+        (
+            "server {\n    listen 8443 ssl;\n    server_name a;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:1; }\n}\nserver {\n    listen 8443 ssl;\n    server_name b;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / { proxy_pass http://127.0.0.1:2; }\n}\n",
+            ":9: listen: a second server on 0.0.0.0:8443 (the first is at ",
         ),
     ] {
         let config = files.write("bad.conf", text);

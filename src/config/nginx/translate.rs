@@ -446,6 +446,28 @@ fn finish(translation: Translation) -> Result<Translation, ConfigError> {
             "no server block with a listen directive: nothing to run",
         ));
     }
+    // nginx picks among servers on one address by server name; certgate runs one per address.
+    let mut seen: Vec<(&str, &Origin)> = Vec::new();
+    for listener in &translation.listeners {
+        let Some(listen) = listener.entries.iter().find(|e| e.key == "listen") else {
+            continue;
+        };
+        let SpecValue::Text(address) = &listen.value else {
+            continue;
+        };
+        if address.ends_with(":0") {
+            continue;
+        }
+        if let Some((_, first)) = seen.iter().find(|(a, _)| a == address) {
+            return Err(ConfigError::at(
+                &listen.origin,
+                format!(
+                    "a second server on {address} (the first is at {first}): name-based virtual hosting is not supported; give each server its own address or port"
+                ),
+            ));
+        }
+        seen.push((address, &listen.origin));
+    }
     Ok(translation)
 }
 

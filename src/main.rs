@@ -545,6 +545,10 @@ async fn serve(
             )
         })?;
         telemetry.access_log = Some(std::sync::Arc::new(log));
+    } else if let Some(file) = &config.access_log {
+        let log = AccessLog::open(AccessLogFormat::Combined, Some(&file.value))
+            .with_context(|| format!("{}: cannot open {}", file.origin, file.value.display()))?;
+        telemetry.access_log = Some(std::sync::Arc::new(log));
     }
     let metrics = telemetry.metrics.clone();
     let admin_address = process

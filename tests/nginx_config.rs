@@ -555,3 +555,46 @@ async fn sighup_rereads_an_nginx_config_and_refuses_a_broken_one() {
     ]);
     assert_eq!(http_get(proxy.addr(), "/", &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_nginx_combined_lines_to_its_file() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let backend = RecordingBackend::plain().await;
+    let config = files.write(
+        "nginx.conf",
+        format!(
+            "http {{\n    access_log access.log combined;\n    server {{\n        listen 127.0.0.1:0 ssl;\n        ssl_certificate ssl/server.crt;\n        ssl_certificate_key ssl/server.key;\n        access_log elsewhere.log main;\n        location / {{ proxy_pass http://127.0.0.1:{}; }}\n    }}\n}}\n",
+            backend.address.port()
+        ),
+    );
+    let server = Certgate::start(&["run", "--config", &config]);
+    server
+        .wait_for_log(&["nginx.conf:7: certgate writes one access log; elsewhere.log is ignored"]);
+    server.wait_for_log(&["nginx.conf:7: access_log format \"main\" is ignored"]);
+    let client = tls_client(&pki.ca.issued.cert_pem, None);
+    let answer = https_get(
+        server.addr(),
+        client,
+        "/orders?id=7",
+        &[("user-agent", "probe/1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+    let log = files.path("access.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("GET /orders?id=7") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(text.starts_with("127.0.0.1 - - ["), "{text}");
+    assert!(
+        text.contains("\"GET /orders?id=7 HTTP/1.1\" 200 2 \"-\" \"probe/1\""),
+        "{text}"
+    );
+    assert!(!files.path("elsewhere.log").exists());
+}

@@ -604,6 +604,8 @@ impl ListenerConfig {
 pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub warnings: Vec<String>,
+    /// An access log file the config names (nginx's `access_log`); the flags take precedence.
+    pub access_log: Option<Located<PathBuf>>,
 }
 
 /// nginx's default `ssl_verify_depth`.

@@ -7,7 +7,7 @@
 pub mod parse;
 pub mod translate;
 
-use super::{resolve_relative, Config, ConfigError, SpecValue, PATH_KEYS};
+use super::{resolve_relative, Config, ConfigError, Located, SpecValue, PATH_KEYS};
 use std::path::Path;
 use translate::{Section, Translation};
 
@@ -46,6 +46,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         resolve_paths(listener, base);
     }
     let mut config = Config::from_specs(translation.specs()?)?;
+    config.access_log = translation.access_log.map(|(file, origin)| Located {
+        value: resolve_relative(base, &file),
+        origin,
+    });
     let mut warnings = translation.warnings;
     warnings.append(&mut config.warnings);
     config.warnings = warnings;
@@ -69,7 +73,12 @@ pub fn to_toml(translation: &Translation) -> String {
     for warning in &translation.warnings {
         out.push_str(&format!("# warning: {warning}\n"));
     }
-    if !translation.warnings.is_empty() {
+    if let Some((file, _)) = &translation.access_log {
+        out.push_str(&format!(
+            "# access_log {file}: run certgate with --access-log-file {file}\n"
+        ));
+    }
+    if !translation.warnings.is_empty() || translation.access_log.is_some() {
         out.push('\n');
     }
     for listener in &translation.listeners {

@@ -36,6 +36,8 @@ pub struct Section {
 pub struct Translation {
     pub listeners: Vec<Section>,
     pub warnings: Vec<String>,
+    /// The file of the config's `access_log` (certgate keeps one, in the combined format).
+    pub access_log: Option<(String, Origin)>,
 }
 
 impl Section {
@@ -404,7 +406,7 @@ pub fn translate(top: &[Directive]) -> Result<Translation, ConfigError> {
         // A file of bare server blocks (a conf.d snippet) reads as if inside http { }.
         let scope = Scope::default().enter(top, Context::Http, &mut translation.warnings)?;
         http_block(top, &scope, &mut translation)?;
-        return finish(translation);
+        return finish(translation, top);
     };
     let main = Scope::default().enter(top, Context::Main, &mut translation.warnings)?;
     for d in top {
@@ -437,10 +439,11 @@ pub fn translate(top: &[Directive]) -> Result<Translation, ConfigError> {
     let block = http.block.as_deref().unwrap_or_default();
     let scope = main.enter(block, Context::Http, &mut translation.warnings)?;
     http_block(block, &scope, &mut translation)?;
-    finish(translation)
+    finish(translation, top)
 }
 
-fn finish(translation: Translation) -> Result<Translation, ConfigError> {
+fn finish(mut translation: Translation, top: &[Directive]) -> Result<Translation, ConfigError> {
+    access_logs(top, &mut translation);
     if translation.listeners.is_empty() {
         return Err(ConfigError::general(
             "no server block with a listen directive: nothing to run",
@@ -471,20 +474,52 @@ fn finish(translation: Translation) -> Result<Translation, ConfigError> {
     Ok(translation)
 }
 
+/// `error_log` is set for the whole process by flags; `access_log` is read by `access_logs`.
 fn log_directive(d: &Directive, warnings: &mut Vec<String>) {
-    if d.args.first().map(String::as_str) == Some("off") {
+    if d.name != "error_log" || d.args.first().map(String::as_str) == Some("off") {
         return;
     }
-    let flag = if d.name == "access_log" {
-        "--access-log combined --access-log-file FILE"
-    } else {
-        "--log-file FILE and --log-level"
-    };
     warnings.push(format!(
-        "{}: \"{}\" is accepted, but certgate's logs are set for the whole process: use {flag}",
-        d.place(),
-        d.name
+        "{}: \"error_log\" is accepted, but certgate's error log is set for the whole process: use --log-file FILE and --log-level",
+        d.place()
     ));
+}
+
+/// The config's access log: the first `access_log FILE`, anywhere. certgate writes one access
+/// log per process, in nginx's combined format; other files and formats are warned about.
+fn access_logs(directives: &[Directive], translation: &mut Translation) {
+    for d in directives {
+        if let Some(block) = &d.block {
+            access_logs(block, translation);
+        }
+        if d.name != "access_log" {
+            continue;
+        }
+        let Some(file) = d.args.first().filter(|f| f.as_str() != "off") else {
+            continue;
+        };
+        if file.starts_with("syslog:") {
+            translation.warnings.push(format!(
+                "{}: access_log to syslog is not supported: ignored",
+                d.place()
+            ));
+            continue;
+        }
+        if let Some(format) = d.args.get(1).filter(|f| f.as_str() != "combined") {
+            translation.warnings.push(format!(
+                "{}: access_log format \"{format}\" is ignored: certgate writes nginx's combined format (or JSON with --access-log json)",
+                d.place()
+            ));
+        }
+        match &translation.access_log {
+            None => translation.access_log = Some((file.clone(), origin(d))),
+            Some((first, first_origin)) if first != file => translation.warnings.push(format!(
+                "{}: certgate writes one access log; {file} is ignored (it writes {first}, from {first_origin})",
+                d.place()
+            )),
+            Some(_) => {}
+        }
+    }
 }
 
 /// The servers and upstreams of an http block, whose own settings `scope` already holds.

@@ -101,10 +101,20 @@ impl fmt::Display for Origin {
 
 /// A value with its origin, kept on anything that may still fail after validation
 /// (a file that will not load, an address that will not bind).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Located<T> {
     pub value: T,
     pub origin: Origin,
+}
+
+/// Debug output (which `ListenerConfig::same_settings` compares) never shows a token PIN
+/// written into a key URI; it shows a keyed digest of it instead, so a changed PIN still
+/// counts as a change.
+impl<T: fmt::Debug> fmt::Debug for Located<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = crate::tls::pkcs11::digest_pins(&format!("{:?}", self.value));
+        write!(f, "Located {{ value: {value}, origin: {:?} }}", self.origin)
+    }
 }
 
 /// A configuration mistake, naming where it is.
@@ -1424,6 +1434,18 @@ pub fn resolve_relative(base: &Path, path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_in_a_key_uri_never_shows_in_debug_output() {
+        let config = file::parse(
+            Path::new("/etc/certgate.toml"),
+            "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:1\"\ncert = \"c.pem\"\nkey = \"pkcs11:object=k?pin-value=s3cret\"\nverify_client = \"off\"\n",
+        )
+        .unwrap();
+        let debug = format!("{:?}", config.listeners[0]);
+        assert!(debug.contains("pkcs11:object=k?pin-value=#"), "{debug}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
 
     #[test]
     fn host_port_forms() {

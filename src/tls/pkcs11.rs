@@ -91,6 +91,30 @@ pub fn redacted(text: &str) -> String {
     }
 }
 
+/// Replaces each `pin-value` with a digest keyed by a secret of this process: equal PINs
+/// give equal text (so configs can be compared) and none can be read back or guessed.
+pub fn digest_pins(text: &str) -> String {
+    static KEY: OnceLock<aws_lc_rs::hmac::Key> = OnceLock::new();
+    let Some(at) = text.find("pin-value=") else {
+        return text.to_string();
+    };
+    let key = KEY.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        let _ = aws_lc_rs::rand::fill(&mut secret);
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret)
+    });
+    let start = at + "pin-value=".len();
+    let end = text[start..]
+        .find(['&', ';', '"'])
+        .map_or(text.len(), |end| start + end);
+    let tag = aws_lc_rs::hmac::sign(key, &text.as_bytes()[start..end]);
+    let hex: String = tag.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}#{hex}{}", &text[..start], digest_pins(&text[end..]))
+}
+
 impl KeyUri {
     pub fn parse(full_text: &str) -> Result<KeyUri, String> {
         // Messages show the URI without its PIN.
@@ -712,6 +736,21 @@ mod tests {
         assert!(!error.contains("s3cret"), "{error}");
         let error = KeyUri::parse("pkcs11:token=t?pin-value=s3cret").unwrap_err();
         assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn debug_text_compares_pins_without_showing_them() {
+        let a = digest_pins("\"pkcs11:object=k?pin-value=s3cret&module-path=/m.so\"");
+        assert!(!a.contains("s3cret"), "{a}");
+        assert_eq!(
+            a,
+            digest_pins("\"pkcs11:object=k?pin-value=s3cret&module-path=/m.so\"")
+        );
+        assert_ne!(
+            a,
+            digest_pins("\"pkcs11:object=k?pin-value=0ther&module-path=/m.so\"")
+        );
+        assert!(a.ends_with("&module-path=/m.so\""), "{a}");
     }
 
     #[test]

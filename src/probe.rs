@@ -10,7 +10,9 @@
 use crate::certtool::{CheckLine, Verdict};
 use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
 use crate::tls::identity::{distinguished_name, lowercase_hex};
-use crate::tls::verify::{format_time, ChainRejection, ChainVerifier, PeerRole};
+use crate::tls::verify::{
+    format_time, ChainRejection, ChainVerifier, PeerRole, UpstreamCertPolicy,
+};
 use crate::tls::{load, protocol_name};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
@@ -187,9 +189,9 @@ struct Observed {
 /// Accepts any server certificate at the TLS level, after recording it and our verdict on it.
 #[derive(Debug)]
 struct RecordingVerifier {
-    chain: Option<ChainVerifier>,
+    /// Client mode's own upstream policy; only `--ca` set, no rules.
+    policy: UpstreamCertPolicy,
     observed: Arc<Mutex<ObservedCell>>,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 /// `Observed` behind the Debug bound rustls puts on verifiers.
@@ -211,9 +213,9 @@ impl ServerCertVerifier for RecordingVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = self.chain.as_ref().map(|chain| {
-            chain.verify(end_entity, intermediates, now)?;
-            chain.verify_name(end_entity, server_name)
+        let verdict = self.policy.chain.is_some().then(|| {
+            self.policy
+                .check(end_entity, intermediates, server_name, now)
         });
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         observed.0.server_chain = std::iter::once(end_entity)
@@ -230,7 +232,7 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.policy.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -239,11 +241,11 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.policy.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.policy.supported_verify_schemes()
     }
 }
 
@@ -334,9 +336,12 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
-            chain,
+            policy: UpstreamCertPolicy {
+                chain,
+                rules: Default::default(),
+                algorithms: provider.signature_verification_algorithms,
+            },
             observed: observed.clone(),
-            algorithms: provider.signature_verification_algorithms,
         }))
         .with_client_cert_resolver(Arc::new(RecordingResolver {
             ours: ours.as_ref().map(|o| o.key.clone()),

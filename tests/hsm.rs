@@ -302,7 +302,7 @@ async fn a_token_that_stops_answering_fails_handshakes_with_the_reason_and_nothi
     assert!(refused.is_err(), "{refused:?}");
     server.wait_for_log(&[
         "TLS handshake with",
-        "PKCS#11 signature failed: pkcs11:token=certgate;object=server-key",
+        "failed: PKCS#11 signature failed: pkcs11:token=certgate;object=server-key",
     ]);
 
     // The process is still there, and a connection made before keeps working.

@@ -70,6 +70,9 @@ pub fn tls_error(error: &Error) -> String {
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
             "not a TLS handshake (plain HTTP sent to a TLS port, or a broken peer)".into()
         }
+                // Our own failures inside the handshake (a token that cannot sign) carry their
+        // reason already; rustls would prefix "unexpected error".
+        Error::General(reason) => reason.clone(),
         other => format!("TLS error: {other}"),
     }
 }

@@ -589,6 +589,23 @@ pub struct UpstreamCertPolicy {
     pub algorithms: WebPkiSupportedAlgorithms,
 }
 
+impl UpstreamCertPolicy {
+    /// The verdict on an upstream's certificate: chain (when verification is on), name, rules.
+    pub fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<(), ChainRejection> {
+        if let Some(chain) = &self.chain {
+            chain.verify(end_entity, intermediates, now)?;
+            chain.verify_name(end_entity, server_name)?;
+        }
+        admit_by_rules(&self.rules, end_entity, intermediates)
+    }
+}
+
 impl ServerCertVerifier for UpstreamCertPolicy {
     fn verify_server_cert(
         &self,
@@ -598,11 +615,7 @@ impl ServerCertVerifier for UpstreamCertPolicy {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(chain) = &self.chain {
-            chain.verify(end_entity, intermediates, now)?;
-            chain.verify_name(end_entity, server_name)?;
-        }
-        admit_by_rules(&self.rules, end_entity, intermediates)?;
+        self.check(end_entity, intermediates, server_name, now)?;
         Ok(ServerCertVerified::assertion())
     }
 

@@ -41,6 +41,15 @@ async fn start(server: Server, files: &Files, pki: &TestPki, extra: &[&str]) -> 
     }
 }
 
+/// A fresh PKI written to its files, `server` started on it, and the CA file's path.
+async fn setup(server: Server) -> (Files, TestPki, Target, String) {
+    let (files, pki) = (Files::new(), TestPki::new());
+    pki.write(&files);
+    let target = start(server, &files, &pki, &[]).await;
+    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    (files, pki, target, ca)
+}
+
 /// Runs `certgate probe ADDRESS ARGS` off the runtime (the rustls server lives on it).
 async fn probe(address: &str, args: &[&str]) -> (i32, String) {
     let mut all = vec!["probe".to_string(), address.to_string()];
@@ -82,9 +91,7 @@ fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
 async fn a_good_client_certificate_is_reported_accepted_with_version_chain_and_response() {
     for server in SERVERS {
         for version in ["--tls1.3", "--tls1.2"] {
-            let (files, pki) = (Files::new(), TestPki::new());
-            pki.write(&files);
-            let target = start(server, &files, &pki, &[]).await;
+            let (files, pki, target, _) = setup(server).await;
             let flags = identity_flags(&files, "me", &pki.client.cert_pem, &pki.client.key_pem);
             let ca = files.path("ca.pem").to_string_lossy().into_owned();
             let (code, output) = probe(
@@ -129,10 +136,7 @@ async fn a_good_client_certificate_is_reported_accepted_with_version_chain_and_r
 async fn no_client_certificate_names_the_flags_and_the_accepted_issuers() {
     for server in SERVERS {
         for version in ["--tls1.3", "--tls1.2"] {
-            let (files, pki) = (Files::new(), TestPki::new());
-            pki.write(&files);
-            let target = start(server, &files, &pki, &[]).await;
-            let ca = files.path("ca.pem").to_string_lossy().into_owned();
+            let (_files, _pki, target, ca) = setup(server).await;
             let (code, output) = probe(
                 &target.address.to_string(),
                 &["--ca", &ca, "--server-name", "localhost", version],
@@ -184,10 +188,7 @@ fn bad_client_certificates(pki: &TestPki) -> Vec<(&'static str, Issued, &'static
 async fn a_refused_client_certificate_is_explained_by_its_cause() {
     for server in SERVERS {
         for version in ["--tls1.3", "--tls1.2"] {
-            let (files, pki) = (Files::new(), TestPki::new());
-            pki.write(&files);
-            let target = start(server, &files, &pki, &[]).await;
-            let ca = files.path("ca.pem").to_string_lossy().into_owned();
+            let (files, pki, target, ca) = setup(server).await;
             for (case, issued, words) in bad_client_certificates(&pki) {
                 let flags = identity_flags(&files, "bad", &issued.cert_pem, &issued.key_pem);
                 // With --get (TLS 1.3 learns the verdict from the request) and without.
@@ -213,9 +214,7 @@ async fn a_refused_client_certificate_is_explained_by_its_cause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_server_certificate_fails_and_no_request_is_sent() {
     for server in SERVERS {
-        let (files, pki) = (Files::new(), TestPki::new());
-        pki.write(&files);
-        let target = start(server, &files, &pki, &[]).await;
+        let (files, pki, target, _) = setup(server).await;
         let flags = identity_flags(&files, "me", &pki.client.cert_pem, &pki.client.key_pem);
         let other = Authority::root("other CA", KeyType::EcdsaP256).unwrap();
         let wrong_ca = files.write("other-ca.pem", &other.issued.cert_pem);
@@ -251,9 +250,7 @@ async fn an_untrusted_server_certificate_fails_and_no_request_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_the_server_certificate_does_not_cover_is_named() {
     for server in SERVERS {
-        let (files, pki) = (Files::new(), TestPki::new());
-        pki.write(&files);
-        let target = start(server, &files, &pki, &[]).await;
+        let (files, pki, target, _) = setup(server).await;
         let flags = identity_flags(&files, "me", &pki.client.cert_pem, &pki.client.key_pem);
         let ca = files.path("ca.pem").to_string_lossy().into_owned();
         let (code, output) = probe(
@@ -275,9 +272,7 @@ async fn a_name_the_server_certificate_does_not_cover_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_ca_the_server_certificate_is_a_warning() {
     for server in SERVERS {
-        let (files, pki) = (Files::new(), TestPki::new());
-        pki.write(&files);
-        let target = start(server, &files, &pki, &[]).await;
+        let (files, pki, target, _) = setup(server).await;
         let flags = identity_flags(&files, "me", &pki.client.cert_pem, &pki.client.key_pem);
         let (code, output) = probe(
             &target.address.to_string(),

@@ -364,3 +364,21 @@ async fn a_plain_http_port_and_a_closed_port_are_told_apart() {
         "{output}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_broken_identity_is_named_before_connecting() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    pki.write(&files);
+    // The client certificate with the server's key.
+    let cert = files.path("client.pem").to_string_lossy().into_owned();
+    let key = files.path("server.key").to_string_lossy().into_owned();
+    let (code, output) = probe("127.0.0.1:9", &["--cert", &cert, "--key", &key]).await;
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        diagnosis(&output).contains(&format!(
+            "private key {key} does not match certificate {cert}"
+        )),
+        "{output}"
+    );
+    assert!(!output.contains("connect"), "nothing is dialled: {output}");
+}

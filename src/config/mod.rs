@@ -32,22 +32,17 @@ pub enum Format {
 
 /// Reads and validates a config file, in `format` or (None) the one its content shows.
 pub fn load_file(path: &Path, format: Option<Format>) -> Result<Config, ConfigError> {
-    let format = match format {
-        Some(format) => format,
-        None => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::general(format!("cannot read config file {}: {e}", path.display()))
-            })?;
-            if nginx::looks_like_nginx(&text) {
-                Format::Nginx
-            } else {
-                Format::Toml
-            }
-        }
-    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::general(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    let format = format.unwrap_or(if nginx::looks_like_nginx(&text) {
+        Format::Nginx
+    } else {
+        Format::Toml
+    });
     match format {
-        Format::Toml => file::load_file(path),
-        Format::Nginx => nginx::load(path),
+        Format::Toml => file::parse(path, &text),
+        Format::Nginx => nginx::load(path, &text),
     }
 }
 

@@ -39,9 +39,9 @@ pub fn translate_file(path: &Path) -> Result<Translation, ConfigError> {
 
 /// Reads an nginx config into a validated [`Config`]; nginx's relative paths are relative to
 /// the main file's directory.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let mut translation = translate_file(path)?;
+pub fn load(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
+    let mut translation = translate::translate(&parse::parse_text(path, text, base, 0)?)?;
     for listener in &mut translation.listeners {
         resolve_paths(listener, base);
     }

@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod admin;
 pub mod certtool;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod echo;
 pub mod listener;

@@ -2,14 +2,12 @@
 //! each listener's TLS material as one snapshot that a reload replaces whole.
 
 use crate::config::{ConfigError, ListenerConfig, ModeConfig};
+use crate::connection::{self, Activity, Closed, HttpServer, OpenConnections};
 use crate::log_limit::LogLimit;
 use crate::metrics::{CertificateLabels, ConnectionGauge, Metrics, ResultLabels, Telemetry};
 use crate::proxy::{ConnectionInfo, Proxy, TlsInfo};
 use crate::tls::{self, explain, server::ServerTls};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -20,10 +18,12 @@ use tokio::sync::watch;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections per listener beyond which accepting pauses (nginx: worker_connections).
 const MAX_CONNECTIONS: usize = 16 * 1024;
-/// A client must send its request headers within this time (nginx: client_header_timeout).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// After an accept error (out of file descriptors, say) wait before trying again.
+/// After an accept error wait before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Out of descriptors, this many idle connections are closed at once (nginx drains 32).
+const SHED_BATCH: usize = 32;
+/// After shedding, the closing connections need a moment to give their descriptors back.
+const SHED_PAUSE: Duration = Duration::from_millis(10);
 
 /// Everything that depends on a listener's certificate files, built and checked together and
 /// replaced whole: a connection sees either the old snapshot or the new one, never a mix.
@@ -130,8 +130,10 @@ pub enum ReloadOutcome {
 /// A listener ready to serve: its config, current TLS material and HTTP settings.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
-    /// HTTP/1 and HTTP/2 server settings, shared by every connection.
-    http: auto::Builder<TokioExecutor>,
+    /// HTTP/1 and HTTP/2 server settings and limits, shared by every connection.
+    http: HttpServer,
+    /// Open connections, for shedding the idle ones when descriptors run out.
+    open: OpenConnections,
     material: RwLock<Arc<Material>>,
     /// The fingerprint of files that failed to load, so a broken file is reported once, not
     /// on every check.
@@ -156,13 +158,9 @@ impl ListenerRuntime {
         // check; an unreadable file is reported by the load, naming its key or flag.
         let fingerprint = fingerprint(config).unwrap_or_default();
         let material = Material::build(config, fingerprint, None, telemetry, warnings)?;
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        http.http2().timer(hyper_util::rt::TokioTimer::new());
         Ok(ListenerRuntime {
-            http,
+            http: HttpServer::new(&config.client_limits),
+            open: OpenConnections::default(),
             config: config.clone(),
             material: RwLock::new(Arc::new(material)),
             refused: Mutex::new(None),
@@ -337,9 +335,11 @@ impl ListenerRuntime {
         drain_timeout: Duration,
         socket_closed: tokio::sync::oneshot::Sender<()>,
     ) {
-        let graceful = GracefulShutdown::new();
+        // Flipped to tell open connections to finish their requests and close.
+        let (drain, draining) = watch::channel(false);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut warned_full = false;
+        let mut warned_descriptors = false;
         // Kept so that connections still open after the drain timeout can be closed.
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -371,12 +371,26 @@ impl ListenerRuntime {
             tokio::select! {
                 accepted = tcp.accept() => match accepted {
                     Ok((stream, remote)) => {
+                        warned_descriptors = false;
                         let this = self.clone();
-                        let watcher = graceful.watcher();
+                        let draining = draining.clone();
                         connections.spawn(async move {
-                            this.connection(stream, remote, watcher).await;
+                            this.connection(stream, remote, draining).await;
                             drop(slot);
                         });
+                    }
+                    Err(error) if connection::out_of_descriptors(&error) => {
+                        // Serving new clients matters more than keeping idle ones: close the
+                        // connections idle longest, then accept again.
+                        let shed = self.open.shed_idle(SHED_BATCH);
+                        if !warned_descriptors {
+                            tracing::warn!(
+                                "listener \"{}\": accept failed: {error}; closed {shed} idle connection(s) to make room (raise the descriptor limit: ulimit -n, systemd LimitNOFILE)",
+                                self.config.name
+                            );
+                            warned_descriptors = true;
+                        }
+                        tokio::time::sleep(if shed > 0 { SHED_PAUSE } else { ACCEPT_BACKOFF }).await;
                     }
                     Err(error) => {
                         tracing::error!("listener \"{}\": accept failed: {error}; retrying", self.config.name);
@@ -389,10 +403,9 @@ impl ListenerRuntime {
         drop(tcp);
         // The address is free again: a replacement listener may bind it while we drain.
         let _ = socket_closed.send(());
-        if tokio::time::timeout(drain_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let _ = drain.send(true);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(drain_timeout, drained).await.is_err() {
             tracing::warn!(
                 "listener \"{}\": {} connection(s) still open after {}s; closing them",
                 self.config.name,
@@ -407,7 +420,7 @@ impl ListenerRuntime {
         self: Arc<Self>,
         stream: TcpStream,
         remote: std::net::SocketAddr,
-        watcher: hyper_util::server::graceful::Watcher,
+        draining: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
@@ -428,12 +441,8 @@ impl ListenerRuntime {
         };
         match &material.server_tls {
             None => {
-                let info = Arc::new(ConnectionInfo {
-                    remote,
-                    local,
-                    tls: None,
-                });
-                self.serve_http(TokioIo::new(stream), info, watcher).await;
+                let info = Arc::new(ConnectionInfo::new(remote, local, None));
+                self.serve_http(stream, info, draining).await;
             }
             Some(server_tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.config.clone());
@@ -505,36 +514,45 @@ impl ListenerRuntime {
                     info.cipher,
                     info.verdict
                 );
-                let info = Arc::new(ConnectionInfo {
-                    remote,
-                    local,
-                    tls: Some(info),
-                });
-                self.serve_http(TokioIo::new(tls_stream), info, watcher)
-                    .await;
+                let info = Arc::new(ConnectionInfo::new(remote, local, Some(info)));
+                self.serve_http(tls_stream, info, draining).await;
             }
         }
     }
 
     async fn serve_http<IO>(
         self: &Arc<Self>,
-        io: TokioIo<IO>,
+        io: IO,
         info: Arc<ConnectionInfo>,
-        watcher: hyper_util::server::graceful::Watcher,
+        draining: watch::Receiver<bool>,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let remote = info.remote;
         // The handler is looked up per request, so that after a reload even a long-lived
         // keep-alive connection moves to the new upstream pool (client mode).
         let this = self.clone();
         let service =
             service_fn(move |request| this.current().proxy.clone().handle(request, info.clone()));
-        let connection = self.http.serve_connection_with_upgrades(io, service);
-        if let Err(error) = watcher.watch(connection.into_owned()).await {
-            tracing::debug!(
-                "listener \"{}\": connection ended: {error}",
-                self.config.name
-            );
+        let activity = Activity::new();
+        let _registered = self.open.register(activity.clone());
+        let (closed, result) = self.http.serve(io, service, activity, draining).await;
+        let name = &self.config.name;
+        match (closed, result) {
+            (Closed::NoRequest, _) => tracing::debug!(
+                "listener \"{name}\": closed the connection from {remote}: no request within client_header_timeout ({:?})",
+                self.config.client_limits.header_timeout
+            ),
+            (Closed::Idle, _) => tracing::debug!(
+                "listener \"{name}\": closed the idle connection from {remote} (keepalive_timeout / http2_idle_timeout)"
+            ),
+            (Closed::Shed, _) => tracing::debug!(
+                "listener \"{name}\": closed the idle connection from {remote} to free a descriptor"
+            ),
+            (_, Err(error)) => {
+                tracing::debug!("listener \"{name}\": connection from {remote} ended: {error}")
+            }
+            _ => {}
         }
     }
 }

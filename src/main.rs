@@ -348,6 +348,24 @@ struct CommonArgs {
     /// When a CRL is past its nextUpdate: refuse (default) or allow.
     #[arg(long)]
     crl_expired: Option<String>,
+    /// Forward client headers with '_' in their names (dropped by default, as nginx does).
+    #[arg(long)]
+    underscores_in_headers: bool,
+    /// How long a new connection may take to send its first request's headers (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    client_header_timeout: Option<String>,
+    /// Close an HTTP/1.1 connection idle this long between requests (default 75s; 0: no keep-alive).
+    #[arg(long, value_name = "DURATION")]
+    keepalive_timeout: Option<String>,
+    /// Send GOAWAY on an HTTP/2 connection without open streams for this long (default: keepalive-timeout).
+    #[arg(long, value_name = "DURATION")]
+    http2_idle_timeout: Option<String>,
+    /// Ping HTTP/2 clients this often and close the connection when one does not answer (default off).
+    #[arg(long, value_name = "DURATION")]
+    http2_ping_interval: Option<String>,
+    /// Largest request head (request line and headers), e.g. 32k (the default) or 64k.
+    #[arg(long, value_name = "SIZE")]
+    max_header_size: Option<String>,
 }
 
 /// Builds a spec from flags: the same keys and validation as a config file.
@@ -404,6 +422,32 @@ impl FlagSpec {
             "strict-key-permissions",
             common.strict_key_permissions,
         )?;
+        self.bool(
+            "underscores_in_headers",
+            "underscores-in-headers",
+            common.underscores_in_headers,
+        )?;
+        self.text(
+            "client_header_timeout",
+            "client-header-timeout",
+            common.client_header_timeout,
+        )?;
+        self.text(
+            "keepalive_timeout",
+            "keepalive-timeout",
+            common.keepalive_timeout,
+        )?;
+        self.text(
+            "http2_idle_timeout",
+            "http2-idle-timeout",
+            common.http2_idle_timeout,
+        )?;
+        self.text(
+            "http2_ping_interval",
+            "http2-ping-interval",
+            common.http2_ping_interval,
+        )?;
+        self.text("max_header_size", "max-header-size", common.max_header_size)?;
         if !common.set_header.is_empty() {
             let rules = common
                 .set_header

@@ -240,6 +240,12 @@ pub const KEYS: &[&str] = &[
     "response_timeout",
     "max_body_size",
     "session_tickets",
+    "underscores_in_headers",
+    "client_header_timeout",
+    "keepalive_timeout",
+    "http2_idle_timeout",
+    "http2_ping_interval",
+    "max_header_size",
     "set_header",
     "client_cert_format",
     "xfcc_mode",
@@ -555,6 +561,89 @@ pub struct ListenerConfig {
     pub response_timeout: std::time::Duration,
     /// Largest request body forwarded; larger ones get 413 (nginx's `client_max_body_size`).
     pub max_body_size: Option<u64>,
+    /// How long downstream connections may wait and how much they may send before a request.
+    pub client_limits: ClientLimits,
+}
+
+/// What a downstream connection may cost before it is closed: every wait has a deadline and
+/// the request head a size, so silent or slow clients cannot hold descriptors or memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// From the end of the TLS handshake (or the accept) until the first request's headers
+    /// are in (nginx's `client_header_timeout`).
+    pub header_timeout: std::time::Duration,
+    /// An HTTP/1.1 connection with no request in flight is closed after this long; `None`
+    /// closes it after each response (nginx's `keepalive_timeout`, 0 there).
+    pub keepalive_timeout: Option<std::time::Duration>,
+    /// An HTTP/2 connection with no open stream gets GOAWAY after this long (nginx's
+    /// `http2_idle_timeout`).
+    pub http2_idle_timeout: std::time::Duration,
+    /// Send HTTP/2 PINGs this often and close the connection if one goes unanswered.
+    pub http2_ping_interval: Option<std::time::Duration>,
+    /// The largest request head (request line and headers, or an HTTP/2 header list), in
+    /// bytes; larger ones get 431 (HTTP/1.1) or a refused stream (HTTP/2).
+    pub max_header_size: usize,
+    /// Forward inbound headers whose names contain `_` (nginx's `underscores_in_headers`).
+    /// Off by default, as in nginx: CGI and WSGI backends read `X_Client_Cert` and
+    /// `X-Client-Cert` as one variable, so such a name is a way to smuggle a header past
+    /// any check that compares names.
+    pub underscores_in_headers: bool,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: std::time::Duration::from_secs(60),
+            keepalive_timeout: Some(DEFAULT_KEEPALIVE_TIMEOUT),
+            http2_idle_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            http2_ping_interval: None,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            underscores_in_headers: false,
+        }
+    }
+}
+
+/// nginx's `keepalive_timeout`.
+const DEFAULT_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+/// nginx's default `large_client_header_buffers 4 8k`: at most 32 KiB of request head.
+const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+/// hyper cannot read a request head in less than this.
+const MIN_MAX_HEADER_SIZE: usize = 8 * 1024;
+
+fn client_limits(spec: &mut ListenerSpec) -> Result<ClientLimits, ConfigError> {
+    let defaults = ClientLimits::default();
+    let header_timeout = duration(spec, "client_header_timeout", defaults.header_timeout)?;
+    // nginx's `keepalive_timeout 0` turns keep-alive off.
+    let keepalive_timeout = duration_or_off(spec, "keepalive_timeout", defaults.keepalive_timeout)?;
+    let http2_idle_timeout = duration(
+        spec,
+        "http2_idle_timeout",
+        keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+    )?;
+    let http2_ping_interval = duration_or_off(spec, "http2_ping_interval", None)?;
+    let max_header_size = match size(spec, "max_header_size")? {
+        None => DEFAULT_MAX_HEADER_SIZE,
+        Some(located) => usize::try_from(located.value)
+            .ok()
+            .filter(|s| *s >= MIN_MAX_HEADER_SIZE && *s <= u32::MAX as usize)
+            .ok_or_else(|| {
+                ConfigError::at(
+                    &located.origin,
+                    format!(
+                        "max_header_size must be at least {}k (and below 4g)",
+                        MIN_MAX_HEADER_SIZE / 1024
+                    ),
+                )
+            })?,
+    };
+    Ok(ClientLimits {
+        header_timeout,
+        keepalive_timeout,
+        http2_idle_timeout,
+        http2_ping_interval,
+        max_header_size,
+        underscores_in_headers: spec.flag("underscores_in_headers", false)?,
+    })
 }
 
 impl ListenerConfig {
@@ -1107,33 +1196,11 @@ fn validate_listener(
     let default_headers = spec.flag("default_headers", true)?;
     let connect_timeout = duration(&mut spec, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
     let response_timeout = duration(&mut spec, "response_timeout", DEFAULT_RESPONSE_TIMEOUT)?;
-    let max_body_size = match spec.take("max_body_size") {
-        None => None,
-        Some(Located {
-            value: SpecValue::Integer(bytes),
-            origin,
-        }) => Some(
-            u64::try_from(bytes)
-                .map_err(|_| ConfigError::at(&origin, "max_body_size must not be negative"))?,
-        ),
-        Some(Located {
-            value: SpecValue::Text(text),
-            origin,
-        }) => Some(parse_size(&text).ok_or_else(|| {
-            ConfigError::at(
-                &origin,
-                format!("bad size \"{text}\": use bytes, or a number with k, m or g (10m)"),
-            )
-        })?),
-        Some(other) => {
-            return Err(ConfigError::at(
-                &other.origin,
-                "expected a size such as \"10m\"",
-            ))
-        }
-    }
-    // nginx's 0 means no limit.
-    .filter(|limit| *limit > 0);
+    let max_body_size = size(&mut spec, "max_body_size")?
+        .map(|located| located.value)
+        // nginx's 0 means no limit.
+        .filter(|limit| *limit > 0);
+    let client_limits = client_limits(&mut spec)?;
     let upstream = spec.required_text("upstream", "where to forward requests")?;
 
     let mode = match mode {
@@ -1333,45 +1400,109 @@ fn validate_listener(
         connect_timeout,
         response_timeout,
         max_body_size,
+        client_limits,
     })
 }
 
-/// A duration key: seconds as an integer, or nginx's time syntax as text.
+/// A size key: bytes as an integer, or nginx's size syntax as text (`10m`).
+fn size(spec: &mut ListenerSpec, key: &str) -> Result<Option<Located<u64>>, ConfigError> {
+    match spec.take(key) {
+        None => Ok(None),
+        Some(Located {
+            value: SpecValue::Integer(bytes),
+            origin,
+        }) => match u64::try_from(bytes) {
+            Ok(value) => Ok(Some(Located { value, origin })),
+            Err(_) => Err(ConfigError::at(
+                &origin,
+                format!("{key} must not be negative"),
+            )),
+        },
+        Some(Located {
+            value: SpecValue::Text(text),
+            origin,
+        }) => match parse_size(&text) {
+            Some(value) => Ok(Some(Located { value, origin })),
+            None => Err(ConfigError::at(
+                &origin,
+                format!("bad size \"{text}\": use bytes, or a number with k, m or g (10m)"),
+            )),
+        },
+        Some(other) => Err(ConfigError::at(
+            &other.origin,
+            "expected a size such as \"10m\"",
+        )),
+    }
+}
+
+/// A duration key: seconds as an integer, or nginx's time syntax as text; 0 is refused.
 fn duration(
     spec: &mut ListenerSpec,
     key: &str,
     default: std::time::Duration,
 ) -> Result<std::time::Duration, ConfigError> {
-    match spec.take(key) {
+    match duration_value(spec, key)? {
         None => Ok(default),
+        Some(located) if located.value.is_zero() => Err(ConfigError::at(
+            &located.origin,
+            format!("{key} must be longer than 0"),
+        )),
+        Some(located) => Ok(located.value),
+    }
+}
+
+/// A duration key where 0 turns the thing off (nginx's `keepalive_timeout 0`).
+fn duration_or_off(
+    spec: &mut ListenerSpec,
+    key: &str,
+    default: Option<std::time::Duration>,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    Ok(match duration_value(spec, key)? {
+        None => default,
+        Some(located) => Some(located.value).filter(|d| !d.is_zero()),
+    })
+}
+
+fn duration_value(
+    spec: &mut ListenerSpec,
+    key: &str,
+) -> Result<Option<Located<std::time::Duration>>, ConfigError> {
+    let (value, origin, text) = match spec.take(key) {
+        None => return Ok(None),
         Some(Located {
             value: SpecValue::Integer(seconds),
             origin,
-        }) => u64::try_from(seconds)
-            .ok()
-            .filter(|s| *s > 0)
-            .map(std::time::Duration::from_secs)
-            .ok_or_else(|| {
-                ConfigError::at(&origin, format!("{key} must be a positive number of seconds"))
-            }),
+        }) => (
+            u64::try_from(seconds)
+                .ok()
+                .map(std::time::Duration::from_secs),
+            origin,
+            seconds.to_string(),
+        ),
         Some(Located {
             value: SpecValue::Text(text),
             origin,
-        }) => parse_duration(&text).ok_or_else(|| {
-            ConfigError::at(
-                &origin,
-                format!("bad duration \"{text}\": use seconds, or a number with ms, s, m or h (5s, 500ms)"),
-            )
-        }),
-        Some(other) => Err(ConfigError::at(
-            &other.origin,
-            "expected a duration such as \"5s\"",
+        }) => (parse_duration(&text), origin, text),
+        Some(other) => {
+            return Err(ConfigError::at(
+                &other.origin,
+                "expected a duration such as \"5s\"",
+            ))
+        }
+    };
+    match value {
+        Some(value) => Ok(Some(Located { value, origin })),
+        None => Err(ConfigError::at(
+            &origin,
+            format!(
+                "bad duration \"{text}\": use seconds, or a number with ms, s, m or h (5s, 500ms)"
+            ),
         )),
     }
 }
 
 /// nginx's size syntax: bytes, or a number with k, m or g.
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim().to_ascii_lowercase();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -1409,7 +1540,7 @@ fn parse_duration(text: &str) -> Option<std::time::Duration> {
         "h" => number.checked_mul(3_600_000)?,
         _ => return None,
     };
-    (millis > 0).then(|| std::time::Duration::from_millis(millis))
+    Some(std::time::Duration::from_millis(millis))
 }
 
 /// A path from a config file is relative to the file's directory, as nginx's are to its prefix.

@@ -25,12 +25,21 @@ use crate::tls::identity::PeerIdentity;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 
-/// Identity headers of every format certgate knows (its own and other proxies'). Server mode
-/// strips them all from inbound requests whatever the listener's rules say.
+/// Identity headers of every format certgate knows, and those other proxies set, which a
+/// backend moved from behind them still reads. Server mode strips them all from inbound
+/// requests whatever the listener's rules say. Names are compared with `_` read as `-`
+/// (see [`is_identity_name`]).
 pub const IDENTITY_HEADERS: &[&str] = &[
+    // certgate's formats (nginx's usual names, RFC 9440, Envoy, Traefik).
     "x-client-cert",
     "x-client-verify",
     "x-client-cert-chain",
+    "client-cert",
+    "client-cert-chain",
+    "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+    // What nginx and HAProxy setups commonly forward.
     "x-ssl-cert",
     "x-ssl-client-cert",
     "x-ssl-client-verify",
@@ -40,15 +49,23 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-ssl-client-fingerprint",
     "ssl-client-cert",
     "ssl-client-verify",
-    "client-cert",
-    "client-cert-chain",
-    "x-forwarded-client-cert",
-    "x-forwarded-tls-client-cert",
-    "x-forwarded-tls-client-cert-info",
+    "x-client-dn",
+    "x-client-cn",
+    "x-client-s-dn",
+    "x-client-i-dn",
+    "x-client-serial",
+    "x-client-subject",
+    "x-client-issuer",
+    "x-client-fingerprint",
+    "x-client-certificate",
+    // Azure App Service and Application Gateway.
+    "x-arr-clientcert",
 ];
 
 /// Families of identity headers stripped by prefix, so that variants a backend written for
-/// another proxy reads (`X-SSL-Client-CN`, `X-Client-Cert-Chain-0`, ...) cannot be forged.
+/// another proxy reads (`X-SSL-Client-CN`, `X-Client-Cert-Chain-0`, AWS ALB's
+/// `X-Amzn-Mtls-Clientcert-Leaf`, Cloudflare's `Cf-Client-Cert-Sha256`, Google's
+/// `X-Client-Cert-Hash`, ...) cannot be forged.
 pub const IDENTITY_PREFIXES: &[&str] = &[
     "x-ssl-",
     "ssl-client-",
@@ -56,7 +73,29 @@ pub const IDENTITY_PREFIXES: &[&str] = &[
     "x-client-verify",
     "x-forwarded-tls-client-cert",
     "x-forwarded-client-cert",
+    "x-amzn-mtls-clientcert",
+    "x-arr-clientcert",
+    "cf-client-cert",
+    "x-tls-client-",
 ];
+
+/// Whether a (lower-case) header name is, or is a spelling of, an identity header. `_` counts
+/// as `-` because CGI and WSGI turn both into `_` (`HTTP_X_CLIENT_CERT`), so `X_Client_Cert`
+/// and `X-Client-Cert` reach such a backend as one variable.
+pub fn is_identity_name(name: &str) -> bool {
+    let name = dashed(name);
+    IDENTITY_HEADERS.contains(&name.as_ref())
+        || IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// A header name with `_` read as `-`, borrowed when it has none (the usual case).
+fn dashed(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        name.replace('_', "-").into()
+    } else {
+        name.into()
+    }
+}
 
 const XFCC: &str = "x-forwarded-client-cert";
 
@@ -100,8 +139,10 @@ pub struct IdentityHeaders {
 pub struct HeaderEdits {
     /// Server mode: inbound identity headers are stripped.
     strips_identity: bool,
-    /// Headers that rules fill from `$ssl_client_*`, stripped too.
-    identity_rule_headers: Vec<HeaderName>,
+    /// Headers that rules fill from `$ssl_client_*`, stripped too (`_` read as `-`).
+    identity_rule_headers: Vec<String>,
+    /// Inbound headers with `_` in their names are forwarded (nginx's `underscores_in_headers`).
+    underscores_in_headers: bool,
     formats: Vec<IdentityFormat>,
     xfcc_mode: XfccMode,
     xfcc_trusted: AccessRules,
@@ -152,7 +193,7 @@ impl HeaderEdits {
         let identity_rule_headers = rules
             .iter()
             .filter(|r| strips_identity && r.value.uses_client_identity())
-            .map(|r| r.name.clone())
+            .map(|r| dashed(r.name.as_str()).into_owned())
             .collect();
         let (formats, xfcc_mode, xfcc_trusted) = match &listener.mode {
             ModeConfig::Server(server) => (
@@ -165,6 +206,7 @@ impl HeaderEdits {
         HeaderEdits {
             strips_identity,
             identity_rule_headers,
+            underscores_in_headers: listener.client_limits.underscores_in_headers,
             formats,
             xfcc_mode,
             xfcc_trusted,
@@ -177,9 +219,10 @@ impl HeaderEdits {
     /// Whether an inbound header claims an identity (and so is never trusted from a client).
     fn is_identity_header(&self, name: &HeaderName) -> bool {
         let name = name.as_str();
-        IDENTITY_HEADERS.contains(&name)
-            || IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
-            || self.identity_rule_headers.iter().any(|h| h == name)
+        is_identity_name(name) || {
+            let name = dashed(name);
+            self.identity_rule_headers.iter().any(|h| *h == name)
+        }
     }
 
     /// The identity headers for a connection whose peer proved `identity`.
@@ -192,6 +235,9 @@ impl HeaderEdits {
 
     /// Applies every edit to a request about to go upstream.
     pub fn apply(&self, parts: &mut Parts, connection: &ConnectionInfo) {
+        if !self.underscores_in_headers {
+            drop_underscored(&mut parts.headers, connection);
+        }
         let identity = connection.tls.as_ref().map(|t| &t.identity_headers);
         // Only a trusted peer's inbound XFCC survives, and only to have ours appended.
         let inbound_xfcc: Vec<u8> = match identity {
@@ -371,6 +417,33 @@ fn request_host(parts: &Parts, connection: &ConnectionInfo) -> String {
             host.to_ascii_lowercase()
         }
         None => connection.local.ip().to_string(),
+    }
+}
+
+/// Drops inbound headers whose names contain `_`, as nginx does by default; the first one of
+/// a connection is logged (at debug: clients that send them are common and harmless to
+/// everything but a CGI/WSGI backend).
+fn drop_underscored(headers: &mut HeaderMap, connection: &ConnectionInfo) {
+    // Nothing is allocated unless such a name is present.
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    let Some(first) = underscored.first() else {
+        return;
+    };
+    if !connection
+        .logged_underscores
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::debug!(
+            "{} sent a header with '_' in its name ({first}); dropped, as nginx does (set underscores_in_headers to forward such headers)",
+            connection.remote
+        );
+    }
+    for name in underscored {
+        headers.remove(name);
     }
 }
 

@@ -40,12 +40,25 @@ pub struct TlsInfo {
 }
 
 /// One accepted downstream connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnectionInfo {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     /// Present in server mode.
     pub tls: Option<TlsInfo>,
+    /// A header with `_` in its name was dropped and said so (once per connection).
+    pub logged_underscores: std::sync::atomic::AtomicBool,
+}
+
+impl ConnectionInfo {
+    pub fn new(remote: SocketAddr, local: SocketAddr, tls: Option<TlsInfo>) -> ConnectionInfo {
+        ConnectionInfo {
+            remote,
+            local,
+            tls,
+            logged_underscores: Default::default(),
+        }
+    }
 }
 
 /// Which side failed, so the status code and log reason follow from one match.

@@ -136,8 +136,20 @@ impl Certgate {
         listeners: usize,
         env: &[(&str, &str)],
     ) -> Certgate {
-        let mut child = Command::new(BIN)
-            .args(args)
+        Certgate::spawn(Command::new(BIN).args(args), listeners, env)
+    }
+
+    /// certgate started by another program (a shell that sets limits first, say).
+    pub fn start_with_program<S: AsRef<std::ffi::OsStr>>(
+        program: &str,
+        args: &[S],
+        listeners: usize,
+    ) -> Certgate {
+        Certgate::spawn(Command::new(program).args(args), listeners, &[])
+    }
+
+    fn spawn(command: &mut Command, listeners: usize, env: &[(&str, &str)]) -> Certgate {
+        let mut child = command
             .envs(env.iter().copied())
             .env("RUST_LOG", "info,certgate=debug")
             .stdin(Stdio::null())

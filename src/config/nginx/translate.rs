@@ -121,6 +121,16 @@ const SERVER_SETTINGS: &[&str] = &[
     "ssl_session_tickets",
 ];
 
+/// Settings of the client side of a server block, read from http and server levels and
+/// applied in both modes.
+const CLIENT_SETTINGS: &[&str] = &[
+    "underscores_in_headers",
+    "client_header_timeout",
+    "keepalive_timeout",
+    "http2_idle_timeout",
+    "large_client_header_buffers",
+];
+
 const PROXY_SETTINGS: &[&str] = &[
     "proxy_ssl_certificate",
     "proxy_ssl_certificate_key",
@@ -166,10 +176,6 @@ const HARMLESS: &[(&str, &str)] = &[
     ("sendfile", "certgate serves no files"),
     ("tcp_nopush", "certgate serves no files"),
     ("tcp_nodelay", "certgate always sets TCP_NODELAY"),
-    (
-        "keepalive_timeout",
-        "certgate keeps client connections open while they are in use",
-    ),
     (
         "keepalive_requests",
         "certgate does not cap requests per connection",
@@ -226,6 +232,10 @@ const HARMLESS: &[(&str, &str)] = &[
         "client_body_timeout",
         "certgate waits for the body as long as the client stays connected",
     ),
+    (
+        "client_header_buffer_size",
+        "certgate limits the whole request head instead (large_client_header_buffers)",
+    ),
 ];
 
 /// Settings and header rules in force at one level.
@@ -262,7 +272,9 @@ impl<'a> Scope<'a> {
             let settings_here = match context {
                 Context::Main => false,
                 Context::Http | Context::Server => {
-                    SERVER_SETTINGS.contains(&name) || PROXY_SETTINGS.contains(&name)
+                    SERVER_SETTINGS.contains(&name)
+                        || PROXY_SETTINGS.contains(&name)
+                        || CLIENT_SETTINGS.contains(&name)
                 }
                 Context::Location => PROXY_SETTINGS.contains(&name),
             };
@@ -328,6 +340,7 @@ fn not_supported(d: &Directive, context: Context) -> ConfigError {
     let known = SERVER_SETTINGS
         .iter()
         .chain(PROXY_SETTINGS)
+        .chain(CLIENT_SETTINGS)
         .any(|n| *n == d.name)
         || ["server", "location", "listen", "proxy_pass", "upstream"].contains(&d.name.as_str());
     if known {
@@ -676,6 +689,7 @@ fn server_block(
             "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
         );
         limits(&mut section, &root.scope);
+        client_side(&mut section, &root.scope, warnings)?;
         headers(&mut section, &root, &target);
         for other in &locations {
             for limit in LIMITS {
@@ -1088,6 +1102,62 @@ fn limits(section: &mut Section, scope: &Scope<'_>) {
             (None, None) => {}
         }
     }
+}
+
+/// Timeouts and limits of the client side; nginx's defaults are certgate's, so only what the
+/// config sets is written.
+fn client_side(
+    section: &mut Section,
+    scope: &Scope<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(d) = scope.get("keepalive_timeout") {
+        args_count(d, 1..=2)?;
+        if d.args.len() == 2 {
+            warnings.push(format!(
+                "{}: the second \"keepalive_timeout\" argument (a Keep-Alive response header) is ignored",
+                d.place()
+            ));
+        }
+    }
+    for name in ["client_header_timeout", "http2_idle_timeout"] {
+        if let Some(d) = scope.get(name) {
+            args_count(d, 1..=1)?;
+        }
+    }
+    mapped(
+        section,
+        scope,
+        warnings,
+        &[
+            (
+                "underscores_in_headers",
+                "underscores_in_headers",
+                Kind::OnOff,
+            ),
+            ("client_header_timeout", "client_header_timeout", Kind::Text),
+            ("keepalive_timeout", "keepalive_timeout", Kind::Text),
+            ("http2_idle_timeout", "http2_idle_timeout", Kind::Text),
+        ],
+    )?;
+    // `large_client_header_buffers NUMBER SIZE`: nginx holds a request head in at most
+    // NUMBER buffers of SIZE (and one header line in one buffer); certgate caps the whole head.
+    if let Some(d) = scope.get("large_client_header_buffers") {
+        args_count(d, 2..=2)?;
+        let count: u64 = d.args[0]
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| d.error(format!("invalid value \"{}\"", d.args[0])))?;
+        let size = crate::config::parse_size(&d.args[1])
+            .ok_or_else(|| d.error(format!("invalid value \"{}\"", d.args[1])))?;
+        section.push(
+            "max_header_size",
+            SpecValue::Integer(count.saturating_mul(size).min(i64::MAX as u64) as i64),
+            d,
+        );
+    }
+    Ok(())
 }
 
 /// How a directive's arguments become a key's value.

@@ -10,9 +10,11 @@
 //! | `POST /reload` | re-reads every listener's certificate files; JSON outcome per listener |
 //! | `GET /` | the status as an HTML page |
 //!
-//! The listener has no authentication, so it guards against a web page in an operator's
-//! browser reaching it by DNS rebinding (see [`AdminHosts`]): such a page's requests carry the
-//! attacker's name in Host, so every request must name this listener.
+//! The listener has no authentication, so it guards against the two ways a web page in an
+//! operator's browser could reach it (see [`AdminHosts`]): a DNS-rebinding page (its requests
+//! carry the attacker's name in Host, so every request must name this listener) and a
+//! cross-site form or fetch (state-changing requests must carry no Origin or this listener's
+//! own).
 
 use crate::config::{HttpUpstream, ModeConfig};
 use crate::listener::{ListenerRuntime, EXPIRY_WARNING_DAYS};
@@ -121,12 +123,46 @@ impl HostPort {
     }
 }
 
-/// Which Host values the admin listener answers to.
+/// An `Origin` value that is not `null`: `http[s]://host[:port]`, as browsers serialise it.
+struct OriginUrl {
+    https: bool,
+    authority: HostPort,
+}
+
+impl OriginUrl {
+    fn parse(text: &str) -> Option<OriginUrl> {
+        let (scheme, rest) = text.split_once("://")?;
+        let https = match scheme.to_ascii_lowercase().as_str() {
+            "http" => false,
+            "https" => true,
+            _ => return None,
+        };
+        Some(OriginUrl {
+            https,
+            authority: HostPort::parse(rest)?,
+        })
+    }
+
+    /// Same origin as a request to `target`: same host, and the same port once a missing one
+    /// is read as the default of the Origin's scheme. The scheme itself is not compared: this
+    /// port serves plain HTTP, so an https Origin naming it can only be the page of a TLS
+    /// proxy in front (https://name/ with `Host: name`).
+    fn same_as(&self, target: &HostPort) -> bool {
+        let default = if self.https { 443 } else { 80 };
+        self.authority.host == target.host
+            && self.authority.port.unwrap_or(default) == target.port.unwrap_or(default)
+    }
+}
+
+/// Which Host and Origin values the admin listener answers to.
 ///
 /// Every request must name, in Host (HTTP/1) or `:authority` (HTTP/2), the address it
 /// arrived on (IP with that port, or the IP alone), a loopback name (`localhost`,
 /// 127.0.0.0/8, `[::1]`, any port) or a name given with `--admin-host`; a request without
-/// one is taken only as HTTP/1.0 from a loopback peer.
+/// one is taken only as HTTP/1.0 from a loopback peer. State-changing requests (any method
+/// but GET and HEAD) are refused when `Sec-Fetch-Site` says another site's page sent them,
+/// and when they carry an `Origin` that is `null` or not the origin of the request itself:
+/// browsers send Origin with every POST, curl and scripts send none.
 #[derive(Clone, Debug, Default)]
 pub struct AdminHosts {
     /// From `--admin-host`; a name without a port matches any port.
@@ -191,7 +227,34 @@ impl AdminHosts {
         {
             return Err(Refusal::NoHost);
         }
-        Ok(())
+        if matches!(*request.method(), Method::GET | Method::HEAD) {
+            return Ok(());
+        }
+        if let Some(site) = request.headers().get("sec-fetch-site") {
+            if matches!(site.as_bytes(), b"cross-site" | b"same-site") {
+                return Err(Refusal::FetchSite(quote(site.as_bytes())));
+            }
+        }
+        let mut origins = request.headers().get_all(hyper::header::ORIGIN).iter();
+        let Some(origin) = origins.next() else {
+            return Ok(());
+        };
+        if origin.as_bytes() == b"null" {
+            return Err(Refusal::NullOrigin);
+        }
+        let same_origin = origins.next().is_none()
+            && std::str::from_utf8(origin.as_bytes())
+                .ok()
+                .and_then(OriginUrl::parse)
+                .is_some_and(|url| {
+                    self.allows(&url.authority, connection.local)
+                        && target.as_ref().is_some_and(|target| url.same_as(target))
+                });
+        if same_origin {
+            Ok(())
+        } else {
+            Err(Refusal::ForeignOrigin(quote(origin.as_bytes())))
+        }
     }
 }
 
@@ -203,6 +266,9 @@ enum Refusal {
     BadHost(String),
     /// A host that is not ours.
     Host(String),
+    FetchSite(String),
+    NullOrigin,
+    ForeignOrigin(String),
 }
 
 impl Refusal {
@@ -210,6 +276,9 @@ impl Refusal {
         match self {
             Refusal::NoHost | Refusal::BadHost(_) => StatusCode::BAD_REQUEST,
             Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
+            Refusal::FetchSite(_) | Refusal::NullOrigin | Refusal::ForeignOrigin(_) => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 
@@ -221,6 +290,13 @@ impl Refusal {
             Refusal::BadHost(host) => format!("Host \"{host}\" refused: it is not a host name or IP address with an optional :PORT"),
             Refusal::Host(host) => format!(
                 "Host \"{host}\" refused: the admin listener answers only to its own address, loopback names (localhost, 127.0.0.1, [::1]) and names given with --admin-host (a DNS-rebinding page looks like this); if this name is yours, start certgate with --admin-host {host}"
+            ),
+            Refusal::FetchSite(site) => format!(
+                "Sec-Fetch-Site \"{site}\" refused: a page of another site sent this state-changing request; POST to the admin listener from its own page, or with curl or a script (no Origin)"
+            ),
+            Refusal::NullOrigin => "Origin null refused: a sandboxed page, a local file or a cross-site redirect sent this state-changing request; POST to the admin listener from its own page, or with curl or a script (no Origin)".into(),
+            Refusal::ForeignOrigin(origin) => format!(
+                "Origin \"{origin}\" refused: it is not the origin of this admin listener, so another page sent this state-changing request; POST from the admin listener's own page, or with curl or a script (no Origin)"
             ),
         }
     }
@@ -424,7 +500,13 @@ impl AdminState {
                 self.metrics.encode(),
             ),
             (&Method::POST, "/reload") => {
-                respond(StatusCode::OK, JSON, format!("{:#}\n", self.reload().await))
+                let outcomes = self.reload().await;
+                // Who asked for a reload is worth a line: it is the one state change here.
+                tracing::info!(
+                    "listener \"admin\": POST /reload from {}: {outcomes}",
+                    connection.peer
+                );
+                respond(StatusCode::OK, JSON, format!("{outcomes:#}\n"))
             }
             (&Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", self.page()),
             (_, "/reload") => respond(
@@ -573,6 +655,14 @@ mod tests {
             .unwrap()
     }
 
+    fn post(host: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut request = Request::post("/reload").header("host", host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap()
+    }
+
     #[test]
     fn host_values_are_understood_or_refused() {
         let parsed = |text| HostPort::parse(text);
@@ -698,6 +788,81 @@ mod tests {
             hosts.check(&request(Version::HTTP_11), &from_loopback),
             Err(Refusal::NoHost)
         );
+    }
+
+    #[test]
+    fn state_changes_need_no_origin_or_their_own() {
+        let hosts = AdminHosts::default();
+        let on = connection(LOOPBACK, "127.0.0.1:5000");
+        let host = "127.0.0.1:9901";
+        assert_eq!(hosts.check(&post(host, &[]), &on), Ok(()));
+        for origin in ["http://127.0.0.1:9901", "HTTP://127.0.0.1:9901"] {
+            assert_eq!(
+                hosts.check(&post(host, &[("origin", origin)]), &on),
+                Ok(()),
+                "{origin}"
+            );
+        }
+        assert_eq!(
+            hosts.check(&post("localhost", &[("origin", "http://localhost")]), &on),
+            Ok(())
+        );
+        // Behind a TLS proxy the admin page is https://name/ and Host is the name.
+        let proxied = AdminHosts::parse(&["admin.example".into()]).unwrap();
+        assert_eq!(
+            proxied.check(
+                &post("admin.example", &[("origin", "https://admin.example")]),
+                &on
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            hosts.check(&post(host, &[("origin", "null")]), &on),
+            Err(Refusal::NullOrigin)
+        );
+        for origin in [
+            "http://attacker.example",
+            // A page on another local port is another origin.
+            "http://127.0.0.1:3000",
+            "http://localhost:9901",
+            "file://",
+            "http://127.0.0.1:9901/reload",
+        ] {
+            assert!(
+                matches!(
+                    hosts.check(&post(host, &[("origin", origin)]), &on),
+                    Err(Refusal::ForeignOrigin(_))
+                ),
+                "{origin}"
+            );
+        }
+        for site in ["cross-site", "same-site"] {
+            assert_eq!(
+                hosts.check(&post(host, &[("sec-fetch-site", site)]), &on),
+                Err(Refusal::FetchSite(site.into()))
+            );
+        }
+        assert_eq!(
+            hosts.check(
+                &post(
+                    host,
+                    &[
+                        ("sec-fetch-site", "same-origin"),
+                        ("origin", "http://127.0.0.1:9901")
+                    ]
+                ),
+                &on
+            ),
+            Ok(())
+        );
+        // Reading is not a state change: a GET carries whatever Origin it likes.
+        let read = Request::get("/status")
+            .header("host", host)
+            .header("origin", "null")
+            .header("sec-fetch-site", "cross-site")
+            .body(())
+            .unwrap();
+        assert_eq!(hosts.check(&read, &on), Ok(()));
     }
 
     #[test]

@@ -257,6 +257,15 @@ async fn raw(address: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Lines of the log that say a POST /reload ran.
+fn reloads_run(process: &Certgate) -> usize {
+    process
+        .logs()
+        .lines()
+        .filter(|l| l.contains("listener \"admin\": POST /reload from"))
+        .count()
+}
+
 #[tokio::test]
 async fn status_is_refused_for_a_foreign_host_and_answered_for_loopback_names() {
     let files = Files::new();
@@ -382,5 +391,97 @@ async fn http2_authority_is_checked_like_host() {
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.version(), hyper::Version::HTTP_2);
         assert_eq!(response.status().as_u16(), status, "{authority}");
+    }
+}
+
+#[tokio::test]
+async fn cross_site_reloads_are_refused_and_do_not_run() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let host = admin.to_string();
+    let form = [("host", &host[..]), ("content-type", "text/plain")];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut headers = form.to_vec();
+        headers.push(extra);
+        headers
+    };
+    // A fetch or form post from another site, from a sandboxed page or a local file
+    // (Origin: null), from another local port, and a browser that names only the site.
+    for (headers, why) in [
+        (
+            with(("origin", "http://attacker.example")),
+            "Origin \"http://attacker.example\" refused",
+        ),
+        (with(("origin", "null")), "Origin null refused"),
+        (
+            with(("origin", "http://127.0.0.1:1")),
+            "Origin \"http://127.0.0.1:1\" refused",
+        ),
+        (
+            with(("sec-fetch-site", "cross-site")),
+            "Sec-Fetch-Site \"cross-site\" refused",
+        ),
+    ] {
+        let refused = call_with(admin, "POST", "/reload", &headers).await;
+        assert_eq!(refused.status, 403, "{headers:?}: {}", refused.body);
+        assert!(refused.body.contains(why), "{}", refused.body);
+    }
+    // A request answered after them finds no reload run before its own.
+    assert_eq!(call(admin, "POST", "/reload").await.status, 200);
+    server.wait_for_log(&["listener \"admin\": POST /reload from"]);
+    assert_eq!(reloads_run(&server), 1, "{}", server.logs());
+}
+
+#[tokio::test]
+async fn reloads_without_origin_or_from_the_admin_page_run() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let host = admin.to_string();
+    // As curl sends it.
+    let curl = call_with(
+        admin,
+        "POST",
+        "/reload",
+        &[
+            ("host", &host),
+            ("user-agent", "curl/8.0"),
+            ("accept", "*/*"),
+        ],
+    )
+    .await;
+    assert_eq!(curl.status, 200, "{}", curl.body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&curl.body).unwrap()["edge"],
+        "unchanged"
+    );
+    // As a page on http://ADMIN/ sends it.
+    let origin = format!("http://{admin}");
+    let page = call_with(
+        admin,
+        "POST",
+        "/reload",
+        &[
+            ("host", &host),
+            ("origin", &origin),
+            ("sec-fetch-site", "same-origin"),
+            ("content-type", "text/plain"),
+        ],
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    server.wait_for_log(&[
+        "listener \"admin\": POST /reload from 127.0.0.1:",
+        "{\"edge\":\"unchanged\"}",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reloads_run(&server) < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", server.logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -26,6 +26,10 @@ struct Cli {
     /// Admin listener (health, status, metrics, reload), e.g. 127.0.0.1:9901; off by default.
     #[arg(long, global = true, value_name = "ADDR")]
     admin: Option<String>,
+    /// A name the admin listener also answers to in Host, e.g. its Kubernetes service name
+    /// (repeatable; NAME or NAME:PORT). Its own address and loopback names always work.
+    #[arg(long, global = true, value_name = "NAME")]
+    admin_host: Vec<String>,
     /// Access log, one line per request: json or combined (nginx's format); off by default.
     #[arg(long, global = true, value_name = "FORMAT")]
     access_log: Option<String>,
@@ -47,6 +51,7 @@ struct Cli {
 struct Process {
     drain_timeout: Duration,
     admin: Option<String>,
+    admin_hosts: Vec<String>,
     access_log: Option<(AccessLogFormat, Option<PathBuf>)>,
 }
 
@@ -603,8 +608,14 @@ async fn serve(
                 format!("--admin: bad address \"{a}\": use IP:PORT, e.g. 127.0.0.1:9901")
             })
         })
-        .transpose()?; // Signal handlers first: a SIGHUP or SIGTERM sent as soon as "listening" is logged must
-                       // find them in place.
+        .transpose()?;
+    let admin_hosts = certgate::admin::AdminHosts::parse(&process.admin_hosts)
+        .map_err(|e| anyhow::anyhow!("--admin-host: {e}"))?;
+    if admin_address.is_none() && !process.admin_hosts.is_empty() {
+        anyhow::bail!("--admin-host names a host for the admin listener: give --admin ADDR too");
+    }
+    // Signal handlers first: a SIGHUP or SIGTERM sent as soon as "listening" is logged must
+    // find them in place.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let stop = stop_signal();
     let mut running = certgate::start(&config, drain_timeout, &telemetry).await?;
@@ -622,11 +633,11 @@ async fn serve(
         tracing::info!(
             "listener \"admin\" (admin) listening on {bound}, serving /, /healthz, /readyz, /status, /metrics and POST /reload"
         );
-        let state = std::sync::Arc::new(certgate::admin::AdminState {
-            listeners: running.listeners.clone(),
-            metrics: metrics.clone(),
-            started: std::time::Instant::now(),
-        });
+        let state = std::sync::Arc::new(certgate::admin::AdminState::new(
+            running.listeners.clone(),
+            metrics.clone(),
+            admin_hosts,
+        ));
         tokio::spawn(certgate::admin::serve(tcp, state, admin_stopped));
     }
     tokio::pin!(stop);
@@ -917,6 +928,7 @@ fn main() -> ExitCode {
     let process = Process {
         drain_timeout: Duration::from_secs(cli.shutdown_timeout),
         admin: cli.admin,
+        admin_hosts: cli.admin_host,
         access_log,
     };
     match runtime.block_on(main_inner(cli.command, process)) {

@@ -7,19 +7,30 @@ use hyper::body::Bytes;
 use std::net::SocketAddr;
 use support::*;
 
+/// An HTTP/1.1 request naming the admin address in Host, as a browser on
+/// http://ADDRESS/ or curl does.
 async fn call(address: SocketAddr, method: &str, path: &str) -> Answer {
+    call_with(address, method, path, &[("host", &address.to_string())]).await
+}
+
+/// An HTTP/1.1 request with exactly `headers` (hyper's client adds no Host of its own).
+async fn call_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "admin")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let mut request = hyper::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -234,4 +245,243 @@ async fn status_page_lists_certificates_soonest_first_with_expiring_ones_marked(
         .expect(&body);
     let ca_row = body.find("<td>ca</td><td>CN=test root CA").expect(&body);
     assert!(server_row < ca_row, "soonest expiry first:\n{body}");
+}
+
+/// Writes `request` as it is and reads the answer until the server closes.
+async fn raw(address: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Lines of the log that say a POST /reload ran.
+fn reloads_run(process: &Certgate) -> usize {
+    process
+        .logs()
+        .lines()
+        .filter(|l| l.contains("listener \"admin\": POST /reload from"))
+        .count()
+}
+
+#[tokio::test]
+async fn status_is_refused_for_a_foreign_host_and_answered_for_loopback_names() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let port = admin.port();
+
+    // What a DNS-rebinding page on http://attacker.example:PORT/ sends.
+    for host in ["attacker.example", &format!("attacker.example:{port}")] {
+        let refused = call_with(admin, "GET", "/status", &[("host", host)]).await;
+        assert_eq!(refused.status, 421, "{host}: {}", refused.body);
+        assert!(
+            refused.body.contains(&format!("Host \"{host}\" refused"))
+                && refused.body.contains(&format!("--admin-host {host}")),
+            "{}",
+            refused.body
+        );
+        assert!(!refused.body.contains("\"listeners\""), "{}", refused.body);
+    }
+    let line = server.wait_for_log(&["refused GET /status from 127.0.0.1:", "attacker.example"]);
+    assert!(line.contains(&format!("arrived on {admin}")), "{line}");
+
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ] {
+        let answered = call_with(admin, "GET", "/status", &[("host", &host)]).await;
+        assert_eq!(answered.status, 200, "{host}: {}", answered.body);
+        assert!(answered.body.contains("\"listeners\""), "{}", answered.body);
+    }
+}
+
+#[tokio::test]
+async fn admin_host_makes_a_name_acceptable() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = Certgate::start_with(
+        &server_mode_args(
+            &files,
+            &backend.to_string(),
+            &["--admin", "127.0.0.1:0", "--admin-host", "status.internal"],
+        ),
+        2,
+    );
+    let admin = admin_address(&server);
+    for host in ["status.internal", "Status.Internal:9901"] {
+        assert_eq!(
+            call_with(admin, "GET", "/status", &[("host", host)])
+                .await
+                .status,
+            200,
+            "{host}"
+        );
+    }
+    assert_eq!(
+        call_with(admin, "GET", "/status", &[("host", "other.internal")])
+            .await
+            .status,
+        421
+    );
+}
+
+#[test]
+fn a_bad_admin_host_is_refused_at_start() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let args = server_mode_args(
+        &files,
+        "127.0.0.1:1",
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-host",
+            "http://status.internal/",
+        ],
+    );
+    let (code, output) = run_to_exit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(code, 0);
+    assert!(
+        output.contains("--admin-host: bad name \"http://status.internal/\""),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_host_is_taken_only_as_http_1_0() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let old = raw(admin, "GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+    let no_host = raw(admin, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    assert!(no_host.contains("no Host header"), "{no_host}");
+}
+
+#[tokio::test]
+async fn http2_authority_is_checked_like_host() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for (authority, status) in [("attacker.example", 421), (&admin.to_string()[..], 200)] {
+        let request = hyper::Request::get(format!("http://{authority}/status"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status().as_u16(), status, "{authority}");
+    }
+}
+
+#[tokio::test]
+async fn cross_site_reloads_are_refused_and_do_not_run() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let host = admin.to_string();
+    let form = [("host", &host[..]), ("content-type", "text/plain")];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut headers = form.to_vec();
+        headers.push(extra);
+        headers
+    };
+    // A fetch or form post from another site, from a sandboxed page or a local file
+    // (Origin: null), from another local port, and a browser that names only the site.
+    for (headers, why) in [
+        (
+            with(("origin", "http://attacker.example")),
+            "Origin \"http://attacker.example\" refused",
+        ),
+        (with(("origin", "null")), "Origin null refused"),
+        (
+            with(("origin", "http://127.0.0.1:1")),
+            "Origin \"http://127.0.0.1:1\" refused",
+        ),
+        (
+            with(("sec-fetch-site", "cross-site")),
+            "Sec-Fetch-Site \"cross-site\" refused",
+        ),
+    ] {
+        let refused = call_with(admin, "POST", "/reload", &headers).await;
+        assert_eq!(refused.status, 403, "{headers:?}: {}", refused.body);
+        assert!(refused.body.contains(why), "{}", refused.body);
+    }
+    // A request answered after them finds no reload run before its own.
+    assert_eq!(call(admin, "POST", "/reload").await.status, 200);
+    server.wait_for_log(&["listener \"admin\": POST /reload from"]);
+    assert_eq!(reloads_run(&server), 1, "{}", server.logs());
+}
+
+#[tokio::test]
+async fn reloads_without_origin_or_from_the_admin_page_run() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let host = admin.to_string();
+    // As curl sends it.
+    let curl = call_with(
+        admin,
+        "POST",
+        "/reload",
+        &[
+            ("host", &host),
+            ("user-agent", "curl/8.0"),
+            ("accept", "*/*"),
+        ],
+    )
+    .await;
+    assert_eq!(curl.status, 200, "{}", curl.body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&curl.body).unwrap()["edge"],
+        "unchanged"
+    );
+    // As a page on http://ADMIN/ sends it.
+    let origin = format!("http://{admin}");
+    let page = call_with(
+        admin,
+        "POST",
+        "/reload",
+        &[
+            ("host", &host),
+            ("origin", &origin),
+            ("sec-fetch-site", "same-origin"),
+            ("content-type", "text/plain"),
+        ],
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    server.wait_for_log(&[
+        "listener \"admin\": POST /reload from 127.0.0.1:",
+        "{\"edge\":\"unchanged\"}",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reloads_run(&server) < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", server.logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

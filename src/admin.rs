@@ -16,7 +16,8 @@
 //! cross-site form or fetch (state-changing requests must carry no Origin or this listener's
 //! own).
 
-use crate::config::{HttpUpstream, ModeConfig};
+use crate::config::{ClientLimits, HttpUpstream, ModeConfig};
+use crate::connection::{self, Activity, HttpServer, OpenConnections};
 use crate::listener::{ListenerRuntime, EXPIRY_WARNING_DAYS};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
@@ -24,7 +25,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -608,14 +608,25 @@ async fn connect_tcp(authority: &str) -> Result<(), String> {
 }
 
 /// Serves the admin listener until `shutdown` flips.
+/// Serves the admin listener until `shutdown` flips. Its connections live by the same
+/// deadlines and header limit as a listener's with nginx's defaults, so idle or half-sent
+/// connections cannot pile up here either.
 pub async fn serve(tcp: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+    let http = Arc::new(HttpServer::new(&ClientLimits::default()));
+    let open = Arc::new(OpenConnections::default());
     loop {
         tokio::select! {
             accepted = tcp.accept() => {
-                let Ok((stream, peer)) = accepted else {
-                    // Out of file descriptors, say: do not spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        if connection::out_of_descriptors(&error) {
+                            open.shed_idle(SHED_BATCH);
+                        }
+                        // Do not spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 // A socket whose own address cannot be read is already gone.
                 let Ok(local) = stream.local_addr() else {
@@ -623,17 +634,21 @@ pub async fn serve(tcp: TcpListener, state: Arc<AdminState>, mut shutdown: watch
                 };
                 let connection = Connection { local, peer };
                 let state = state.clone();
+                let (http, open, draining) = (http.clone(), open.clone(), shutdown.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| state.clone().handle(connection, request));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let activity = Activity::new();
+                    let _registered = open.register(activity.clone());
+                    let _ = http.serve(stream, service, activity, draining).await;
                 });
             }
             _ = shutdown.changed() => break,
         }
     }
 }
+
+/// Idle admin connections closed at once when descriptors run out.
+const SHED_BATCH: usize = 8;
 
 #[cfg(test)]
 mod tests {

@@ -485,3 +485,35 @@ async fn reloads_without_origin_or_from_the_admin_page_run() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The admin listener lives by the listeners' limits: an unfinished request head is cut off at
+/// max_header_size's default (32 KiB) with 431, not buffered to hyper's ~400 KiB.
+#[tokio::test]
+async fn an_oversized_request_head_to_the_admin_listener_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let process = server_with_admin(&files, &format!("http://{backend}"));
+    let admin = admin_address(&process);
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    stream
+        .write_all(format!("GET /status HTTP/1.1\r\nHost: {admin}\r\nX-Big: ").as_bytes())
+        .await
+        .unwrap();
+    for _ in 0..64 {
+        if stream.write_all(&[b'a'; 1024]).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection stayed open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}

@@ -598,3 +598,48 @@ async fn access_log_writes_nginx_combined_lines_to_its_file() {
     );
     assert!(!files.path("elsewhere.log").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_timeouts_header_buffers_and_underscores_map_to_their_keys() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let backend = RecordingBackend::plain().await;
+    files.write(
+        "client.conf",
+        format!(
+            "http {{\n    underscores_in_headers on;\n    keepalive_timeout 1s 30;\n    client_header_timeout 10s;\n    http2_idle_timeout 20s;\n    large_client_header_buffers 4 16k;\n    server {{\n        listen 127.0.0.1:0 ssl;\n        ssl_certificate ssl/server.crt;\n        ssl_certificate_key ssl/server.key;\n        location / {{\n            proxy_pass http://127.0.0.1:{};\n        }}\n    }}\n}}\n",
+            backend.address.port()
+        ),
+    );
+    let path = files.path("client.conf");
+    let (code, toml) = run_to_exit(&["convert-nginx", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{toml}");
+    for expected in [
+        "underscores_in_headers = true",
+        "keepalive_timeout = \"1s\"",
+        "client_header_timeout = \"10s\"",
+        "http2_idle_timeout = \"20s\"",
+        "max_header_size = 65536",
+    ] {
+        assert!(toml.contains(expected), "missing {expected:?}:\n{toml}");
+    }
+    let (code, output) = run_to_exit(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("client.conf:3: the second \"keepalive_timeout\" argument"),
+        "{output}"
+    );
+    // And they act: an underscored header passes, an idle connection closes after 1 s.
+    let server = Certgate::start(&["run", "--config", path.to_str().unwrap()]);
+    let client = tls_client(&pki.ca.issued.cert_pem, None);
+    let mut sender = keep_alive(server.addr(), client).await;
+    let request = hyper::Request::get("/")
+        .header("host", "localhost")
+        .header("x_tenant", "blue")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    assert_eq!(backend.take()[0].header("x_tenant"), Some("blue"));
+    server.wait_for_log(&["closed the idle connection"]);
+    drop(sender);
+}

@@ -113,11 +113,13 @@ impl AccessRecord {
 
     fn combined(&self, bytes: u64) -> String {
         let time = time::OffsetDateTime::from(self.time);
+        // nginx's escaping: `"` and control characters as \xNN.
+        let quoted = |s: &str| crate::logging::escape(s).replace('"', "\\x22");
         let dash = |s: &str| {
             if s.is_empty() {
                 "-".to_string()
             } else {
-                s.replace('"', "\\x22")
+                quoted(s)
             }
         };
         format!(
@@ -130,7 +132,7 @@ impl AccessRecord {
             time.minute(),
             time.second(),
             self.method,
-            self.target.replace('"', "\\x22"),
+            quoted(&self.target),
             self.version,
             self.status,
             dash(&self.referer),

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod echo;
 pub mod listener;
 pub mod log_limit;
+pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod probe;

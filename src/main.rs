@@ -827,7 +827,8 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<(
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .fmt_fields(certgate::logging::escaped_fields());
     match file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()

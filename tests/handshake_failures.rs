@@ -229,3 +229,25 @@ async fn default_verify_depth_is_nginx_default_of_1() {
     server.refuses(Some((&two, &two_key))).await;
     server.logged(&["chain longer than verify depth"]);
 }
+
+/// A subject is the peer's to choose: a newline in it must not start a forged log line.
+#[tokio::test]
+async fn a_newline_in_a_refused_subject_cannot_forge_a_log_line() {
+    let server = server_a(&["--allow-cn", "billing"]).await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO listener \"edge\": reloaded its certificates";
+    let evil = client_leaf(
+        &server.pki.ca,
+        LeafSpec::new(&format!("intruder\n{forged}"), Usage::Client).names(&["intruder"]),
+    );
+    server.refuses(Some((&evil.cert_pem, &evil.key_pem))).await;
+    let line = server.logged(&["intruder\\x0A2026-01-01"]);
+    assert!(
+        line.contains("not allowed") || line.contains("allowed"),
+        "{line}"
+    );
+    let logs = server.process.logs();
+    assert!(
+        !logs.lines().any(|l| l.starts_with(forged)),
+        "a forged line:\n{logs}"
+    );
+}

@@ -4,6 +4,7 @@
 mod support;
 
 use certgate::pki::{Issued, LeafSpec, Usage};
+use support::nginx::RecordingBackend;
 use support::*;
 
 fn setup() -> (Files, TestPki) {
@@ -296,6 +297,160 @@ async fn route_upstreams_are_separate_backends() {
     );
 }
 
+/// A listener whose `/admin` goes to `admin` for the operator only and whose
+/// `/admin/health` is open to any verified client; `settings` are extra listener keys.
+fn health_config(files: &Files, settings: &str, admin: &str, default: &str) -> String {
+    files.write(
+        "certgate.toml",
+        format!(
+            r#"
+[[listener]]
+name = "edge"
+mode = "server"
+listen = "127.0.0.1:0"
+upstream = "http://{default}"
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+{settings}
+
+[[listener.route]]
+path = "/admin"
+upstream = "http://{admin}"
+allow_cn = ["operator"]
+
+[[listener.route]]
+path = "/admin/health"
+"#
+        ),
+    )
+}
+
+/// What the backends behind `/admin` and behind everything else received.
+struct Backends {
+    admin: RecordingBackend,
+    default: RecordingBackend,
+}
+
+impl Backends {
+    async fn start() -> Backends {
+        Backends {
+            admin: RecordingBackend::plain().await,
+            default: RecordingBackend::plain().await,
+        }
+    }
+
+    fn config(&self, files: &Files, settings: &str) -> String {
+        health_config(
+            files,
+            settings,
+            &self.admin.address.to_string(),
+            &self.default.address.to_string(),
+        )
+    }
+
+    /// The paths each received since the last call.
+    fn take(&self) -> (Vec<String>, Vec<String>) {
+        let paths = |b: &RecordingBackend| b.take().into_iter().map(|r| r.path).collect();
+        (paths(&self.admin), paths(&self.default))
+    }
+}
+
+#[tokio::test]
+async fn a_route_ends_at_a_segment_boundary_so_longer_names_keep_the_parents_rules() {
+    let (files, pki) = setup();
+    let backends = Backends::start().await;
+    let server = Certgate::start(&["run", "--config", &backends.config(&files, "")]);
+    let billing = leaf(&pki, LeafSpec::new("billing", Usage::Client));
+    let operator = leaf(&pki, LeafSpec::new("operator", Usage::Client));
+
+    // /admin/health and below: open, and forwarded to the listener's upstream.
+    for path in ["/admin/health", "/admin/health/", "/admin/health/live"] {
+        assert_eq!(
+            status(&server, &pki, &billing, path).await,
+            Ok(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        backends.take(),
+        (
+            vec![],
+            vec![
+                "/admin/health".to_string(),
+                "/admin/health/".into(),
+                "/admin/health/live".into()
+            ]
+        )
+    );
+    // Longer names are not under /admin/health: they are /admin's, with its rules.
+    for path in ["/admin/healthsecret", "/admin/health-internal/users"] {
+        assert_eq!(
+            status(&server, &pki, &billing, path).await,
+            Ok(403),
+            "{path}"
+        );
+        assert_eq!(
+            status(&server, &pki, &operator, path).await,
+            Ok(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        backends.take(),
+        (
+            vec![
+                "/admin/healthsecret".to_string(),
+                "/admin/health-internal/users".into()
+            ],
+            vec![]
+        )
+    );
+    server.wait_for_log(&[
+        "403 for /admin/healthsecret: route \"/admin\" does not allow subject \"CN=billing",
+    ]);
+}
+
+#[tokio::test]
+async fn route_match_prefix_restores_nginx_string_prefixes_and_warns() {
+    let (files, pki) = setup();
+    let backends = Backends::start().await;
+    let config = backends.config(&files, "route_match = \"prefix\"");
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    // Each route is named with its line.
+    for (line, path) in [(13, "/admin"), (18, "/admin/health")] {
+        assert!(
+            output.contains(&format!(
+                ":{line}: key 'path': with route_match = \"prefix\" (",
+            )) && output.contains(&format!(
+                "route \"{path}\" also takes longer paths such as {path}x and {path}-x/y"
+            )),
+            "{path}: {output}"
+        );
+    }
+
+    let server = Certgate::start(&["run", "--config", &config]);
+    let billing = leaf(&pki, LeafSpec::new("billing", Usage::Client));
+    for path in ["/admin/healthsecret", "/admin/health-internal/users"] {
+        assert_eq!(
+            status(&server, &pki, &billing, path).await,
+            Ok(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        backends.take(),
+        (
+            vec![],
+            vec![
+                "/admin/healthsecret".to_string(),
+                "/admin/health-internal/users".into()
+            ]
+        )
+    );
+}
+
 #[test]
 fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
     let (files, _) = setup();
@@ -309,6 +464,8 @@ fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
         ("verify_client = \"optional\"\nallow_cn = [\"x\"]\n", ":9: key 'allow_cn': contradictory"),
         ("verify_client = \"off\"\n[[listener.route]]\npath = \"/a\"\nallow_cn = [\"x\"]\n", ":10: key 'path': contradictory: route \"/a\" has allow rules"),
         ("[[listener.route]]\nallow_cn = [\"x\"]\n", "missing 'path'"),
+        ("route_match = \"exact\"\n", ":8: key 'route_match': unknown route_match \"exact\": use \"segment\""),
+        ("route_match = 1\n", ":8: key 'route_match': expected a string"),
     ];
     for (tail, expected) in cases {
         let config = files.write("certgate.toml", format!("{head}{tail}"));
@@ -330,6 +487,23 @@ fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
         output.contains(":6: key 'allow_cn': 'allow_cn' is for server mode"),
         "{output}"
     );
+    let client = files.write(
+        "client.toml",
+        "[[listener]]\nmode = \"client\"\nlisten = \"127.0.0.1:0\"\nupstream = \"a:1\"\nca = \"ca.pem\"\nroute_match = \"prefix\"\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &client]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(":6: key 'route_match': 'route_match' is for server mode"),
+        "{output}"
+    );
+    // Good values pass.
+    let good = files.write(
+        "certgate.toml",
+        format!("{head}route_match = \"segment\"\n[[listener.route]]\npath = \"/a\"\nallow_cn = [\"x\"]\n"),
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &good]);
+    assert_eq!(code, 0, "{output}");
 }
 
 #[tokio::test]

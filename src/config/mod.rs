@@ -257,6 +257,7 @@ pub const KEYS: &[&str] = &[
     VERIFY_KEYS[4],
     VERIFY_KEYS[5],
     "route",
+    "route_match",
     "crl",
     "crl_expired",
     "ocsp_response",
@@ -465,6 +466,16 @@ pub struct Route {
     pub respond: Option<FixedResponse>,
 }
 
+/// How a route's path selects request paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// `/a/b` takes `/a/b`, `/a/b/` and `/a/b/...`, never `/a/bc` (the default): a rule for
+    /// `/admin/health` must not also hand out `/admin/healthsecret`.
+    Segment,
+    /// nginx's `location`: a string prefix, so `/a/b` also takes `/a/bc`.
+    Prefix,
+}
+
 /// A fixed answer: a redirect (3xx, `text` is the Location) or a status with a text body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FixedResponse {
@@ -496,6 +507,8 @@ pub struct ServerListener {
     pub access: AccessRules,
     /// Checked per request, longest path prefix first.
     pub routes: Vec<Route>,
+    /// Whether a route's path ends at a segment boundary or is a string prefix (nginx).
+    pub route_match: RouteMatch,
     pub revocation: Revocation,
     /// A DER OCSP response stapled to our certificate.
     pub ocsp_response: Option<Located<PathBuf>>,
@@ -1080,6 +1093,42 @@ fn routes(spec: &mut ListenerSpec) -> Result<Vec<Route>, ConfigError> {
     Ok(routes)
 }
 
+/// Reads `route_match`, warning about routes a string prefix lets take longer names.
+fn route_match(
+    spec: &mut ListenerSpec,
+    routes: &[Route],
+    warnings: &mut Vec<String>,
+) -> Result<RouteMatch, ConfigError> {
+    let route_match = match spec.text("route_match")? {
+        None => RouteMatch::Segment,
+        Some(text) => {
+            let matching = match text.value.as_str() {
+                "segment" => RouteMatch::Segment,
+                "prefix" => RouteMatch::Prefix,
+                other => {
+                    return Err(ConfigError::at(
+                        &text.origin,
+                        format!("unknown route_match \"{other}\": use \"segment\" (the default: /a/b takes /a/b and /a/b/..., not /a/bc) or \"prefix\" (nginx's string prefix)"),
+                    ))
+                }
+            };
+            // The nginx translation writes "prefix" as a default and warns per location.
+            if matching == RouteMatch::Prefix && text.origin != Origin::Default {
+                for route in routes.iter().filter(|r| !r.path.ends_with('/')) {
+                    warnings.push(format!(
+                        "{}: with route_match = \"prefix\" ({}) route \"{path}\" also takes longer paths such as {path}x and {path}-x/y, away from the route above it; end its path with / or use route_match = \"segment\"",
+                        route.origin,
+                        text.origin,
+                        path = route.path,
+                    ));
+                }
+            }
+            matching
+        }
+    };
+    Ok(route_match)
+}
+
 fn validate_listener(
     mut spec: ListenerSpec,
     index: usize,
@@ -1189,6 +1238,7 @@ fn validate_listener(
                 ));
             }
             let routes = routes(&mut spec)?;
+            let route_match = route_match(&mut spec, &routes, warnings)?;
             if let Some(route) = routes
                 .iter()
                 .find(|r| !r.rules.is_empty())
@@ -1207,6 +1257,7 @@ fn validate_listener(
                 xfcc_trusted,
                 access,
                 routes,
+                route_match,
                 revocation,
                 ocsp_response,
                 session_tickets,
@@ -1233,6 +1284,7 @@ fn validate_listener(
                 "xfcc_mode",
                 "xfcc_trusted",
                 "route",
+                "route_match",
                 "ocsp_response",
             ]
             .into_iter()

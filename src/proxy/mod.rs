@@ -7,7 +7,7 @@ pub mod upstream;
 
 use crate::access::AccessRules;
 use crate::access_log::{AccessLog, AccessRecord, Logged};
-use crate::config::{FixedResponse, HttpUpstream, ListenerConfig, ModeConfig};
+use crate::config::{FixedResponse, HttpUpstream, ListenerConfig, ModeConfig, RouteMatch};
 use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
@@ -230,6 +230,7 @@ pub struct Proxy {
     upstream: Upstream,
     /// Longest path first, so the first match is nginx's longest-prefix `location`.
     routes: Vec<RouteRuntime>,
+    route_match: RouteMatch,
     max_body_size: Option<u64>,
     response_timeout: Duration,
 }
@@ -278,6 +279,10 @@ impl Proxy {
             (ModeConfig::Client(_), None) => unreachable!("client mode always has a TLS config"),
         };
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        let route_match = match &listener.mode {
+            ModeConfig::Server(server) => server.route_match,
+            ModeConfig::Client(_) => RouteMatch::Segment,
+        };
         Proxy {
             listener: listener.name.clone(),
             edits: HeaderEdits::new(listener),
@@ -286,6 +291,7 @@ impl Proxy {
             failure_log: LogLimit::new(FAILURE_LOG_BURST),
             upstream,
             routes,
+            route_match,
             max_body_size: listener.max_body_size,
             response_timeout: listener.response_timeout,
         }
@@ -405,7 +411,11 @@ impl Proxy {
         }
         let normalized = path::normalize(path)
             .ok_or_else(|| ProxyError::BadRequest(format!("bad request path {path:?}")))?;
-        let Some(route) = self.routes.iter().find(|r| normalized.starts_with(&r.path)) else {
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| path::covers(&r.path, &normalized, self.route_match))
+        else {
             return Ok(Destination::Upstream(&self.upstream));
         };
         *matched = &route.path;

@@ -2,6 +2,8 @@
 //! merged and `.`/`..` resolved. Route rules are matched on this form so that `//admin`,
 //! `/%61dmin` or `/api/../admin` cannot slip past the rules of `/admin`.
 
+use crate::config::RouteMatch;
+
 /// The normalised form of a request path, or `None` for a path nginx would answer 400 to
 /// (a bad `%` escape, a NUL byte, or `..` above the root).
 pub fn normalize(path: &str) -> Option<String> {
@@ -35,6 +37,19 @@ pub fn normalize(path: &str) -> Option<String> {
     Some(normalized)
 }
 
+/// Whether a route's path takes a (normalised) request path. A route path ending in `/`, and
+/// any route path under [`RouteMatch::Prefix`] (nginx's `location`), is a string prefix;
+/// otherwise `/a/b` takes `/a/b`, `/a/b/` and `/a/b/...` but never `/a/bc`.
+pub fn covers(route: &str, path: &str, matching: RouteMatch) -> bool {
+    let Some(rest) = path.strip_prefix(route) else {
+        return false;
+    };
+    matching == RouteMatch::Prefix
+        || route.ends_with('/')
+        || rest.is_empty()
+        || rest.starts_with('/')
+}
+
 fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -54,7 +69,8 @@ fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{covers, normalize};
+    use crate::config::RouteMatch;
 
     #[test]
     fn plain_paths_are_unchanged() {
@@ -92,5 +108,30 @@ mod tests {
     fn trailing_dots_keep_a_trailing_slash() {
         assert_eq!(normalize("/a/b/..").as_deref(), Some("/a/"));
         assert_eq!(normalize("/a/.").as_deref(), Some("/a/"));
+    }
+
+    #[test]
+    fn segment_matching_stops_at_segment_boundaries() {
+        let segment = RouteMatch::Segment;
+        for path in ["/admin/health", "/admin/health/", "/admin/health/deep"] {
+            assert!(covers("/admin/health", path, segment), "{path}");
+        }
+        for path in [
+            "/admin/healthsecret",
+            "/admin/health-internal/users",
+            "/admin",
+        ] {
+            assert!(!covers("/admin/health", path, segment), "{path}");
+        }
+        // A route ending in / is a string prefix either way; / takes everything.
+        assert!(covers("/api/", "/api/x", segment));
+        assert!(!covers("/api/", "/api", segment));
+        assert!(covers("/", "/anything", segment));
+        // nginx's string prefix.
+        assert!(covers(
+            "/admin/health",
+            "/admin/healthsecret",
+            RouteMatch::Prefix
+        ));
     }
 }

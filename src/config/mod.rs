@@ -258,6 +258,7 @@ pub const KEYS: &[&str] = &[
     VERIFY_KEYS[5],
     "route",
     "route_match",
+    "path_normalization",
     "crl",
     "crl_expired",
     "ocsp_response",
@@ -476,6 +477,16 @@ pub enum RouteMatch {
     Prefix,
 }
 
+/// What a listener does with request paths a backend may read otherwise than its routes did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathNormalization {
+    /// Refuse them with 400 and forward the normalised path that was judged (the default
+    /// when a route has allow rules).
+    Strict,
+    /// Forward the path as sent (nginx's behaviour with a `proxy_pass` without a URI).
+    Off,
+}
+
 /// A fixed answer: a redirect (3xx, `text` is the Location) or a status with a text body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FixedResponse {
@@ -509,6 +520,8 @@ pub struct ServerListener {
     pub routes: Vec<Route>,
     /// Whether a route's path ends at a segment boundary or is a string prefix (nginx).
     pub route_match: RouteMatch,
+    /// Whether request paths a backend may read differently than the routes did are refused.
+    pub path_normalization: PathNormalization,
     pub revocation: Revocation,
     /// A DER OCSP response stapled to our certificate.
     pub ocsp_response: Option<Located<PathBuf>>,
@@ -1093,12 +1106,14 @@ fn routes(spec: &mut ListenerSpec) -> Result<Vec<Route>, ConfigError> {
     Ok(routes)
 }
 
-/// Reads `route_match`, warning about routes a string prefix lets take longer names.
-fn route_match(
+/// Reads `route_match` and `path_normalization`. Strict normalisation is the default as soon
+/// as a route has allow rules: those rules are only as good as the agreement between the
+/// route matcher and the backend on what the path is.
+fn path_settings(
     spec: &mut ListenerSpec,
     routes: &[Route],
     warnings: &mut Vec<String>,
-) -> Result<RouteMatch, ConfigError> {
+) -> Result<(RouteMatch, PathNormalization), ConfigError> {
     let route_match = match spec.text("route_match")? {
         None => RouteMatch::Segment,
         Some(text) => {
@@ -1126,7 +1141,21 @@ fn route_match(
             matching
         }
     };
-    Ok(route_match)
+    let path_normalization = match spec.text("path_normalization")? {
+        None if routes.iter().any(|r| !r.rules.is_empty()) => PathNormalization::Strict,
+        None => PathNormalization::Off,
+        Some(text) => match text.value.as_str() {
+            "strict" => PathNormalization::Strict,
+            "off" => PathNormalization::Off,
+            other => {
+                return Err(ConfigError::at(
+                    &text.origin,
+                    format!("unknown path_normalization \"{other}\": use \"strict\" (refuse paths a backend may read differently, such as ;, %2F or \\; the default when a route has allow rules) or \"off\""),
+                ))
+            }
+        },
+    };
+    Ok((route_match, path_normalization))
 }
 
 fn validate_listener(
@@ -1238,7 +1267,7 @@ fn validate_listener(
                 ));
             }
             let routes = routes(&mut spec)?;
-            let route_match = route_match(&mut spec, &routes, warnings)?;
+            let (route_match, path_normalization) = path_settings(&mut spec, &routes, warnings)?;
             if let Some(route) = routes
                 .iter()
                 .find(|r| !r.rules.is_empty())
@@ -1258,6 +1287,7 @@ fn validate_listener(
                 access,
                 routes,
                 route_match,
+                path_normalization,
                 revocation,
                 ocsp_response,
                 session_tickets,
@@ -1285,6 +1315,7 @@ fn validate_listener(
                 "xfcc_trusted",
                 "route",
                 "route_match",
+                "path_normalization",
                 "ocsp_response",
             ]
             .into_iter()

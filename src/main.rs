@@ -278,6 +278,10 @@ struct ServerArgs {
     /// DER OCSP response to staple to the server certificate.
     #[arg(long, value_name = "FILE")]
     ocsp_response: Option<String>,
+    /// strict: answer 400 to paths a backend may read differently (;, \, %5C, %2F, %2561)
+    /// and forward the normalised path; off (the default without routes): forward as sent.
+    #[arg(long, value_name = "strict|off")]
+    path_normalization: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -502,6 +506,11 @@ fn server_config(args: ServerArgs) -> anyhow::Result<Config> {
         args.allow_pin_sha256,
     )?;
     spec.text("ocsp_response", "ocsp-response", args.ocsp_response)?;
+    spec.text(
+        "path_normalization",
+        "path-normalization",
+        args.path_normalization,
+    )?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }

@@ -4,6 +4,7 @@
 mod support;
 
 use certgate::pki::{Issued, LeafSpec, Usage};
+use support::nginx::RecordingBackend;
 use support::*;
 
 fn setup() -> (Files, TestPki) {
@@ -296,6 +297,318 @@ async fn route_upstreams_are_separate_backends() {
     );
 }
 
+/// A listener whose `/admin` goes to `admin` for the operator only and whose
+/// `/admin/health` is open to any verified client; `settings` are extra listener keys.
+fn health_config(files: &Files, settings: &str, admin: &str, default: &str) -> String {
+    files.write(
+        "certgate.toml",
+        format!(
+            r#"
+[[listener]]
+name = "edge"
+mode = "server"
+listen = "127.0.0.1:0"
+upstream = "http://{default}"
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+{settings}
+
+[[listener.route]]
+path = "/admin"
+upstream = "http://{admin}"
+allow_cn = ["operator"]
+
+[[listener.route]]
+path = "/admin/health"
+"#
+        ),
+    )
+}
+
+/// What the backends behind `/admin` and behind everything else received.
+struct Backends {
+    admin: RecordingBackend,
+    default: RecordingBackend,
+}
+
+impl Backends {
+    async fn start() -> Backends {
+        Backends {
+            admin: RecordingBackend::plain().await,
+            default: RecordingBackend::plain().await,
+        }
+    }
+
+    fn config(&self, files: &Files, settings: &str) -> String {
+        health_config(
+            files,
+            settings,
+            &self.admin.address.to_string(),
+            &self.default.address.to_string(),
+        )
+    }
+
+    /// The paths each received since the last call.
+    fn take(&self) -> (Vec<String>, Vec<String>) {
+        let paths = |b: &RecordingBackend| b.take().into_iter().map(|r| r.path).collect();
+        (paths(&self.admin), paths(&self.default))
+    }
+}
+
+async fn answer(server: &Certgate, pki: &TestPki, who: &Issued, path: &str) -> Answer {
+    let client = tls_client(&pki.ca.issued.cert_pem, Some((&who.cert_pem, &who.key_pem)));
+    https_get(server.addr(), client, path, &[]).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_route_ends_at_a_segment_boundary_so_longer_names_keep_the_parents_rules() {
+    let (files, pki) = setup();
+    let backends = Backends::start().await;
+    let server = Certgate::start(&["run", "--config", &backends.config(&files, "")]);
+    let billing = leaf(&pki, LeafSpec::new("billing", Usage::Client));
+    let operator = leaf(&pki, LeafSpec::new("operator", Usage::Client));
+
+    // /admin/health and below: open, and forwarded to the listener's upstream.
+    for path in ["/admin/health", "/admin/health/", "/admin/health/live"] {
+        assert_eq!(
+            status(&server, &pki, &billing, path).await,
+            Ok(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        backends.take(),
+        (
+            vec![],
+            vec![
+                "/admin/health".to_string(),
+                "/admin/health/".into(),
+                "/admin/health/live".into()
+            ]
+        )
+    );
+    // Longer names are not under /admin/health: they are /admin's, with its rules.
+    for path in ["/admin/healthsecret", "/admin/health-internal/users"] {
+        assert_eq!(
+            status(&server, &pki, &billing, path).await,
+            Ok(403),
+            "{path}"
+        );
+        assert_eq!(
+            status(&server, &pki, &operator, path).await,
+            Ok(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        backends.take(),
+        (
+            vec![
+                "/admin/healthsecret".to_string(),
+                "/admin/health-internal/users".into()
+            ],
+            vec![]
+        )
+    );
+    server.wait_for_log(&[
+        "403 for /admin/healthsecret: route \"/admin\" does not allow subject \"CN=billing",
+    ]);
+}
+
+#[tokio::test]
+async fn route_match_prefix_restores_nginx_string_prefixes_and_warns() {
+    let (files, pki) = setup();
+    let backends = Backends::start().await;
+    let config = backends.config(&files, "route_match = \"prefix\"");
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    // Each route is named with its line.
+    for (line, path) in [(13, "/admin"), (18, "/admin/health")] {
+        assert!(
+            output.contains(&format!(
+                ":{line}: key 'path': with route_match = \"prefix\" (",
+            )) && output.contains(&format!(
+                "route \"{path}\" also takes longer paths such as {path}x and {path}-x/y"
+            )),
+            "{path}: {output}"
+        );
+    }
+
+    let server = Certgate::start(&["run", "--config", &config]);
+    let billing = leaf(&pki, LeafSpec::new("billing", Usage::Client));
+    for path in ["/admin/healthsecret", "/admin/health-internal/users"] {
+        assert_eq!(
+            status(&server, &pki, &billing, path).await,
+            Ok(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        backends.take(),
+        (
+            vec![],
+            vec![
+                "/admin/healthsecret".to_string(),
+                "/admin/health-internal/users".into()
+            ]
+        )
+    );
+}
+
+/// Paths that reach a route-less path here but `/admin/secret` (or an escape of it) in some
+/// backend: path parameters, backslashes, escaped slashes, double escapes, letter case.
+const DISGUISES: [&str; 7] = [
+    "/admin;x/secret",
+    "/admin%2fsecret",
+    "/admin%5csecret",
+    "/admin\\secret",
+    "/%2561dmin/secret",
+    "/%c0%afadmin/secret",
+    "/ADMIN/secret",
+];
+
+#[tokio::test]
+async fn strict_listeners_refuse_paths_a_backend_may_read_as_another_route() {
+    let (files, pki) = setup();
+    let backends = Backends::start().await;
+    // Strict is the default: /admin has allow rules.
+    let server = Certgate::start(&["run", "--config", &backends.config(&files, "")]);
+    let billing = leaf(&pki, LeafSpec::new("billing", Usage::Client));
+    for disguise in DISGUISES {
+        let refused = answer(&server, &pki, &billing, disguise).await;
+        assert_eq!(refused.status, 400, "{disguise}: {}", refused.body);
+        assert!(
+            refused
+                .body
+                .contains("which a backend may read as another path")
+                || refused.body.contains("in other letter case"),
+            "{disguise}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body.contains("path_normalization = \"strict\""),
+            "{disguise}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(backends.take(), (vec![], vec![]), "nothing was forwarded");
+    server.wait_for_log(&[
+        "listener \"edge\": request from 127.0.0.1:",
+        "failed: 400 for \"/admin;x/secret\": the path has a path parameter",
+    ]);
+    server.wait_for_log(&["400 for \"/admin\\\\secret\": the path has a backslash"]);
+    server.wait_for_log(&[
+        "400 for \"/ADMIN/secret\": the path is no route but route \"/admin\" in other letter case",
+    ]);
+    // The undisguised path is judged as usual.
+    assert_eq!(
+        status(&server, &pki, &billing, "/admin/secret").await,
+        Ok(403)
+    );
+}
+
+#[tokio::test]
+async fn strict_listeners_forward_the_normalised_path_they_judged() {
+    let (files, pki) = setup();
+    let backends = Backends::start().await;
+    let server = Certgate::start(&["run", "--config", &backends.config(&files, "")]);
+    let operator = leaf(&pki, LeafSpec::new("operator", Usage::Client));
+    for path in [
+        "/%61dmin/./users//7?q=%2F;x",
+        "//admin/users/../users/7?q=%2F;x",
+    ] {
+        assert_eq!(
+            status(&server, &pki, &operator, path).await,
+            Ok(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        backends.take(),
+        (
+            vec![
+                "/admin/users/7?q=%2F;x".to_string(),
+                "/admin/users/7?q=%2F;x".into()
+            ],
+            vec![]
+        ),
+        "unreserved escapes decoded, dots resolved, slashes merged, the query as sent"
+    );
+    // Other escapes stay escaped: decoding them would change what the path says.
+    assert_eq!(
+        status(&server, &pki, &operator, "/files/a%20b%3Fc%25").await,
+        Ok(200)
+    );
+    assert_eq!(
+        backends.take(),
+        (vec![], vec!["/files/a%20b%3Fc%25".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn with_path_normalization_off_paths_are_forwarded_as_sent() {
+    let (files, pki) = setup();
+    let backends = Backends::start().await;
+    let config = backends.config(&files, "path_normalization = \"off\"");
+    let server = Certgate::start(&["run", "--config", &config]);
+    let operator = leaf(&pki, LeafSpec::new("operator", Usage::Client));
+    for disguise in DISGUISES {
+        assert_eq!(
+            status(&server, &pki, &operator, disguise).await,
+            Ok(200),
+            "{disguise}"
+        );
+    }
+    let (admin, default) = backends.take();
+    let mut received: Vec<String> = admin.into_iter().chain(default).collect();
+    received.sort();
+    let mut sent: Vec<String> = DISGUISES.iter().map(|d| d.to_string()).collect();
+    sent.sort();
+    assert_eq!(received, sent, "each reached a backend as sent");
+    assert_eq!(
+        status(&server, &pki, &operator, "/%61dmin/./x").await,
+        Ok(200)
+    );
+    assert_eq!(backends.take().0, vec!["/%61dmin/./x".to_string()]);
+}
+
+#[tokio::test]
+async fn the_path_normalization_flag_makes_a_listener_without_routes_strict() {
+    let (files, pki) = setup();
+    let backend = RecordingBackend::plain().await;
+    let args = server_mode_args(
+        &files,
+        &format!("http://{}", backend.address),
+        &["--path-normalization", "strict"],
+    );
+    let server = Certgate::start(&args);
+    let client = leaf(&pki, LeafSpec::new("billing", Usage::Client));
+    assert_eq!(
+        status(&server, &pki, &client, "/app;x/secret").await,
+        Ok(400)
+    );
+    assert_eq!(
+        status(&server, &pki, &client, "/app/x/../%7Euser").await,
+        Ok(200)
+    );
+    let paths: Vec<String> = backend.take().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, vec!["/app/~user".to_string()]);
+
+    let args = server_mode_args(
+        &files,
+        "http://127.0.0.1:9",
+        &["--path-normalization", "on"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, output) = run_to_exit(&args);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("--path-normalization: unknown path_normalization \"on\""),
+        "{output}"
+    );
+}
+
 #[test]
 fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
     let (files, _) = setup();
@@ -309,6 +622,9 @@ fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
         ("verify_client = \"optional\"\nallow_cn = [\"x\"]\n", ":9: key 'allow_cn': contradictory"),
         ("verify_client = \"off\"\n[[listener.route]]\npath = \"/a\"\nallow_cn = [\"x\"]\n", ":10: key 'path': contradictory: route \"/a\" has allow rules"),
         ("[[listener.route]]\nallow_cn = [\"x\"]\n", "missing 'path'"),
+        ("route_match = \"exact\"\n", ":8: key 'route_match': unknown route_match \"exact\": use \"segment\""),
+        ("route_match = 1\n", ":8: key 'route_match': expected a string"),
+        ("path_normalization = \"lenient\"\n", ":8: key 'path_normalization': unknown path_normalization \"lenient\": use \"strict\""),
     ];
     for (tail, expected) in cases {
         let config = files.write("certgate.toml", format!("{head}{tail}"));
@@ -330,6 +646,29 @@ fn check_rejects_unknown_and_contradictory_rule_keys_with_the_line() {
         output.contains(":6: key 'allow_cn': 'allow_cn' is for server mode"),
         "{output}"
     );
+    for key in [
+        "route_match = \"prefix\"",
+        "path_normalization = \"strict\"",
+    ] {
+        let client = files.write(
+            "client.toml",
+            format!("[[listener]]\nmode = \"client\"\nlisten = \"127.0.0.1:0\"\nupstream = \"a:1\"\nca = \"ca.pem\"\n{key}\n"),
+        );
+        let (code, output) = run_to_exit(&["check", "--config", &client]);
+        assert_eq!(code, 1, "{output}");
+        let name = key.split(' ').next().unwrap();
+        assert!(
+            output.contains(&format!(":6: key '{name}': '{name}' is for server mode")),
+            "{output}"
+        );
+    }
+    // Good values pass.
+    let good = files.write(
+        "certgate.toml",
+        format!("{head}route_match = \"segment\"\npath_normalization = \"off\"\n[[listener.route]]\npath = \"/a\"\nallow_cn = [\"x\"]\n"),
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &good]);
+    assert_eq!(code, 0, "{output}");
 }
 
 #[tokio::test]

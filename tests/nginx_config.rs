@@ -391,6 +391,76 @@ fn convert_nginx_prints_a_toml_config_that_certgate_accepts_with_the_comments() 
     );
 }
 
+/// A server with a `location /admin/health` that answers itself and a `location /api/`.
+fn locations_conf(listens: &str, backend: u16) -> String {
+    format!(
+        "server {{\n{listens}    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / {{\n        proxy_pass http://127.0.0.1:{backend};\n    }}\n    location /admin/health {{\n        return 200 \"healthy\";\n    }}\n    location /api/ {{\n        proxy_pass http://127.0.0.1:{backend};\n    }}\n}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_keep_nginx_string_prefixes_and_each_one_without_a_trailing_slash_is_warned_about(
+) {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    // Two listens, one warning: it is about the location, not the listener.
+    let config = files.write(
+        "locations.conf",
+        locations_conf(
+            "    listen 127.0.0.1:18453 ssl;\n    listen [::1]:18453 ssl;\n",
+            8000,
+        ),
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    let warning = format!(
+        "warning: {config}:9: as in nginx, location /admin/health also matches longer paths such as /admin/healthx and /admin/health-x/y, which it then answers instead of the shorter location that covers them"
+    );
+    assert_eq!(output.matches(&warning).count(), 1, "{output}");
+    assert!(
+        output.contains("end it with / (then /admin/health itself goes to location /) or run a TOML config (certgate convert-nginx) without route_match = \"prefix\""),
+        "{output}"
+    );
+    assert!(!output.contains("location /api/ also"), "{output}");
+    let toml = run_to_exit(&["convert-nginx", &config]).1;
+    assert!(
+        toml.contains("route_match = \"prefix\"  # nginx's location is a string prefix: location /a/b also takes /a/bc"),
+        "{toml}"
+    );
+
+    // And it runs as nginx does: the longer names take the location's answer.
+    let backend = RecordingBackend::plain().await;
+    let config = files.write(
+        "locations.conf",
+        locations_conf("    listen 127.0.0.1:0 ssl;\n", backend.address.port()),
+    );
+    let server = Certgate::start(&["run", "--config", &config]);
+    let client = tls_client(&pki.ca.issued.cert_pem, None);
+    for path in [
+        "/admin/health",
+        "/admin/healthsecret",
+        "/admin/health-internal/users",
+    ] {
+        let answer = https_get(server.addr(), client.clone(), path, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (200, "healthy"),
+            "{path}"
+        );
+    }
+    assert!(backend.take().is_empty());
+    assert_eq!(
+        https_get(server.addr(), client, "/api", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(backend.take()[0].path, "/api");
+}
+
 /// A request body sent in 1 KiB chunks with no length announced (so, chunked encoding).
 struct Chunks(std::collections::VecDeque<hyper::body::Bytes>);
 

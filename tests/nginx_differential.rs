@@ -458,3 +458,74 @@ fn nginx_itself_refuses_the_seeds_if_block_as_the_warning_says() {
         "{text}"
     );
 }
+
+/// Paths around `location /admin/health` (which answers itself) and `location /api/`.
+const LOCATION_PATHS: &[&str] = &[
+    "/admin/health",
+    "/admin/health/live",
+    "/admin/healthsecret",
+    "/admin/health-internal/users",
+    "/admin/heal",
+    // Not "/api": nginx answers it with a 301 to /api/ (a location ending in / with
+    // proxy_pass), certgate forwards it to location /.
+    "/api/",
+    "/api/charge",
+    "//admin//healthz",
+    "/%61dmin/health",
+    "/admin%2fhealth",
+    "/admin;x/health",
+    "/ADMIN/health",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn locations_take_the_same_paths_as_under_nginx() {
+    let pki = TestPki::new();
+    let backend = RecordingBackend::plain().await;
+    let conf = |listen: u16| {
+        format!(
+            "server {{\n    listen 127.0.0.1:{listen} ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    location / {{\n        proxy_pass http://127.0.0.1:{};\n    }}\n    location /admin/health {{\n        return 200 \"healthy\";\n    }}\n    location /api/ {{\n        proxy_pass http://127.0.0.1:{};\n    }}\n}}\n",
+            backend.address.port(),
+            backend.address.port()
+        )
+    };
+    let nginx_files = Files::new();
+    write_ssl_dir(&nginx_files, &pki);
+    let nginx_port = free_port();
+    nginx_files.write("locations.conf", conf(nginx_port));
+    let nginx = Nginx::start(
+        &nginx_files,
+        &nginx_files.path("locations.conf"),
+        nginx_port,
+    );
+    let certgate_files = Files::new();
+    write_ssl_dir(&certgate_files, &pki);
+    let config = certgate_files.write("locations.conf", conf(0));
+    let certgate = Certgate::start(&["run", "--config", &config]);
+
+    let client = tls_client(&pki.ca.issued.cert_pem, None);
+    let mut found = Vec::new();
+    for path in LOCATION_PATHS {
+        let mut seen = Vec::new();
+        for address in [
+            SocketAddr::from(([127, 0, 0, 1], nginx_port)),
+            certgate.addr(),
+        ] {
+            let answer = https_get(address, client.clone(), path, &[]).await.unwrap();
+            let forwarded: Vec<String> = backend.take().into_iter().map(|r| r.path).collect();
+            seen.push((answer.status, answer.body, forwarded));
+        }
+        eprintln!("{path}: nginx {:?}, certgate {:?}", seen[0], seen[1]);
+        if seen[0] != seen[1] {
+            found.push(format!(
+                "{path}: nginx {:?}, certgate {:?}",
+                seen[0], seen[1]
+            ));
+        }
+    }
+    if !found.is_empty() {
+        eprintln!("nginx error log:\n{}", nginx.errors());
+        eprintln!("certgate log:\n{}", certgate.logs());
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

@@ -263,6 +263,8 @@ pub const KEYS: &[&str] = &[
     VERIFY_KEYS[4],
     VERIFY_KEYS[5],
     "route",
+    "route_match",
+    "path_normalization",
     "crl",
     "crl_expired",
     "ocsp_response",
@@ -471,6 +473,26 @@ pub struct Route {
     pub respond: Option<FixedResponse>,
 }
 
+/// How a route's path selects request paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// `/a/b` takes `/a/b`, `/a/b/` and `/a/b/...`, never `/a/bc` (the default): a rule for
+    /// `/admin/health` must not also hand out `/admin/healthsecret`.
+    Segment,
+    /// nginx's `location`: a string prefix, so `/a/b` also takes `/a/bc`.
+    Prefix,
+}
+
+/// What a listener does with request paths a backend may read otherwise than its routes did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathNormalization {
+    /// Refuse them with 400 and forward the normalised path that was judged (the default
+    /// when a route has allow rules).
+    Strict,
+    /// Forward the path as sent (nginx's behaviour with a `proxy_pass` without a URI).
+    Off,
+}
+
 /// A fixed answer: a redirect (3xx, `text` is the Location) or a status with a text body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FixedResponse {
@@ -502,6 +524,10 @@ pub struct ServerListener {
     pub access: AccessRules,
     /// Checked per request, longest path prefix first.
     pub routes: Vec<Route>,
+    /// Whether a route's path ends at a segment boundary or is a string prefix (nginx).
+    pub route_match: RouteMatch,
+    /// Whether request paths a backend may read differently than the routes did are refused.
+    pub path_normalization: PathNormalization,
     pub revocation: Revocation,
     /// A DER OCSP response stapled to our certificate.
     pub ocsp_response: Option<Located<PathBuf>>,
@@ -1169,6 +1195,58 @@ fn routes(spec: &mut ListenerSpec) -> Result<Vec<Route>, ConfigError> {
     Ok(routes)
 }
 
+/// Reads `route_match` and `path_normalization`. Strict normalisation is the default as soon
+/// as a route has allow rules: those rules are only as good as the agreement between the
+/// route matcher and the backend on what the path is.
+fn path_settings(
+    spec: &mut ListenerSpec,
+    routes: &[Route],
+    warnings: &mut Vec<String>,
+) -> Result<(RouteMatch, PathNormalization), ConfigError> {
+    let route_match = match spec.text("route_match")? {
+        None => RouteMatch::Segment,
+        Some(text) => {
+            let matching = match text.value.as_str() {
+                "segment" => RouteMatch::Segment,
+                "prefix" => RouteMatch::Prefix,
+                other => {
+                    return Err(ConfigError::at(
+                        &text.origin,
+                        format!("unknown route_match \"{other}\": use \"segment\" (the default: /a/b takes /a/b and /a/b/..., not /a/bc) or \"prefix\" (nginx's string prefix)"),
+                    ))
+                }
+            };
+            // The nginx translation writes "prefix" as a default and warns per location.
+            if matching == RouteMatch::Prefix && text.origin != Origin::Default {
+                for route in routes.iter().filter(|r| !r.path.ends_with('/')) {
+                    warnings.push(format!(
+                        "{}: with route_match = \"prefix\" ({}) route \"{path}\" also takes longer paths such as {path}x and {path}-x/y, away from the route above it; end its path with / or use route_match = \"segment\"",
+                        route.origin,
+                        text.origin,
+                        path = route.path,
+                    ));
+                }
+            }
+            matching
+        }
+    };
+    let path_normalization = match spec.text("path_normalization")? {
+        None if routes.iter().any(|r| !r.rules.is_empty()) => PathNormalization::Strict,
+        None => PathNormalization::Off,
+        Some(text) => match text.value.as_str() {
+            "strict" => PathNormalization::Strict,
+            "off" => PathNormalization::Off,
+            other => {
+                return Err(ConfigError::at(
+                    &text.origin,
+                    format!("unknown path_normalization \"{other}\": use \"strict\" (refuse paths a backend may read differently, such as ;, %2F or \\; the default when a route has allow rules) or \"off\""),
+                ))
+            }
+        },
+    };
+    Ok((route_match, path_normalization))
+}
+
 fn validate_listener(
     mut spec: ListenerSpec,
     index: usize,
@@ -1256,6 +1334,7 @@ fn validate_listener(
                 ));
             }
             let routes = routes(&mut spec)?;
+            let (route_match, path_normalization) = path_settings(&mut spec, &routes, warnings)?;
             if let Some(route) = routes
                 .iter()
                 .find(|r| !r.rules.is_empty())
@@ -1274,6 +1353,8 @@ fn validate_listener(
                 xfcc_trusted,
                 access,
                 routes,
+                route_match,
+                path_normalization,
                 revocation,
                 ocsp_response,
                 session_tickets,
@@ -1300,6 +1381,8 @@ fn validate_listener(
                 "xfcc_mode",
                 "xfcc_trusted",
                 "route",
+                "route_match",
+                "path_normalization",
                 "ocsp_response",
             ]
             .into_iter()

@@ -7,7 +7,9 @@ pub mod upstream;
 
 use crate::access::AccessRules;
 use crate::access_log::{AccessLog, AccessRecord, Logged};
-use crate::config::{FixedResponse, HttpUpstream, ListenerConfig, ModeConfig};
+use crate::config::{
+    FixedResponse, HttpUpstream, ListenerConfig, ModeConfig, PathNormalization, RouteMatch,
+};
 use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
@@ -221,6 +223,8 @@ impl Upstream {
 /// answer it returns (nginx's `return`).
 struct RouteRuntime {
     path: String,
+    /// The path in lower case, to see whether a case-blind backend reads another route.
+    folded: String,
     rules: AccessRules,
     upstream: Option<Upstream>,
     respond: Option<FixedResponse>,
@@ -243,6 +247,8 @@ pub struct Proxy {
     upstream: Upstream,
     /// Longest path first, so the first match is nginx's longest-prefix `location`.
     routes: Vec<RouteRuntime>,
+    route_match: RouteMatch,
+    path_normalization: PathNormalization,
     max_body_size: Option<u64>,
     response_timeout: Duration,
 }
@@ -279,6 +285,7 @@ impl Proxy {
                     .iter()
                     .map(|route| RouteRuntime {
                         path: route.path.clone(),
+                        folded: route.path.to_lowercase(),
                         rules: route.rules.clone(),
                         upstream: route
                             .upstream
@@ -291,6 +298,10 @@ impl Proxy {
             (ModeConfig::Client(_), None) => unreachable!("client mode always has a TLS config"),
         };
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        let (route_match, path_normalization) = match &listener.mode {
+            ModeConfig::Server(server) => (server.route_match, server.path_normalization),
+            ModeConfig::Client(_) => (RouteMatch::Segment, PathNormalization::Off),
+        };
         Proxy {
             listener: listener.name.clone(),
             edits: HeaderEdits::new(listener),
@@ -299,6 +310,8 @@ impl Proxy {
             failure_log: LogLimit::new(FAILURE_LOG_BURST),
             upstream,
             routes,
+            route_match,
+            path_normalization,
             max_body_size: listener.max_body_size,
             response_timeout: listener.response_timeout,
         }
@@ -405,20 +418,64 @@ impl Proxy {
         ))
     }
 
-    /// The route for a path and the upstream it goes to; refuses identities the route's
-    /// allow-list does not admit.
+    /// The route for a request's path and the upstream it goes to; refuses identities the
+    /// route's allow-list does not admit. With strict path normalisation it first refuses
+    /// paths a backend may read as another route, and puts the normalised path, the one
+    /// judged, into `uri` to be sent upstream.
     fn route<'s>(
         &'s self,
-        path: &str,
+        uri: &mut Uri,
         connection: &ConnectionInfo,
         matched: &mut &'s str,
     ) -> Result<Destination<'s>, ProxyError> {
+        // `*` (OPTIONS) and CONNECT's authority form have no path to normalise.
+        let strict =
+            self.path_normalization == PathNormalization::Strict && uri.path().starts_with('/');
+        if strict {
+            let sent = path::canonical(uri.path()).map_err(|refusal| {
+                let path = uri.path();
+                ProxyError::BadRequest(match refusal {
+                    path::Refusal::Malformed => format!("bad request path {path:?}"),
+                    _ => format!(
+                        "400 for {path:?}: the path has {}, which a backend may read as another path; this listener refuses such paths (path_normalization = \"strict\")",
+                        refusal.describe()
+                    ),
+                })
+            })?;
+            if sent != uri.path() {
+                *uri = with_path(uri, &sent)?;
+            }
+        }
         if self.routes.is_empty() {
             return Ok(Destination::Upstream(&self.upstream));
         }
+        let path = uri.path();
         let normalized = path::normalize(path)
             .ok_or_else(|| ProxyError::BadRequest(format!("bad request path {path:?}")))?;
-        let Some(route) = self.routes.iter().find(|r| normalized.starts_with(&r.path)) else {
+        let route = self
+            .routes
+            .iter()
+            .find(|r| path::covers(&r.path, &normalized, self.route_match));
+        if strict {
+            let folded = normalized.to_lowercase();
+            let case_blind = self
+                .routes
+                .iter()
+                .filter(|r| path::covers(&r.folded, &folded, self.route_match))
+                .max_by_key(|r| r.folded.len());
+            if route.map(|r| &r.folded) != case_blind.map(|r| &r.folded) {
+                let name = |r: Option<&RouteRuntime>| match r {
+                    Some(r) => format!("route \"{}\"", r.path),
+                    None => "no route".to_string(),
+                };
+                return Err(ProxyError::BadRequest(format!(
+                    "400 for {path:?}: the path is {} but {} in other letter case, as a backend that ignores case reads it; this listener refuses such paths (path_normalization = \"strict\")",
+                    name(route),
+                    name(case_blind)
+                )));
+            }
+        }
+        let Some(route) = route else {
             return Ok(Destination::Upstream(&self.upstream));
         };
         *matched = &route.path;
@@ -445,7 +502,7 @@ impl Proxy {
         outcome: &mut Outcome<'s>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let upstream = match self.route(parts.uri.path(), connection, &mut outcome.route)? {
+        let upstream = match self.route(&mut parts.uri, connection, &mut outcome.route)? {
             Destination::Upstream(upstream) => upstream,
             Destination::Respond(fixed) => return Ok(fixed_response(fixed)),
         };
@@ -514,6 +571,21 @@ impl Proxy {
         }
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// `uri` with another path (its query kept).
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, ProxyError> {
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(target).map_err(|e| {
+            ProxyError::BadRequest(format!("cannot rewrite the request path: {e}"))
+        })?);
+    Uri::from_parts(parts)
+        .map_err(|e| ProxyError::BadRequest(format!("cannot rewrite the request path: {e}")))
 }
 
 /// A route's fixed answer: a redirect (3xx, the text is the Location) or a status with the

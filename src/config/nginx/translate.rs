@@ -691,6 +691,13 @@ fn server_block(
         limits(&mut section, &root.scope);
         client_side(&mut section, &root.scope, warnings)?;
         headers(&mut section, &root, &target);
+        if !locations.is_empty() {
+            section.push_default(
+                "route_match",
+                SpecValue::Text("prefix".into()),
+                "nginx's location is a string prefix: location /a/b also takes /a/bc",
+            );
+        }
         for other in &locations {
             for limit in LIMITS {
                 let args = |scope: &Scope<'_>| scope.get(limit).map(|d| d.args.clone());
@@ -739,6 +746,14 @@ fn server_block(
             section.routes.push(route);
         }
         sections.push(section);
+    }
+    // Once per location, not per listen.
+    for other in locations.iter().filter(|l| !l.path.ends_with('/')) {
+        let path = &other.path;
+        warnings.push(format!(
+            "{}: as in nginx, location {path} also matches longer paths such as {path}x and {path}-x/y, which it then answers instead of the shorter location that covers them; to match only {path} and {path}/..., end it with / (then {path} itself goes to location /) or run a TOML config (certgate convert-nginx) without route_match = \"prefix\"",
+            other.directive.place(),
+        ));
     }
     Ok(sections)
 }

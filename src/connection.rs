@@ -95,7 +95,7 @@ impl HttpServer {
         };
         let connection = self
             .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), tracked);
+            .serve_connection_with_upgrades(TokioIo::new(Lingering::new(io)), tracked);
         tokio::pin!(connection);
         // Set once we asked the connection to close: why, and until when it may take.
         let mut closing: Option<(Closed, Instant)> = None;
@@ -145,6 +145,106 @@ impl HttpServer {
 /// The drain deadline is the listener's (it aborts what is left); ours must not fire first.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+/// How long a connection we closed is still read (and the bytes dropped) so that the peer
+/// sees our last response rather than a reset (nginx's lingering close, `lingering_timeout`).
+const LINGER: Duration = Duration::from_secs(5);
+
+/// A connection's stream that, once we have shut down our side (after a 413 or 400 with the
+/// request body unread, say), keeps reading what the peer still sends for up to [`LINGER`]
+/// before closing. A socket closed under a client still writing its body answers with a
+/// reset, and many clients (hyper's, for one) then report the broken write rather than the
+/// response waiting for them.
+struct Lingering<IO: tokio::io::AsyncRead + Unpin + Send + 'static> {
+    io: Option<IO>,
+    shut_down: bool,
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Lingering<IO> {
+    fn new(io: IO) -> Self {
+        Lingering {
+            io: Some(io),
+            shut_down: false,
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut IO> {
+        Pin::new(self.io.as_mut().expect("present until dropped"))
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Drop for Lingering<IO> {
+    fn drop(&mut self) {
+        // Only a close of ours lingers: when the peer closed, or we dropped a silent or shed
+        // connection, there is nothing it still needs to read.
+        let (Some(mut io), true) = (self.io.take(), self.shut_down) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut discard = [0u8; 4096];
+            let until = tokio::time::Instant::now() + LINGER;
+            while let Ok(Ok(n)) = tokio::time::timeout_at(until, io.read(&mut discard)).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+impl<IO> tokio::io::AsyncRead for Lingering<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl<IO> tokio::io::AsyncWrite for Lingering<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = self.io().poll_shutdown(cx);
+        if result.is_ready() {
+            self.shut_down = true;
+        }
+        result
+    }
 }
 
 /// hyper's smallest read buffer.

@@ -431,3 +431,44 @@ async fn connect_quietly(address: SocketAddr, pki: &TestPki) -> Option<Tls> {
         .await
         .ok()
 }
+
+/// An answer given before the request body was read (413 here) reaches the client: certgate
+/// reads and drops the rest for a while after closing, as nginx's lingering close, so a
+/// client still writing its body sees no broken pipe or reset before it reads the answer.
+#[tokio::test]
+async fn an_early_answer_to_a_large_upload_is_not_lost_in_a_reset() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let config = files.write(
+        "limits.toml",
+        format!(
+            "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{backend}\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\nmax_body_size = \"4k\"\n"
+        ),
+    );
+    let certgate = Certgate::start(&["run", "--config", &config]);
+    // hyper's client, like many, gives up on a request whose body it cannot finish writing
+    // unless the answer is already in.
+    for _ in 0..5 {
+        let tls = connect(certgate.addr(), &pki, b"http/1.1").await;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::post("/upload")
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(vec![
+                b'a';
+                4 << 20
+            ])))
+            .unwrap();
+        let response = sender.send_request(request).await;
+        assert_eq!(
+            response.as_ref().map(|r| r.status().as_u16()).ok(),
+            Some(413),
+            "{response:?}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
-use body::LimitedBody;
+use body::{BodyFault, LimitedBody};
 use bytes::Bytes;
 use headers::HeaderEdits;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -61,6 +61,9 @@ pub enum ProxyError {
     Forbidden(String),
     /// The request itself is unusable (a path nginx would refuse too).
     BadRequest(String),
+    /// The client's request body could not be read (bad chunked framing, a reset stream):
+    /// the client's fault, even though it surfaces as a failed upstream request.
+    ClientBody(String),
 }
 
 impl ProxyError {
@@ -70,7 +73,19 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout(reason)
             | ProxyError::Forbidden(reason)
             | ProxyError::BadRequest(reason)
+            | ProxyError::ClientBody(reason)
             | ProxyError::TooLarge(reason) => reason,
+        }
+    }
+
+    /// Whether the upstream is to blame, for `certgate_upstream_errors_total`.
+    fn blames_upstream(&self) -> bool {
+        match self {
+            ProxyError::Upstream(_) | ProxyError::UpstreamTimeout(_) => true,
+            ProxyError::TooLarge(_)
+            | ProxyError::Forbidden(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::ClientBody(_) => false,
         }
     }
 }
@@ -82,7 +97,9 @@ impl ProxyError {
             ProxyError::UpstreamTimeout(reason) => {
                 (StatusCode::GATEWAY_TIMEOUT, format!("{reason}\n"))
             }
-            ProxyError::BadRequest(reason) => (StatusCode::BAD_REQUEST, format!("{reason}\n")),
+            ProxyError::BadRequest(reason) | ProxyError::ClientBody(reason) => {
+                (StatusCode::BAD_REQUEST, format!("{reason}\n"))
+            }
             ProxyError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large\n".to_string(),
@@ -339,10 +356,7 @@ impl Proxy {
                         error.reason()
                     );
                 }
-                if matches!(
-                    error,
-                    ProxyError::Upstream(_) | ProxyError::UpstreamTimeout(_)
-                ) {
+                if error.blames_upstream() {
                     self.metrics
                         .upstream_errors
                         .get_or_create(&Metrics::listener(&self.listener))
@@ -449,7 +463,7 @@ impl Proxy {
                 )));
             }
         }
-        let (body, exceeded) = LimitedBody::new(body, self.max_body_size);
+        let (body, client_fault) = LimitedBody::new(body, self.max_body_size);
         outcome.upstream = &upstream.display;
         self.edits.apply(&mut parts, connection);
         // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
@@ -475,16 +489,15 @@ impl Proxy {
         let sent_at = std::time::Instant::now();
         let sent = upstream.client.request(Request::from_parts(parts, body));
         let response = match tokio::time::timeout(self.response_timeout, sent).await {
-            Ok(Ok(response)) => response,            Ok(Err(error)) => {
-                return Err(match (exceeded, self.max_body_size) {
-                    (Some(exceeded), Some(limit)) if exceeded.happened() => {
-                        ProxyError::TooLarge(format!(
-                            "413: the request body grew over max_body_size ({limit} bytes) and was cut off"
-                        ))
-                    }
-                    _ => ProxyError::Upstream(upstream.explain(&error)),
-                })
-            }
+            Ok(Ok(response)) => response,
+            // A request whose body the client broke fails upstream too; the body knows why.
+            Ok(Err(error)) => return Err(match client_fault.get() {
+                Some(BodyFault::TooLarge(limit)) => ProxyError::TooLarge(format!(
+                    "413: the request body grew over max_body_size ({limit} bytes) and was cut off"
+                )),
+                Some(BodyFault::Unreadable(why)) => ProxyError::ClientBody(format!("400: {why}")),
+                None => ProxyError::Upstream(upstream.explain(&error)),
+            }),
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout(format!(
                     "upstream {} sent no response within {:?}",

@@ -12,7 +12,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
-use body::{BodyFault, LimitedBody};
+use body::{BodyFault, ClientFault, LimitedBody};
 use bytes::Bytes;
 use headers::HeaderEdits;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use upstream::Connector;
+use upstream::{AllConnectionsBusy, ConnectionLimit, Connector};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -57,6 +57,9 @@ pub enum ProxyError {
     TooLarge(String),
     /// The upstream did not answer in time.
     UpstreamTimeout(String),
+    /// Every connection `upstream_max_connections` allows was in use and none came free in
+    /// time: the upstream cannot keep up (or a client is trying to make it).
+    UpstreamBusy(String),
     /// A route's allow-list refused the client; the reason is for the log only.
     Forbidden(String),
     /// The request itself is unusable (a path nginx would refuse too).
@@ -71,6 +74,7 @@ impl ProxyError {
         match self {
             ProxyError::Upstream(reason)
             | ProxyError::UpstreamTimeout(reason)
+            | ProxyError::UpstreamBusy(reason)
             | ProxyError::Forbidden(reason)
             | ProxyError::BadRequest(reason)
             | ProxyError::ClientBody(reason)
@@ -81,7 +85,9 @@ impl ProxyError {
     /// Whether the upstream is to blame, for `certgate_upstream_errors_total`.
     fn blames_upstream(&self) -> bool {
         match self {
-            ProxyError::Upstream(_) | ProxyError::UpstreamTimeout(_) => true,
+            ProxyError::Upstream(_)
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamBusy(_) => true,
             ProxyError::TooLarge(_)
             | ProxyError::Forbidden(_)
             | ProxyError::BadRequest(_)
@@ -96,6 +102,9 @@ impl ProxyError {
             ProxyError::Upstream(reason) => (StatusCode::BAD_GATEWAY, format!("{reason}\n")),
             ProxyError::UpstreamTimeout(reason) => {
                 (StatusCode::GATEWAY_TIMEOUT, format!("{reason}\n"))
+            }
+            ProxyError::UpstreamBusy(reason) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
             }
             ProxyError::BadRequest(reason) | ProxyError::ClientBody(reason) => {
                 (StatusCode::BAD_REQUEST, format!("{reason}\n"))
@@ -142,6 +151,14 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections a pool keeps per upstream.
 const POOL_MAX_IDLE: usize = 256;
 
+/// The connection limit of one upstream pool of `listener`.
+fn connection_limit(listener: &ListenerConfig) -> ConnectionLimit {
+    ConnectionLimit::new(
+        listener.upstream_max_connections,
+        listener.upstream_queue_timeout,
+    )
+}
+
 /// One upstream and its connection pool.
 struct Upstream {
     client: Client<Connector, LimitedBody>,
@@ -175,20 +192,52 @@ impl Upstream {
 
     fn plain(
         upstream: &HttpUpstream,
-        timeout: std::time::Duration,
+        listener: &ListenerConfig,
         metrics: &Arc<Metrics>,
-        listener: &str,
     ) -> Upstream {
         let authority = match upstream {
             HttpUpstream::Tcp { authority } => authority.as_str(),
             HttpUpstream::Unix(_) => "unix-socket",
         };
         Upstream::new(
-            Connector::plain(upstream, timeout, metrics.clone(), listener),
+            Connector::plain(
+                upstream,
+                listener.connect_timeout,
+                connection_limit(listener),
+                metrics.clone(),
+                &listener.name,
+            ),
             Scheme::HTTP,
             authority,
             upstream.to_string(),
         )
+    }
+
+    /// Why a request to this upstream failed, as the error that says which side it was. A
+    /// request whose body the client broke fails upstream too: the body knows why.
+    fn failure(
+        &self,
+        error: &hyper_util::client::legacy::Error,
+        client_fault: &ClientFault,
+    ) -> ProxyError {
+        match client_fault.get() {
+            Some(BodyFault::TooLarge(limit)) => {
+                return ProxyError::TooLarge(format!(
+                    "413: the request body grew over max_body_size ({limit} bytes) and was cut off"
+                ))
+            }
+            Some(BodyFault::Unreadable(why)) => {
+                return ProxyError::ClientBody(format!("400: {why}"))
+            }
+            None => {}
+        }
+        match AllConnectionsBusy::find(error) {
+            Some(busy) => ProxyError::UpstreamBusy(format!(
+                "503: upstream {} is at its connection limit: {busy}; raise upstream_max_connections if it can take more",
+                self.display
+            )),
+            None => ProxyError::Upstream(self.explain(error)),
+        }
     }
 
     /// One line an operator can act on, naming the upstream.
@@ -267,6 +316,7 @@ impl Proxy {
                         client.server_name.clone(),
                         tls,
                         listener.connect_timeout,
+                        connection_limit(listener),
                         metrics.clone(),
                         name,
                     ),
@@ -277,7 +327,7 @@ impl Proxy {
                 Vec::new(),
             ),
             (ModeConfig::Server(server), _) => (
-                Upstream::plain(&server.upstream, listener.connect_timeout, metrics, name),
+                Upstream::plain(&server.upstream, listener, metrics),
                 server
                     .routes
                     .iter()
@@ -287,7 +337,7 @@ impl Proxy {
                         upstream: route
                             .upstream
                             .as_ref()
-                            .map(|u| Upstream::plain(u, listener.connect_timeout, metrics, name)),
+                            .map(|u| Upstream::plain(u, listener, metrics)),
                         respond: route.respond.clone(),
                     })
                     .collect(),
@@ -490,14 +540,7 @@ impl Proxy {
         let sent = upstream.client.request(Request::from_parts(parts, body));
         let response = match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(response)) => response,
-            // A request whose body the client broke fails upstream too; the body knows why.
-            Ok(Err(error)) => return Err(match client_fault.get() {
-                Some(BodyFault::TooLarge(limit)) => ProxyError::TooLarge(format!(
-                    "413: the request body grew over max_body_size ({limit} bytes) and was cut off"
-                )),
-                Some(BodyFault::Unreadable(why)) => ProxyError::ClientBody(format!("400: {why}")),
-                None => ProxyError::Upstream(upstream.explain(&error)),
-            }),
+            Ok(Err(error)) => return Err(upstream.failure(&error, &client_fault)),
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout(format!(
                     "upstream {} sent no response within {:?}",

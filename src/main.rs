@@ -375,6 +375,12 @@ struct CommonArgs {
     /// Largest request head (request line and headers), e.g. 32k (the default) or 64k.
     #[arg(long, value_name = "SIZE")]
     max_header_size: Option<String>,
+    /// Most connections open at once to each upstream, as nginx's max_conns (default 1024; 0: no limit).
+    #[arg(long, value_name = "CONNECTIONS")]
+    upstream_max_connections: Option<i64>,
+    /// How long a request waits for a free upstream connection at that limit before a 503 (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    upstream_queue_timeout: Option<String>,
 }
 
 /// Builds a spec from flags: the same keys and validation as a config file.
@@ -403,6 +409,17 @@ impl FlagSpec {
         Ok(())
     }
 
+    fn integer(&mut self, key: &str, flag: &str, value: Option<i64>) -> anyhow::Result<()> {
+        if let Some(value) = value {
+            self.0.set(
+                key,
+                Origin::Flag(format!("--{flag}")),
+                SpecValue::Integer(value),
+            )?;
+        }
+        Ok(())
+    }
+
     fn bool(&mut self, key: &str, flag: &str, value: bool) -> anyhow::Result<()> {
         self.0.set(
             key,
@@ -414,18 +431,22 @@ impl FlagSpec {
 
     fn common(&mut self, common: CommonArgs) -> anyhow::Result<()> {
         self.text("name", "name", common.name)?;
-        if let Some(depth) = common.verify_depth {
-            self.0.set(
-                "verify_depth",
-                Origin::Flag("--verify-depth".into()),
-                SpecValue::Integer(depth),
-            )?;
-        }
+        self.integer("verify_depth", "verify-depth", common.verify_depth)?;
         self.text("min_tls_version", "min-tls-version", common.min_tls_version)?;
         self.text("max_tls_version", "max-tls-version", common.max_tls_version)?;
         self.text("ciphers", "ciphers", common.ciphers)?;
         self.list("crl", "crl", common.crl)?;
         self.text("crl_expired", "crl-expired", common.crl_expired)?;
+        self.integer(
+            "upstream_max_connections",
+            "upstream-max-connections",
+            common.upstream_max_connections,
+        )?;
+        self.text(
+            "upstream_queue_timeout",
+            "upstream-queue-timeout",
+            common.upstream_queue_timeout,
+        )?;
         self.bool(
             "strict_key_permissions",
             "strict-key-permissions",

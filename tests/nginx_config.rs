@@ -361,6 +361,49 @@ fn includes_with_globs_and_upstream_blocks_are_followed() {
 }
 
 #[test]
+fn max_conns_of_an_upstream_server_becomes_upstream_max_connections() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let server = |location: &str| {
+        format!("http {{\n    upstream backend {{\n        server 127.0.0.1:8000 max_conns=32 max_fails=3;\n    }}\n    upstream other {{\n        server 127.0.0.1:8001;\n    }}\n    server {{\n        listen 127.0.0.1:18443 ssl;\n        ssl_certificate ssl/server.crt;\n        ssl_certificate_key ssl/server.key;\n        location / {{ proxy_pass http://backend; }}\n{location}    }}\n}}\n")
+    };
+    let config = files.write("nginx.conf", server(""));
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    assert!(!output.contains("max_conns=32\" is ignored"), "{output}");
+    let toml = run_to_exit(&["convert-nginx", &config]).1;
+    assert!(
+        toml.contains("upstream_max_connections = 32  # server (nginx.conf:3)"),
+        "{toml}"
+    );
+
+    // certgate applies one limit per server: locations must not ask for different ones.
+    let mixed = files.write(
+        "mixed.conf",
+        server("        location /other { proxy_pass http://other; }\n"),
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &mixed]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "{mixed}:13: location /other proxies to an upstream with another max_conns than location /"
+        )),
+        "{output}"
+    );
+
+    let bad = files.write(
+        "bad.conf",
+        server("").replace("max_conns=32", "max_conns=many"),
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &bad]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("{bad}:3: invalid max_conns \"many\"")),
+        "{output}"
+    );
+}
+
+#[test]
 fn convert_nginx_prints_a_toml_config_that_certgate_accepts_with_the_comments() {
     let (files, pki) = (Files::new(), TestPki::new());
     write_ssl_dir(&files, &pki);

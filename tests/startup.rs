@@ -201,6 +201,58 @@ fn check_names_the_line_of_an_unknown_key() {
     );
 }
 
+#[test]
+fn check_refuses_a_bad_upstream_max_connections_naming_file_line_and_key() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let listener = "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:8000\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n";
+    let good = config_file(
+        &files,
+        &format!("{listener}upstream_max_connections = 0\nupstream_queue_timeout = \"500ms\"\n"),
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &good]);
+    assert_eq!(code, 0, "{output}");
+
+    for (setting, expected) in [
+        (
+            "upstream_max_connections = -1",
+            "key 'upstream_max_connections': upstream_max_connections must be between 0 (no limit) and 1000000",
+        ),
+        (
+            "upstream_queue_timeout = \"soon\"",
+            "key 'upstream_queue_timeout': bad duration \"soon\"",
+        ),
+    ] {
+        let bad = config_file(&files, &format!("{listener}{setting}\n"));
+        let (code, output) = run_to_exit(&["check", "--config", &bad]);
+        assert_eq!(code, 1, "{output}");
+        assert!(
+            output.contains(&format!("{bad}:8: {expected}")),
+            "{setting}: {output}"
+        );
+    }
+    let (code, output) = run_to_exit(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:8000",
+        "--cert",
+        &files.path("server.pem").to_string_lossy(),
+        "--key",
+        &files.path("server.key").to_string_lossy(),
+        "--client-ca",
+        &files.path("ca.pem").to_string_lossy(),
+        "--upstream-max-connections",
+        "2000000",
+    ]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("--upstream-max-connections: upstream_max_connections must be between"),
+        "{output}"
+    );
+}
+
 #[tokio::test]
 async fn run_serves_every_listener_of_a_config() {
     let files = Files::new();
@@ -270,6 +322,8 @@ fn help_explains_every_flag() {
                 "--verify-client",
                 "--ciphers",
                 "--set-header",
+                "--upstream-max-connections",
+                "--upstream-queue-timeout",
             ][..],
         ),
         (
@@ -282,6 +336,7 @@ fn help_explains_every_flag() {
                 "--ca",
                 "--verify-depth",
                 "--server-name",
+                "--upstream-max-connections",
             ][..],
         ),
         ("run", &["--config"][..]),

@@ -239,6 +239,8 @@ pub const KEYS: &[&str] = &[
     "connect_timeout",
     "response_timeout",
     "max_body_size",
+    "upstream_max_connections",
+    "upstream_queue_timeout",
     "session_tickets",
     "underscores_in_headers",
     "client_header_timeout",
@@ -587,6 +589,12 @@ pub struct ListenerConfig {
     pub response_timeout: std::time::Duration,
     /// Largest request body forwarded; larger ones get 413 (nginx's `client_max_body_size`).
     pub max_body_size: Option<u64>,
+    /// Most connections open at once to each upstream of the listener (each route's too);
+    /// None: no limit. nginx's `max_conns`.
+    pub upstream_max_connections: Option<usize>,
+    /// How long a request waits for a connection when `upstream_max_connections` are all in
+    /// use, before it is answered 503.
+    pub upstream_queue_timeout: std::time::Duration,
     /// How long downstream connections may wait and how much they may send before a request.
     pub client_limits: ClientLimits,
 }
@@ -1279,6 +1287,29 @@ fn validate_listener(
         // nginx's 0 means no limit.
         .filter(|limit| *limit > 0);
     let client_limits = client_limits(&mut spec)?;
+    let upstream_max_connections = match spec.integer("upstream_max_connections")? {
+        None => Some(DEFAULT_UPSTREAM_MAX_CONNECTIONS),
+        Some(max) => {
+            let max = usize::try_from(max.value)
+                .ok()
+                .filter(|max| *max <= MAX_UPSTREAM_MAX_CONNECTIONS)
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        &max.origin,
+                        format!(
+                            "upstream_max_connections must be between 0 (no limit) and {MAX_UPSTREAM_MAX_CONNECTIONS}"
+                        ),
+                    )
+                })?;
+            // As nginx's max_conns, 0 means no limit.
+            (max > 0).then_some(max)
+        }
+    };
+    let upstream_queue_timeout = duration(
+        &mut spec,
+        "upstream_queue_timeout",
+        DEFAULT_UPSTREAM_QUEUE_TIMEOUT,
+    )?;
     let upstream = spec.required_text("upstream", "where to forward requests")?;
 
     let mode = match mode {
@@ -1484,6 +1515,8 @@ fn validate_listener(
         response_timeout,
         max_body_size,
         client_limits,
+        upstream_max_connections,
+        upstream_queue_timeout,
     })
 }
 
@@ -1606,6 +1639,23 @@ const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 
 /// How long certgate waits for an upstream connection unless told otherwise.
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connections to one upstream unless told otherwise. Not unlimited, as nginx's `max_conns`
+/// is by default: each client request that reaches an upstream without a free pooled
+/// connection opens a new one, and HTTP/2 lets one client start (and reset) thousands of
+/// requests a second, so without a limit a single client decides how many sockets and
+/// workers the backend must hold. 1024 is far above what one backend usually serves at
+/// once (and nginx's usual `worker_connections`), so legitimate traffic never meets it,
+/// yet it bounds the damage to a number a backend and certgate's file limit survive.
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
+
+/// The largest `upstream_max_connections` accepted; beyond it a limit means nothing.
+const MAX_UPSTREAM_MAX_CONNECTIONS: usize = 1_000_000;
+
+/// How long a request waits for a free upstream connection unless told otherwise: long
+/// enough to ride out a burst, short enough that a stuck backend sheds load with 503s well
+/// before the response timeout turns waiting requests into 504s.
+const DEFAULT_UPSTREAM_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// nginx's time syntax, the forms config files use: `500ms`, `5s`, `1m`, `1h`, or `30`
 /// (seconds).

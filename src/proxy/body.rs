@@ -1,12 +1,15 @@
 //! The request body on its way upstream, counted against `max_body_size` (nginx's
 //! `client_max_body_size`) as it streams: a body announced too large is refused before it is
-//! sent, and a chunked one that grows too large is cut off, the request failing with 413.
+//! sent, and a chunked one that grows too large is cut off, the request failing with 413. A
+//! body the client breaks (bad chunked framing, a reset stream) fails the request with 400:
+//! the body records either fault so that it is not blamed on the upstream.
 
+use crate::tls::explain;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 /// Why a request body stopped.
@@ -40,32 +43,61 @@ impl std::error::Error for BodyError {
 /// A request body with an optional size limit; without one it only passes frames through.
 pub struct LimitedBody {
     inner: Incoming,
-    limit: Option<(u64, Exceeded)>,
+    limit: Option<u64>,
     seen: u64,
+    fault: ClientFault,
 }
 
-/// Set when a body passed its limit. The upstream client may report the cut-off request as
-/// a connection error rather than as our body error, so the proxy asks this instead.
+/// What the client did wrong with its body, recorded by the body as it happens. hyper's
+/// client reports a failed request body as its own error ("error from user's Body stream"),
+/// or as a connection error when the upstream connection is torn down over it, so the proxy
+/// asks this, not the upstream error, whose fault the failure was.
 #[derive(Clone, Default)]
-pub struct Exceeded(Arc<AtomicBool>);
+pub struct ClientFault(Arc<OnceLock<BodyFault>>);
 
-impl Exceeded {
-    pub fn happened(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+/// Why the client's body was refused; the first fault is the one kept.
+#[derive(Debug, Clone)]
+pub enum BodyFault {
+    /// The body passed the listener's `max_body_size` (bytes) and was cut off.
+    TooLarge(u64),
+    /// The body could not be read from the client; the text says why, for the log.
+    Unreadable(String),
+}
+
+impl ClientFault {
+    pub fn get(&self) -> Option<&BodyFault> {
+        self.0.get()
+    }
+
+    fn record(&self, fault: BodyFault) {
+        let _ = self.0.set(fault);
+    }
+}
+
+/// A failed read of the client's body, in words: malformed framing (hyper's chunked decoder
+/// says InvalidInput or InvalidData) is told apart from a body that broke off (a closed
+/// connection, a reset HTTP/2 stream), which is the client's doing too but not malformed.
+fn unreadable(error: &hyper::Error) -> String {
+    let detail = super::error_chain(error);
+    match explain::find_io_kind(error) {
+        Some(io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData) => {
+            format!("the client sent a malformed request body ({detail})")
+        }
+        _ => format!("the client's request body broke off ({detail})"),
     }
 }
 
 impl LimitedBody {
-    /// The body, and (with a limit) the flag that tells whether it was cut off.
-    pub fn new(inner: Incoming, limit: Option<u64>) -> (LimitedBody, Option<Exceeded>) {
-        let limit = limit.map(|limit| (limit, Exceeded::default()));
-        let exceeded = limit.as_ref().map(|(_, flag)| flag.clone());
+    /// The body, and the record of what the client did wrong with it, if anything.
+    pub fn new(inner: Incoming, limit: Option<u64>) -> (LimitedBody, ClientFault) {
+        let fault = ClientFault::default();
         let body = LimitedBody {
             inner,
             limit,
             seen: 0,
+            fault: fault.clone(),
         };
-        (body, exceeded)
+        (body, fault)
     }
 }
 
@@ -82,15 +114,16 @@ impl Body for LimitedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 let length = frame.data_ref().map_or(0, |d| d.len() as u64);
                 self.seen += length;
-                if let Some((limit, exceeded)) = &self.limit {
-                    if self.seen > *limit {
-                        exceeded.0.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(*limit))));
-                    }
+                if let Some(limit) = self.limit.filter(|limit| self.seen > *limit) {
+                    self.fault.record(BodyFault::TooLarge(limit));
+                    return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
+            Poll::Ready(Some(Err(error))) => {
+                self.fault.record(BodyFault::Unreadable(unreadable(&error)));
+                Poll::Ready(Some(Err(BodyError::Client(error))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

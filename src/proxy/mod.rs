@@ -14,7 +14,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
-use body::LimitedBody;
+use body::{BodyFault, ClientFault, LimitedBody};
 use bytes::Bytes;
 use headers::HeaderEdits;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -26,7 +26,7 @@ use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use upstream::Connector;
+use upstream::{AllConnectionsBusy, ConnectionLimit, Connector};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -72,10 +72,16 @@ pub enum ProxyError {
     TooLarge(String),
     /// The upstream did not answer in time.
     UpstreamTimeout(String),
+    /// Every connection `upstream_max_connections` allows was in use and none came free in
+    /// time: the upstream cannot keep up (or a client is trying to make it).
+    UpstreamBusy(String),
     /// A route's allow-list refused the client; the reason is for the log only.
     Forbidden(String),
     /// The request itself is unusable (a path nginx would refuse too).
     BadRequest(String),
+    /// The client's request body could not be read (bad chunked framing, a reset stream):
+    /// the client's fault, even though it surfaces as a failed upstream request.
+    ClientBody(String),
 }
 
 impl ProxyError {
@@ -83,9 +89,24 @@ impl ProxyError {
         match self {
             ProxyError::Upstream(reason)
             | ProxyError::UpstreamTimeout(reason)
+            | ProxyError::UpstreamBusy(reason)
             | ProxyError::Forbidden(reason)
             | ProxyError::BadRequest(reason)
+            | ProxyError::ClientBody(reason)
             | ProxyError::TooLarge(reason) => reason,
+        }
+    }
+
+    /// Whether the upstream is to blame, for `certgate_upstream_errors_total`.
+    fn blames_upstream(&self) -> bool {
+        match self {
+            ProxyError::Upstream(_)
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamBusy(_) => true,
+            ProxyError::TooLarge(_)
+            | ProxyError::Forbidden(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::ClientBody(_) => false,
         }
     }
 }
@@ -97,7 +118,12 @@ impl ProxyError {
             ProxyError::UpstreamTimeout(reason) => {
                 (StatusCode::GATEWAY_TIMEOUT, format!("{reason}\n"))
             }
-            ProxyError::BadRequest(reason) => (StatusCode::BAD_REQUEST, format!("{reason}\n")),
+            ProxyError::UpstreamBusy(reason) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
+            }
+            ProxyError::BadRequest(reason) | ProxyError::ClientBody(reason) => {
+                (StatusCode::BAD_REQUEST, format!("{reason}\n"))
+            }
             ProxyError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large\n".to_string(),
@@ -140,6 +166,14 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections a pool keeps per upstream.
 const POOL_MAX_IDLE: usize = 256;
 
+/// The connection limit of one upstream pool of `listener`.
+fn connection_limit(listener: &ListenerConfig) -> ConnectionLimit {
+    ConnectionLimit::new(
+        listener.upstream_max_connections,
+        listener.upstream_queue_timeout,
+    )
+}
+
 /// One upstream and its connection pool.
 struct Upstream {
     client: Client<Connector, LimitedBody>,
@@ -173,20 +207,52 @@ impl Upstream {
 
     fn plain(
         upstream: &HttpUpstream,
-        timeout: std::time::Duration,
+        listener: &ListenerConfig,
         metrics: &Arc<Metrics>,
-        listener: &str,
     ) -> Upstream {
         let authority = match upstream {
             HttpUpstream::Tcp { authority } => authority.as_str(),
             HttpUpstream::Unix(_) => "unix-socket",
         };
         Upstream::new(
-            Connector::plain(upstream, timeout, metrics.clone(), listener),
+            Connector::plain(
+                upstream,
+                listener.connect_timeout,
+                connection_limit(listener),
+                metrics.clone(),
+                &listener.name,
+            ),
             Scheme::HTTP,
             authority,
             upstream.to_string(),
         )
+    }
+
+    /// Why a request to this upstream failed, as the error that says which side it was. A
+    /// request whose body the client broke fails upstream too: the body knows why.
+    fn failure(
+        &self,
+        error: &hyper_util::client::legacy::Error,
+        client_fault: &ClientFault,
+    ) -> ProxyError {
+        match client_fault.get() {
+            Some(BodyFault::TooLarge(limit)) => {
+                return ProxyError::TooLarge(format!(
+                    "413: the request body grew over max_body_size ({limit} bytes) and was cut off"
+                ))
+            }
+            Some(BodyFault::Unreadable(why)) => {
+                return ProxyError::ClientBody(format!("400: {why}"))
+            }
+            None => {}
+        }
+        match AllConnectionsBusy::find(error) {
+            Some(busy) => ProxyError::UpstreamBusy(format!(
+                "503: upstream {} is at its connection limit: {busy}; raise upstream_max_connections if it can take more",
+                self.display
+            )),
+            None => ProxyError::Upstream(self.explain(error)),
+        }
     }
 
     /// One line an operator can act on, naming the upstream.
@@ -269,6 +335,7 @@ impl Proxy {
                         client.server_name.clone(),
                         tls,
                         listener.connect_timeout,
+                        connection_limit(listener),
                         metrics.clone(),
                         name,
                     ),
@@ -279,7 +346,7 @@ impl Proxy {
                 Vec::new(),
             ),
             (ModeConfig::Server(server), _) => (
-                Upstream::plain(&server.upstream, listener.connect_timeout, metrics, name),
+                Upstream::plain(&server.upstream, listener, metrics),
                 server
                     .routes
                     .iter()
@@ -290,7 +357,7 @@ impl Proxy {
                         upstream: route
                             .upstream
                             .as_ref()
-                            .map(|u| Upstream::plain(u, listener.connect_timeout, metrics, name)),
+                            .map(|u| Upstream::plain(u, listener, metrics)),
                         respond: route.respond.clone(),
                     })
                     .collect(),
@@ -365,10 +432,7 @@ impl Proxy {
                         error.reason()
                     );
                 }
-                if matches!(
-                    error,
-                    ProxyError::Upstream(_) | ProxyError::UpstreamTimeout(_)
-                ) {
+                if error.blames_upstream() {
                     self.metrics
                         .upstream_errors
                         .get_or_create(&Metrics::listener(&self.listener))
@@ -519,7 +583,7 @@ impl Proxy {
                 )));
             }
         }
-        let (body, exceeded) = LimitedBody::new(body, self.max_body_size);
+        let (body, client_fault) = LimitedBody::new(body, self.max_body_size);
         outcome.upstream = &upstream.display;
         self.edits.apply(&mut parts, connection);
         // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
@@ -545,16 +609,8 @@ impl Proxy {
         let sent_at = std::time::Instant::now();
         let sent = upstream.client.request(Request::from_parts(parts, body));
         let response = match tokio::time::timeout(self.response_timeout, sent).await {
-            Ok(Ok(response)) => response,            Ok(Err(error)) => {
-                return Err(match (exceeded, self.max_body_size) {
-                    (Some(exceeded), Some(limit)) if exceeded.happened() => {
-                        ProxyError::TooLarge(format!(
-                            "413: the request body grew over max_body_size ({limit} bytes) and was cut off"
-                        ))
-                    }
-                    _ => ProxyError::Upstream(upstream.explain(&error)),
-                })
-            }
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(upstream.failure(&error, &client_fault)),
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout(format!(
                     "upstream {} sent no response within {:?}",

@@ -3,6 +3,11 @@
 //!
 //! Each listener owns its own pool, so a pooled connection is only ever reused for the same
 //! address, SNI, client certificate and verification settings.
+//!
+//! A pool opens at most `upstream_max_connections` connections: each new one takes a slot
+//! that its stream holds until the connection closes. A request that finds every slot taken
+//! waits (up to `upstream_queue_timeout`) while hyper-util's pool races that wait against
+//! the checkout of a connection that comes idle, so it is served on the first one freed.
 
 use crate::config::HttpUpstream;
 use crate::metrics::{ConnectionGauge, ListenerLabel, Metrics};
@@ -19,6 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The transport of one upstream connection.
 enum Transport {
@@ -31,6 +37,9 @@ enum Transport {
 pub struct UpstreamStream {
     transport: Transport,
     _open: ConnectionGauge,
+    /// The pool's connection slot, returned when hyper drops the connection (closed, failed,
+    /// idle too long, or given up mid-response because the request was cancelled).
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Connection for UpstreamStream {
@@ -104,8 +113,88 @@ pub struct Connector {
     target: Target,
     /// How long a connection (and its TLS handshake) may take.
     timeout: Duration,
+    limit: ConnectionLimit,
     metrics: Arc<Metrics>,
     listener: ListenerLabel,
+}
+
+/// How many connections one upstream pool may have open at once, and how long a request
+/// waits for a slot when all are taken. A hostile client must not be able to make certgate
+/// open a backend connection per request it starts: opening and resetting HTTP/2 streams
+/// costs the client nothing, while each backend connection costs the backend a socket and
+/// often a worker.
+#[derive(Clone)]
+pub struct ConnectionLimit {
+    /// None: no limit (`upstream_max_connections = 0`).
+    slots: Option<Arc<Semaphore>>,
+    max: usize,
+    queue_timeout: Duration,
+}
+
+impl ConnectionLimit {
+    /// A new, unshared set of slots: each upstream pool gets its own, because a slot held by
+    /// one pool's idle connection cannot serve a request of another pool.
+    pub fn new(max: Option<usize>, queue_timeout: Duration) -> ConnectionLimit {
+        ConnectionLimit {
+            slots: max.map(|max| Arc::new(Semaphore::new(max))),
+            max: max.unwrap_or(0),
+            queue_timeout,
+        }
+    }
+
+    /// A slot for one new connection, once one is free.
+    async fn acquire(&self) -> io::Result<Option<OwnedSemaphorePermit>> {
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(self.queue_timeout, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            // The semaphore is never closed; treat it as busy should that change.
+            Ok(Err(_)) | Err(_) => Err(io::Error::other(AllConnectionsBusy {
+                limit: self.max,
+                waited: self.queue_timeout,
+            })),
+        }
+    }
+}
+
+/// A request found all of its upstream's connections in use and none came free in time.
+#[derive(Debug)]
+pub struct AllConnectionsBusy {
+    pub limit: usize,
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for AllConnectionsBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "all {} connections allowed by upstream_max_connections are in use and none came free within {:?}",
+            self.limit, self.waited
+        )
+    }
+}
+
+impl std::error::Error for AllConnectionsBusy {}
+
+impl AllConnectionsBusy {
+    /// The one in an error's chain, if that is why it failed.
+    pub fn find<'e>(
+        error: &'e (dyn std::error::Error + 'static),
+    ) -> Option<&'e AllConnectionsBusy> {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some(busy) = e.downcast_ref::<AllConnectionsBusy>() {
+                return Some(busy);
+            }
+            // io::Error's source() skips the error it wraps; look inside it first.
+            current = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
+        }
+        None
+    }
 }
 
 /// The upstream itself. The request URI only keys the pool; the target is fixed by the
@@ -127,6 +216,7 @@ impl Connector {
     pub fn plain(
         upstream: &HttpUpstream,
         timeout: Duration,
+        limit: ConnectionLimit,
         metrics: Arc<Metrics>,
         listener: &str,
     ) -> Connector {
@@ -139,6 +229,7 @@ impl Connector {
         Connector {
             target,
             timeout,
+            limit,
             metrics,
             listener: Metrics::listener(listener),
         }
@@ -149,6 +240,7 @@ impl Connector {
         server_name: ServerName<'static>,
         config: Arc<rustls::ClientConfig>,
         timeout: Duration,
+        limit: ConnectionLimit,
         metrics: Arc<Metrics>,
         listener: &str,
     ) -> Connector {
@@ -160,6 +252,7 @@ impl Connector {
         Connector {
             target,
             timeout,
+            limit,
             metrics,
             listener: Metrics::listener(listener),
         }
@@ -169,7 +262,10 @@ impl Connector {
         matches!(self.target, Target::Tls { .. })
     }
 
-    async fn connect(self) -> io::Result<TokioIo<UpstreamStream>> {
+    async fn connect(
+        self,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> io::Result<TokioIo<UpstreamStream>> {
         let started = std::time::Instant::now();
         let transport = match self.target {
             Target::Tcp { authority } => Transport::Tcp(tcp(&authority).await?),
@@ -198,6 +294,7 @@ impl Connector {
         Ok(TokioIo::new(UpstreamStream {
             transport,
             _open: ConnectionGauge::open(gauge),
+            _slot: slot,
         }))
     }
 }
@@ -220,8 +317,10 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let connector = self.clone();
         Box::pin(async move {
+            // The wait for a slot has its own timeout: a busy upstream is not a slow one.
+            let slot = connector.limit.acquire().await?;
             let timeout = connector.timeout;
-            match tokio::time::timeout(timeout, connector.connect()).await {
+            match tokio::time::timeout(timeout, connector.connect(slot)).await {
                 Ok(result) => result,
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -201,6 +201,15 @@ impl Certgate {
         self.addresses[0].1
     }
 
+    /// The address of the listener named `name` (e.g. "admin" beside "edge").
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.addresses
+            .iter()
+            .find(|(listener, _)| listener == name)
+            .unwrap_or_else(|| panic!("no listener \"{name}\"; logs:\n{}", self.logs()))
+            .1
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -554,8 +563,15 @@ pub fn nginx_escaped(pem: &str) -> String {
 /// Client mode ("proxy-b") towards `server_a`, presenting the `TestPki` client certificate
 /// from `files`, plus `extra` flags.
 pub fn start_client_mode(files: &Files, server_a: &Certgate, extra: &[&str]) -> Certgate {
+    let args = client_mode_args(files, server_a.addr(), extra);
+    Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The arguments of client mode ("proxy-b") towards server mode at `server_a`, presenting the
+/// `TestPki` client certificate from `files`, plus `extra` flags.
+pub fn client_mode_args(files: &Files, server_a: SocketAddr, extra: &[&str]) -> Vec<String> {
     let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let upstream = format!("https://localhost:{}", server_a.addr().port());
+    let upstream = format!("https://localhost:{}", server_a.port());
     let mut args: Vec<String> = [
         "client",
         "--name",
@@ -575,7 +591,7 @@ pub fn start_client_mode(files: &Files, server_a: &Certgate, extra: &[&str]) -> 
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    Certgate::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    args
 }
 
 /// The seed topology: server mode ("edge") in front of an echo backend, and client mode

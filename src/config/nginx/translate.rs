@@ -359,29 +359,40 @@ fn not_supported(d: &Directive, context: Context) -> ConfigError {
     }
 }
 
-/// An `upstream NAME { server ADDR; keepalive N; }` block.
-struct Upstream {
+/// An `upstream NAME { server ADDR [max_conns=N]; keepalive N; }` block.
+struct Upstream<'a> {
     address: String,
+    /// The server's `max_conns=N`, and that `server` directive.
+    max_conns: Option<(i64, &'a Directive)>,
 }
 
-fn upstream_block(
-    d: &Directive,
+fn upstream_block<'a>(
+    d: &'a Directive,
     warnings: &mut Vec<String>,
-) -> Result<(String, Upstream), ConfigError> {
+) -> Result<(String, Upstream<'a>), ConfigError> {
     args_count(d, 1..=1)?;
     let mut servers = Vec::new();
+    let mut max_conns = None;
     for inner in d.block.as_deref().unwrap_or_default() {
         match inner.name.as_str() {
             "server" => {
                 args_count(inner, 1..=8)?;
-                if let Some(option) = inner.args[1..]
-                    .iter()
-                    .find(|a| !a.starts_with("max_fails") && !a.starts_with("fail_timeout"))
-                {
-                    warnings.push(format!(
-                        "{}: server option \"{option}\" is ignored: certgate forwards to one server",
-                        inner.place()
-                    ));
+                for option in &inner.args[1..] {
+                    if let Some(value) = option.strip_prefix("max_conns=") {
+                        let value = value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                            inner.error(format!(
+                                "invalid max_conns \"{value}\": use a number of connections (0: no limit)"
+                            ))
+                        })?;
+                        max_conns = Some((value, inner));
+                    } else if !option.starts_with("max_fails")
+                        && !option.starts_with("fail_timeout")
+                    {
+                        warnings.push(format!(
+                            "{}: server option \"{option}\" is ignored: certgate forwards to one server",
+                            inner.place()
+                        ));
+                    }
                 }
                 servers.push(inner);
             }
@@ -398,6 +409,7 @@ fn upstream_block(
             d.args[0].clone(),
             Upstream {
                 address: one.args[0].clone(),
+                max_conns,
             },
         )),
         [] => Err(d.error(format!("upstream \"{}\" has no server", d.args[0]))),
@@ -577,7 +589,7 @@ enum Action<'a> {
 fn server_block(
     server: &Directive,
     scope: &Scope<'_>,
-    upstreams: &BTreeMap<String, Upstream>,
+    upstreams: &BTreeMap<String, Upstream<'_>>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Section>, ConfigError> {
     let block = server.block.as_deref().unwrap_or_default();
@@ -690,6 +702,9 @@ fn server_block(
         );
         limits(&mut section, &root.scope);
         client_side(&mut section, &root.scope, warnings)?;
+        if let Some((max, server)) = target.max_conns {
+            section.push("upstream_max_connections", SpecValue::Integer(max), server);
+        }
         headers(&mut section, &root, &target);
         if !locations.is_empty() {
             section.push_default(
@@ -732,6 +747,13 @@ fn server_block(
                         return Err(pass.error(
                             "every location of a server must proxy with the same scheme as location /",
                         ));
+                    }
+                    let max_conns = |target: &Target<'_>| target.max_conns.map(|(max, _)| max);
+                    if max_conns(&route_target) != max_conns(&target) {
+                        return Err(pass.error(format!(
+                            "location {} proxies to an upstream with another max_conns than location /: certgate applies one upstream_max_connections per server (to each of its upstreams)",
+                            other.path
+                        )));
                     }
                     route.push("upstream", SpecValue::Text(route_target.url), pass);
                 }
@@ -912,7 +934,7 @@ fn listen_address(
     Ok((address, tls))
 }
 
-struct Target {
+struct Target<'a> {
     url: String,
     https: bool,
     /// nginx's `$proxy_host`: host, and port unless it is the scheme's default.
@@ -920,13 +942,15 @@ struct Target {
     /// Reached through an `upstream` block, whose name nginx uses as `$proxy_host` (and so
     /// as the default TLS name) rather than the server's address.
     named_upstream: bool,
+    /// The upstream block's `max_conns`, with its `server` directive.
+    max_conns: Option<(i64, &'a Directive)>,
 }
 
-fn upstream_url(
+fn upstream_url<'a>(
     d: &Directive,
     location: &str,
-    upstreams: &BTreeMap<String, Upstream>,
-) -> Result<Target, ConfigError> {
+    upstreams: &BTreeMap<String, Upstream<'a>>,
+) -> Result<Target<'a>, ConfigError> {
     let url = &d.args[0];
     if url.contains('$') {
         return Err(d.error("variables in proxy_pass are not supported"));
@@ -973,6 +997,7 @@ fn upstream_url(
         url: format!("{scheme}://{address}"),
         https,
         named_upstream: upstreams.contains_key(authority),
+        max_conns: upstreams.get(authority).and_then(|u| u.max_conns),
         proxy_host,
     })
 }
@@ -1038,7 +1063,7 @@ fn protocols(
 }
 
 /// Header rules, plus nginx's default Host (`$proxy_host`) where no rule sets one.
-fn headers(section: &mut Section, location: &Location<'_>, target: &Target) {
+fn headers(section: &mut Section, location: &Location<'_>, target: &Target<'_>) {
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut first: Option<&Directive> = None;
     for h in &location.scope.headers {
@@ -1301,7 +1326,7 @@ fn server_mode(
 fn client_mode(
     section: &mut Section,
     root: &Location<'_>,
-    target: &Target,
+    target: &Target<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     let scope = &root.scope;

@@ -1,0 +1,339 @@
+//! The upstream pool under hostile load: a reset HTTP/2 stream cancels its backend request,
+//! and `upstream_max_connections` bounds how many connections certgate opens to a backend.
+
+mod support;
+
+use hyper::body::Bytes;
+use rustls::pki_types::ServerName;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A backend that reads requests and answers them only after `answer_all`, counting its
+/// connections: how many are open, the most ever open at once, and how many have closed.
+/// It keeps reading while it holds a request, so it notices a close at once.
+struct SlowBackend {
+    address: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    most_open: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    answer: tokio::sync::watch::Sender<bool>,
+}
+
+impl SlowBackend {
+    async fn start() -> SlowBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (answer, answering) = tokio::sync::watch::channel(false);
+        let backend = SlowBackend {
+            address: listener.local_addr().unwrap(),
+            requests: Arc::default(),
+            accepted: Arc::default(),
+            open: Arc::default(),
+            most_open: Arc::default(),
+            closed: Arc::default(),
+            answer,
+        };
+        let (requests, accepted, open, most_open, closed) = (
+            backend.requests.clone(),
+            backend.accepted.clone(),
+            backend.open.clone(),
+            backend.most_open.clone(),
+            backend.closed.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                // On loopback the FIN of a connection certgate closed arrives before the SYN of
+                // the one it opens next; yielding lets the runtime poll its IO driver, so the
+                // old connection's task sees its close before the new one is counted.
+                tokio::task::yield_now().await;
+                let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most_open.fetch_max(now_open, Ordering::SeqCst);
+                let (requests, open, closed) = (requests.clone(), open.clone(), closed.clone());
+                let answering = answering.clone();
+                tokio::spawn(async move {
+                    serve_slowly(stream, &requests, answering).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        backend
+    }
+
+    fn upstream(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// From now on, answer every request (held ones first).
+    fn answer_all(&self) {
+        self.answer.send_replace(true);
+    }
+}
+
+/// Serves one connection until the peer closes it: each request (a head without body, as the
+/// tests send) is answered once `answering` is true.
+async fn serve_slowly(
+    mut stream: tokio::net::TcpStream,
+    requests: &AtomicUsize,
+    mut answering: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            buffer.drain(..end + 4);
+            requests.fetch_add(1, Ordering::SeqCst);
+            // Hold the request, still reading, so that a close is seen while waiting.
+            loop {
+                tokio::select! {
+                    open = answering.wait_for(|answer| *answer) => {
+                        if open.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    read = stream.read(&mut chunk) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    },
+                }
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Waits (generously) until `what` holds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Server mode ("edge") in front of `backend`, with `extra` flags.
+fn server_mode(files: &Files, backend: &SlowBackend, extra: &[&str]) -> Certgate {
+    Certgate::start(&server_mode_args(files, &backend.upstream(), extra))
+}
+
+/// An HTTP/2 connection to server mode over mTLS (ALPN h2).
+async fn http2_connection(
+    address: SocketAddr,
+    pki: &TestPki,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let mut config = (*pki.client_config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), stream)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn get(path: &str) -> hyper::Request<http_body_util::Empty<Bytes>> {
+    hyper::Request::get(format!("https://localhost{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// PKI files for one test.
+fn pki_files() -> (Files, TestPki) {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    (files, pki)
+}
+
+#[tokio::test]
+async fn a_reset_http2_stream_closes_its_backend_connection() {
+    let (files, pki) = pki_files();
+    let backend = SlowBackend::start().await;
+    let server = server_mode(&files, &backend, &[]);
+    let mut sender = http2_connection(server.addr(), &pki).await;
+
+    // Dropping the response future makes hyper reset the stream (RST_STREAM, CANCEL).
+    let response = sender.send_request(get("/slow"));
+    tokio::select! {
+        answer = response => panic!("the backend never answers, yet: {answer:?}"),
+        _ = eventually("the backend holds the request", || {
+            backend.requests.load(Ordering::SeqCst) == 1
+        }) => {}
+    }
+    eventually("the backend sees its connection closed", || {
+        backend.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(backend.open.load(Ordering::SeqCst), 0);
+    // The HTTP/2 connection itself lives on.
+    sender
+        .ready()
+        .await
+        .expect("the client connection is still usable");
+}
+
+/// Starts `count` HTTP/1.1 GETs to server mode at once, each on its own mTLS connection;
+/// each task returns its answer and how long it took.
+fn concurrent_gets(
+    address: SocketAddr,
+    pki: &TestPki,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<(Answer, Duration)>> {
+    (0..count)
+        .map(|_| {
+            let client = pki.client_config();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = https_get(address, client, "/slow", &[]).await.unwrap();
+                (answer, started.elapsed())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn requests_beyond_the_connection_limit_wait_then_get_503() {
+    let (files, pki) = pki_files();
+    let backend = SlowBackend::start().await;
+    let server = server_mode(
+        &files,
+        &backend,
+        &[
+            "--upstream-max-connections",
+            "4",
+            "--upstream-queue-timeout",
+            "1s",
+        ],
+    );
+    let mut requests = concurrent_gets(server.addr(), &pki, 20);
+
+    // The backend holds 4; the other 16 wait for one of those, in vain, and get 503.
+    let mut refused = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refused < 16 {
+        let finished = requests.iter().position(|r| r.is_finished());
+        let Some(index) = finished else {
+            assert!(
+                Instant::now() < deadline,
+                "only {refused} requests were refused"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let (answer, took) = requests.swap_remove(index).await.unwrap();
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert!(
+            answer.body.contains(&format!(
+                "upstream {} is at its connection limit: all 4 connections",
+                backend.upstream()
+            )),
+            "{}",
+            answer.body
+        );
+        assert!(
+            took >= Duration::from_secs(1),
+            "answered before waiting: {took:?}"
+        );
+        refused += 1;
+    }
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 4);
+    assert!(backend.most_open.load(Ordering::SeqCst) <= 4);
+    server.wait_for_log(&[
+        "listener \"edge\"",
+        "failed: 503",
+        "raise upstream_max_connections",
+    ]);
+
+    // The 4 held requests are still there, and are served once the backend answers.
+    backend.answer_all();
+    for request in requests {
+        assert_eq!(request.await.unwrap().0.status, 200);
+    }
+    assert!(backend.most_open.load(Ordering::SeqCst) <= 4);
+}
+
+#[tokio::test]
+async fn waiting_requests_are_served_on_freed_connections() {
+    let (files, pki) = pki_files();
+    let backend = SlowBackend::start().await;
+    let server = server_mode(&files, &backend, &["--upstream-max-connections", "4"]);
+    let requests = concurrent_gets(server.addr(), &pki, 20);
+    eventually("the backend holds requests", || {
+        backend.requests.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+
+    backend.answer_all();
+    for request in requests {
+        let (answer, _) = request.await.unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 20);
+    let most_open = backend.most_open.load(Ordering::SeqCst);
+    assert!(most_open <= 4, "{most_open} backend connections at once");
+    let accepted = backend.accepted.load(Ordering::SeqCst);
+    assert!(
+        accepted <= 4,
+        "{accepted} backend connections for 20 requests"
+    );
+}
+
+#[tokio::test]
+async fn resetting_http2_streams_opens_no_more_backend_connections_than_the_limit() {
+    let (files, pki) = pki_files();
+    let backend = SlowBackend::start().await;
+    let server = server_mode(&files, &backend, &["--upstream-max-connections", "4"]);
+    let mut sender = http2_connection(server.addr(), &pki).await;
+
+    // A stream every 20 ms, each reset (its response future dropped) 400 ms later: about
+    // 20 live at a time, well under the server's stream limit.
+    let started = Instant::now();
+    let mut live = std::collections::VecDeque::new();
+    while started.elapsed() < Duration::from_secs(2) {
+        live.push_back((Instant::now(), sender.send_request(get("/slow"))));
+        while live
+            .front()
+            .is_some_and(|(opened, _)| opened.elapsed() >= Duration::from_millis(400))
+        {
+            live.pop_front();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(live);
+
+    let most_open = backend.most_open.load(Ordering::SeqCst);
+    assert!(most_open <= 4, "{most_open} backend connections at once");
+    assert!(backend.requests.load(Ordering::SeqCst) >= 4);
+    // Every stream is gone, so is every backend connection.
+    eventually("the backend has no connection left", || {
+        backend.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    sender
+        .ready()
+        .await
+        .expect("the client connection is still usable");
+}

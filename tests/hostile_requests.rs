@@ -59,7 +59,8 @@ fn chunked_post(body: &str) -> Vec<u8> {
 
 /// `certgate_upstream_errors_total` of `listener`, from the admin listener's /metrics.
 async fn upstream_errors(process: &Certgate, listener: &str) -> u64 {
-    let metrics = http_get(process.listener("admin"), "/metrics", &[]).await;
+    let admin = process.listener("admin");
+    let metrics = http_get(admin, "/metrics", &[("host", &admin.to_string())]).await;
     assert_eq!(metrics.status, 200);
     let series = format!("certgate_upstream_errors_total{{listener=\"{listener}\"}} ");
     metrics

@@ -329,7 +329,14 @@ where
             .await
             .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(connection);
-    let mut request = hyper::Request::get(path).header("host", "backend.example");
+    let mut request = hyper::Request::get(path);
+    // A Host given by the caller replaces the default one.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", "backend.example");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

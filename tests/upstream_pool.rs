@@ -337,3 +337,80 @@ async fn resetting_http2_streams_opens_no_more_backend_connections_than_the_limi
         .await
         .expect("the client connection is still usable");
 }
+
+/// The attack as the report ran it, with another HTTP/2 implementation: Python's `h2`
+/// opening a stream every 20 ms and resetting each 400 ms later. Needs `pip install h2`, so
+/// it runs from .ci/run (`cargo test --test upstream_pool -- --ignored`).
+const PYTHON_H2_FLOOD: &str = r#"
+import socket, ssl, sys, time
+import h2.connection, h2.config, h2.exceptions
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+ctx.set_alpn_protocols(["h2"])
+sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
+conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+conn.initiate_connection()
+sock.sendall(conn.data_to_send())
+sock.settimeout(0.001)
+live, stream, opened, started = [], 1, 0, time.time()
+while time.time() - started < 2:
+    headers = [(":method", "GET"), (":path", "/slow"), (":scheme", "https"), (":authority", "localhost")]
+    conn.send_headers(stream, headers, end_stream=True)
+    live.append((time.time(), stream))
+    stream, opened = stream + 2, opened + 1
+    while live and time.time() - live[0][0] >= 0.4:
+        conn.reset_stream(live.pop(0)[1])
+    sock.sendall(conn.data_to_send())
+    try:
+        data = sock.recv(65535)
+        if data:
+            conn.receive_data(data)
+            sock.sendall(conn.data_to_send())
+    except (socket.timeout, ssl.SSLWantReadError):
+        pass
+    time.sleep(0.02)
+for _, left in live:
+    conn.reset_stream(left)
+sock.sendall(conn.data_to_send())
+print(opened, flush=True)
+time.sleep(1)
+"#;
+
+#[tokio::test]
+#[ignore = "needs Python's h2 (pip install h2); run by .ci/run"]
+async fn a_python_h2_client_resetting_streams_cannot_open_more_backend_connections_than_the_limit()
+{
+    let (files, _pki) = pki_files();
+    let backend = SlowBackend::start().await;
+    let server = server_mode(&files, &backend, &["--upstream-max-connections", "4"]);
+    let path = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let mut python = std::process::Command::new("python3");
+    python
+        .args(["-c", PYTHON_H2_FLOOD])
+        .arg(server.addr().port().to_string())
+        .args([path("ca.pem"), path("client.pem"), path("client.key")]);
+    // Off the runtime's thread, which the backend needs meanwhile.
+    let output = tokio::task::spawn_blocking(move || python.output())
+        .await
+        .unwrap()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let opened: usize = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(opened >= 50, "only {opened} streams opened");
+    let most_open = backend.most_open.load(Ordering::SeqCst);
+    assert!(most_open <= 4, "{most_open} backend connections at once");
+    assert!(backend.requests.load(Ordering::SeqCst) >= 4);
+    eventually("the backend has no connection left", || {
+        backend.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}

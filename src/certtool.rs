@@ -6,6 +6,7 @@
 use crate::tls::identity::{
     distinguished_name, lowercase_hex, pem_block, pem_encode, presented_names,
 };
+use crate::tls::verify::{ChainVerifier, PeerRole};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -77,6 +78,23 @@ fn sha256_hex(bytes: &[u8]) -> String {
     lowercase_hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
+/// The purposes an extended key usage extension lists, by their OpenSSL names.
+fn usage_names(eku: &ExtendedKeyUsage<'_>) -> Vec<String> {
+    [
+        (eku.any, "any"),
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "OCSPSigning"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, name)| name.to_string())
+    .collect()
+}
+
 /// Describes every certificate of a file (PEM bundle or DER).
 pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, String> {
     let certs = crate::tls::load::certificates(path).map_err(|e| e.to_string())?;
@@ -107,23 +125,10 @@ pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, String> {
                 }
             }
         }
-        let mut extended_key_usage = Vec::new();
-        if let Ok(Some(eku)) = cert.extended_key_usage() {
-            let e = eku.value;
-            for (set, name) in [
-                (e.any, "any"),
-                (e.server_auth, "serverAuth"),
-                (e.client_auth, "clientAuth"),
-                (e.code_signing, "codeSigning"),
-                (e.email_protection, "emailProtection"),
-                (e.time_stamping, "timeStamping"),
-                (e.ocsp_signing, "OCSPSigning"),
-            ] {
-                if set {
-                    extended_key_usage.push(name.to_string());
-                }
-            }
-        }
+        let extended_key_usage = match cert.extended_key_usage() {
+            Ok(Some(eku)) => usage_names(eku.value),
+            _ => Vec::new(),
+        };
         let (ca, path_length) = match cert.basic_constraints() {
             Ok(Some(bc)) => (Some(bc.value.ca), bc.value.path_len_constraint),
             _ => (None, None),
@@ -352,9 +357,73 @@ impl std::fmt::Display for CheckLine {
     }
 }
 
+fn usage_name(role: PeerRole) -> &'static str {
+    match role {
+        PeerRole::Client => "clientAuth",
+        PeerRole::Server => "serverAuth",
+    }
+}
+
+fn role_name(role: PeerRole) -> &'static str {
+    match role {
+        PeerRole::Client => "client",
+        PeerRole::Server => "server",
+    }
+}
+
+fn allows(eku: &ExtendedKeyUsage<'_>, role: PeerRole) -> bool {
+    match role {
+        PeerRole::Client => eku.client_auth,
+        PeerRole::Server => eku.server_auth,
+    }
+}
+
+/// Without `--role`: the roles a certificate's extended key usage claims, and the usage
+/// line that says which were checked. No extension, or anyExtendedKeyUsage, allows either
+/// role; the server role is checked then, as the one a name and a chain matter most for.
+fn claimed_roles(eku: Option<&ExtendedKeyUsage<'_>>) -> (Verdict, String, Vec<PeerRole>) {
+    let Some(eku) = eku.filter(|eku| !eku.any) else {
+        let what = match eku {
+            Some(_) => "its extended key usage is anyExtendedKeyUsage",
+            None => "it has no extended key usage",
+        };
+        return (
+            Verdict::Ok,
+            format!("no --role given and {what}, so it may serve either role: checked as a TLS server certificate (serverAuth); give --role client to check it as a client's"),
+            vec![PeerRole::Server],
+        );
+    };
+    let listed = usage_names(eku).join(", ");
+    match (eku.server_auth, eku.client_auth) {
+        (true, true) => (
+            Verdict::Ok,
+            format!("no --role given; its extended key usage ({listed}) allows serverAuth and clientAuth, so it is checked as both a TLS server and a TLS client certificate"),
+            vec![PeerRole::Server, PeerRole::Client],
+        ),
+        (server, _) => {
+            let role = if server { PeerRole::Server } else { PeerRole::Client };
+            if !allows(eku, role) {
+                return (
+                    Verdict::Failure,
+                    format!("its extended key usage ({listed}) allows neither serverAuth nor clientAuth: it cannot be used for TLS; issue one with serverAuth or clientAuth"),
+                    vec![PeerRole::Server],
+                );
+            }
+            (
+                Verdict::Ok,
+                format!(
+                    "no --role given; its extended key usage ({listed}) allows {} only, so it is checked as a TLS {} certificate",
+                    usage_name(role),
+                    role_name(role)
+                ),
+                vec![role],
+            )
+        }
+    }
+}
+
 /// Runs every check that the given files allow, in plain words.
 pub fn check(request: &CheckRequest<'_>) -> Vec<CheckLine> {
-    use crate::tls::verify::{ChainVerifier, PeerRole};
     let mut lines = Vec::new();
     let mut line = |verdict, check, words: String| {
         lines.push(CheckLine {
@@ -461,64 +530,64 @@ pub fn check(request: &CheckRequest<'_>) -> Vec<CheckLine> {
         }
     }
 
-    // Usage for the role.
-    if let Some(role) = request.role {
-        let wanted = if role == "client" {
-            "clientAuth"
-        } else {
-            "serverAuth"
-        };
-        match leaf.extended_key_usage() {
-            Ok(Some(eku)) => {
-                let fits = eku.value.any
-                    || if role == "client" {
-                        eku.value.client_auth
-                    } else {
-                        eku.value.server_auth
-                    };
-                if fits {
-                    line(
-                        Verdict::Ok,
-                        "usage",
-                        format!("its extended key usage allows {wanted}"),
-                    );
-                } else {
-                    line(Verdict::Failure, "usage", format!("its extended key usage does not allow {wanted}: it cannot be used as a TLS {role} certificate; issue one with {wanted}"));
-                }
+    // Usage for the role: the one asked for, or without --role each one the certificate's
+    // extended key usage claims (a client certificate is not a broken server certificate).
+    let eku = match leaf.extended_key_usage() {
+        Ok(Some(eku)) => Some(eku.value),
+        _ => None,
+    };
+    let roles = match request.role {
+        Some(role) => {
+            let role = if role == "client" {
+                PeerRole::Client
+            } else {
+                PeerRole::Server
+            };
+            let wanted = usage_name(role);
+            match eku {
+                Some(eku) if eku.any || allows(eku, role) => line(
+                    Verdict::Ok,
+                    "usage",
+                    format!("its extended key usage allows {wanted}"),
+                ),
+                Some(_) => line(Verdict::Failure, "usage", format!("its extended key usage does not allow {wanted}: it cannot be used as a TLS {} certificate; issue one with {wanted}", role_name(role))),
+                None => line(
+                    Verdict::Ok,
+                    "usage",
+                    format!("no extended key usage, so {wanted} is allowed"),
+                ),
             }
-            _ => line(
-                Verdict::Ok,
-                "usage",
-                format!("no extended key usage, so {wanted} is allowed"),
-            ),
+            vec![role]
         }
-    }
+        None => {
+            let (verdict, words, roles) = claimed_roles(eku);
+            line(verdict, "usage", words);
+            roles
+        }
+    };
 
-    // The chain, to the CA, within the depth.
+    // The chain, to the CA, within the depth, for each role checked.
     if let Some(ca) = request.ca {
-        let role = if request.role == Some("client") {
-            PeerRole::Client
-        } else {
-            PeerRole::Server
-        };
-        let verified = crate::tls::load::certificates(ca)
-            .map_err(|e| e.to_string())
-            .and_then(|roots| {
-                ChainVerifier::new(&roots, request.verify_depth, role, None, &provider)
-            })
-            .and_then(|verifier| {
-                verifier
-                    .verify(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
-                    .map_err(|rejection| rejection.to_string())
-            });
+        let roots = crate::tls::load::certificates(ca).map_err(|e| e.to_string());
+        let verified = roles.iter().try_for_each(|role| {
+            let roots = roots.as_ref().map_err(Clone::clone)?;
+            ChainVerifier::new(roots, request.verify_depth, *role, None, &provider)?
+                .verify(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
+                .map_err(|rejection| rejection.to_string())
+        });
         match verified {
             Ok(()) => line(
                 Verdict::Ok,
                 "chain",
                 format!(
-                    "verifies to {} within depth {}",
+                    "verifies to {} within depth {}, for {}",
                     ca.display(),
-                    request.verify_depth
+                    request.verify_depth,
+                    roles
+                        .iter()
+                        .map(|role| usage_name(*role))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
                 ),
             ),
             Err(reason) => line(Verdict::Failure, "chain", reason),

@@ -223,9 +223,12 @@ struct ProbeArgs {
     /// Most intermediate CAs allowed in the server's chain (default 1, as nginx).
     #[arg(long, default_value_t = 1)]
     verify_depth: u32,
-    /// After the handshake, send GET PATH and print the status and headers.
-    #[arg(long, value_name = "PATH")]
+    /// After the handshake, send GET PATH rather than HEAD / and print the answer.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_request")]
     get: Option<String>,
+    /// Send no request after the handshake (servers such as nginx judge our certificate only at the first request).
+    #[arg(long)]
+    no_request: bool,
 }
 
 #[derive(Args)]
@@ -835,7 +838,14 @@ async fn probe_command(args: ProbeArgs) -> anyhow::Result<()> {
         server_name: args.server_name,
         versions,
         verify_depth: args.verify_depth,
-        get: args.get,
+        http: match (args.no_request, args.get) {
+            (true, _) => None,
+            (false, Some(path)) => Some(certgate::probe::HttpProbe {
+                method: hyper::Method::GET,
+                path,
+            }),
+            (false, None) => Some(Default::default()),
+        },
     })
     .await;
     for line in &report.lines {

@@ -8,6 +8,7 @@
 //! certificate's issuer, validity and usage) rather than from the bare TLS alert.
 
 use crate::certtool::{CheckLine, Verdict};
+use crate::proxy::refusal::{html_title, CertificateRefusal, PAGE_LIMIT};
 use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
 use crate::tls::identity::{distinguished_name, lowercase_hex};
 use crate::tls::verify::{
@@ -42,8 +43,24 @@ pub struct ProbeRequest {
     pub server_name: Option<String>,
     pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
     pub verify_depth: u32,
-    /// Send `GET PATH` after the handshake and report the response.
-    pub get: Option<String>,
+    /// The request sent after the handshake, and its response reported; None sends none.
+    /// Servers such as nginx judge a client certificate only when a request comes.
+    pub http: Option<HttpProbe>,
+}
+
+/// A request for the probe to send: `HEAD /` by default, `GET PATH` with `--get`.
+pub struct HttpProbe {
+    pub method: hyper::Method,
+    pub path: String,
+}
+
+impl Default for HttpProbe {
+    fn default() -> Self {
+        HttpProbe {
+            method: hyper::Method::HEAD,
+            path: "/".into(),
+        }
+    }
 }
 
 /// The report, a line per finding; the exit code is the worst verdict.
@@ -148,8 +165,7 @@ impl OurCertificate {
                 self.subject
             ));
         }
-        let trusted = self.issuers.iter().any(|issuer| accepted.contains(issuer));
-        if !accepted.is_empty() && !trusted {
+        if self.issuer_unlisted(accepted) {
             let mut sentence = format!(
                 "the server does not trust the issuer of our certificate (\"{}\"); it accepts certificates issued by: {}",
                 self.issuers[0],
@@ -165,6 +181,12 @@ impl OurCertificate {
             return Some(sentence);
         }
         None
+    }
+
+    /// Whether the server lists the CA names it accepts and none of our chain's issuers is
+    /// among them: it will refuse us, in the handshake or (nginx) at the first request.
+    fn issuer_unlisted(&self, accepted: &[String]) -> bool {
+        !accepted.is_empty() && !self.issuers.iter().any(|issuer| accepted.contains(issuer))
     }
 }
 
@@ -347,31 +369,16 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
             ours: ours.as_ref().map(|o| o.key.clone()),
             observed: observed.clone(),
         }));
-    // Without --get, offer h2 too, to show what the server would pick; with it, HTTP/1.1,
-    // whose failures carry the TLS error that explains them (h2 reports only "connection
-    // error").
-    config.alpn_protocols = match request.get {
+    // With a request, HTTP/1.1, whose failures carry the TLS error that explains them (h2
+    // reports only "connection error"); without, offer h2 too, to show what the server
+    // would pick.
+    config.alpn_protocols = match request.http {
         Some(_) => vec![b"http/1.1".to_vec()],
         None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
     };
     config.resumption = rustls::client::Resumption::disabled();
 
-    let tcp = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(&request.target),
-    )
-    .await
-    {
-        Err(_) => {
-            return Err(format!(
-                "no answer from {} within {}s: a firewall drops the packets, or the host is down",
-                request.target,
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        }
-        Ok(Err(error)) => return Err(connect_failure(&request.target, &error)),
-        Ok(Ok(tcp)) => tcp,
-    };
+    let tcp = dial(&request.target).await?;
     let peer = tcp
         .peer_addr()
         .map(|a| a.to_string())
@@ -383,8 +390,11 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
     );
 
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let handshake =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp)).await;
+    let handshake = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        connector.connect(server_name.clone(), tcp),
+    )
+    .await;
     let take = |observed: &Arc<Mutex<ObservedCell>>| {
         std::mem::take(&mut observed.lock().unwrap_or_else(|e| e.into_inner()).0)
     };
@@ -430,11 +440,12 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
     };
 
     let seen = take(&observed);
-    // In TLS 1.3 the server judges our certificate after our Finished. With --get the
-    // request's answer tells the verdict; without, wait briefly for an alert or tickets
-    // (reading ahead before a request would eat the server's first HTTP/2 frames).
-    let will_get = request.get.is_some() && !matches!(seen.server_verdict, Some(Err(_)));
-    let refusal = if tls13 && !will_get {
+    // In TLS 1.3 the server judges our certificate after our Finished, and nginx judges it
+    // only when a request comes, in either version. With a request its answer tells the
+    // verdict; without, wait briefly for an alert or tickets (reading ahead before a request
+    // would eat the server's first HTTP/2 frames).
+    let will_request = request.http.is_some() && !matches!(seen.server_verdict, Some(Err(_)));
+    let refusal = if tls13 && !will_request {
         await_verdict(&mut stream).await
     } else {
         None
@@ -443,48 +454,172 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
     if let Some(error) = refusal {
         return Err(handshake_failure(&error, &seen, ours.as_ref(), request));
     }
-    let verdict_by_request = tls13 && will_get && ours.is_some();
-    if seen.requested.is_some() && !verdict_by_request {
-        let tickets = stream.get_ref().1.tls13_tickets_received();
-        let words = match &ours {
-            Some(_) if tls13 && tickets == 0 => {
-                "no refusal within 2s (the server sent no session ticket to confirm acceptance)"
-            }
-            Some(_) => "our certificate was accepted",
-            None => "none sent, and the server accepted the handshake without one",
-        };
-        report.push(Verdict::Ok, "client cert", words);
-    }
-
-    let Some(path) = &request.get else {
+    let Some(http) = request.http.as_ref().filter(|_| will_request) else {
+        if seen.requested.is_some() {
+            let tickets = stream.get_ref().1.tls13_tickets_received();
+            let words = match &ours {
+                Some(_) if tls13 && tickets == 0 => {
+                    "no refusal within 2s (the server sent no session ticket to confirm acceptance)"
+                }
+                Some(_) => "the handshake completed with our certificate (a server such as nginx judges it only at the first request, and none was sent)",
+                None => "none sent, and the server completed the handshake without one (a server such as nginx refuses only at the first request, and none was sent)",
+            };
+            report.push(Verdict::Ok, "client cert", words);
+        }
+        if let Some(http) = &request.http {
+            report.push(
+                Verdict::Failure,
+                "http",
+                format!(
+                    "{} {} not sent: the server's certificate did not verify",
+                    http.method, http.path
+                ),
+            );
+        }
         return Ok(());
     };
-    if !will_get {
-        report.push(
-            Verdict::Failure,
-            "http",
-            format!("GET {path} not sent: the server's certificate did not verify"),
-        );
-        return Ok(());
-    }
-    match http_get(stream, path, &name_text).await {
-        Ok(lines) => {
-            if verdict_by_request && seen.requested.is_some() {
+    let failed = |error: GetError| match error {
+        GetError::Failed(error) if find_rustls_error(&error).is_some() => {
+            handshake_failure(&error, &seen, ours.as_ref(), request)
+        }
+        GetError::Failed(error) => format!("{} {} failed: {error}", http.method, http.path),
+        GetError::Other(reason) => reason,
+    };
+    let mut answer = exchange(stream, &http.method, &http.path, &name_text)
+        .await
+        .map_err(failed)?;
+    report_answer(report, &http.method, &http.path, &answer);
+    // nginx gives the reason of a 400 only in its page, which a HEAD does not get: ask again
+    // with GET on a new connection (a refusal closes the first one).
+    if http.method == hyper::Method::HEAD
+        && answer.status == hyper::StatusCode::BAD_REQUEST
+        && answer.body_len == 0
+    {
+        let again = async {
+            let tcp = dial(&request.target).await?;
+            let stream =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp))
+                    .await
+                    .map_err(|_| "the second handshake did not finish in time".to_string())?
+                    .map_err(|e| format!("the second handshake failed: {e}"))?;
+            exchange(stream, &hyper::Method::GET, &http.path, &name_text)
+                .await
+                .map_err(failed)
+        };
+        match again.await {
+            Ok(page) => {
                 report.push(
                     Verdict::Ok,
-                    "client cert",
-                    "our certificate was accepted (the server answered the request)",
+                    "http",
+                    format!(
+                        "asked again with GET {} to read why (a HEAD gets no page): {}",
+                        http.path,
+                        answer_summary(&page)
+                    ),
                 );
+                answer = page;
             }
-            report.lines.extend(lines.lines);
+            Err(reason) => report.push(
+                Verdict::Warning,
+                "http",
+                format!(
+                    "asked again with GET {} to read why, which failed: {reason}",
+                    http.path
+                ),
+            ),
+        }
+    }
+    match CertificateRefusal::recognise(answer.status, &answer.page) {
+        Some(refusal) => {
+            report.push(
+                Verdict::Failure,
+                "client cert",
+                format!(
+                    "refused after the handshake: the server answered 400 \"{}\"",
+                    refusal.nginx_words()
+                ),
+            );
+            Err(http_refusal(refusal, &seen, ours.as_ref()))
+        }
+        None if answer.status == hyper::StatusCode::BAD_REQUEST => {
+            // The http line has warned already; say what it means for our certificate.
+            if seen.requested.is_some() {
+                report.push(
+                Verdict::Warning,
+                "client cert",
+                "not known: the server answered 400 to the request, which is not a refusal of a certificate (nginx words those \"The SSL certificate error\" and \"No required SSL certificate was sent\")",
+            );
+            }
             Ok(())
         }
-        Err(GetError::Failed(error)) if find_rustls_error(&error).is_some() => {
-            Err(handshake_failure(&error, &seen, ours.as_ref(), request))
+        None => {
+            if seen.requested.is_some() {
+                let words = match &ours {
+                    Some(_) => "our certificate was accepted (the server answered the request)",
+                    None => "none sent, and the server answered the request without one",
+                };
+                report.push(Verdict::Ok, "client cert", words);
+            }
+            Ok(())
         }
-        Err(GetError::Failed(error)) => Err(format!("GET {path} failed: {error}")),
-        Err(GetError::Other(reason)) => Err(reason),
     }
+}
+
+/// Dials the target, with the sentence for each way that fails.
+async fn dial(target: &str) -> Result<tokio::net::TcpStream, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
+        Err(_) => Err(format!(
+            "no answer from {target} within {}s: a firewall drops the packets, or the host is down",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+        Ok(Err(error)) => Err(connect_failure(target, &error)),
+        Ok(Ok(tcp)) => Ok(tcp),
+    }
+}
+
+/// One sentence for nginx's refusal of our certificate, read from its 400 page.
+fn http_refusal(
+    refusal: CertificateRefusal,
+    seen: &Observed,
+    ours: Option<&OurCertificate>,
+) -> String {
+    let answered = format!(
+        " (it answered 400 \"{}\" after the handshake)",
+        refusal.nginx_words()
+    );
+    let names = seen.requested.as_deref().unwrap_or_default();
+    match (refusal, ours) {
+        (_, None) => no_certificate_sent(names, &answered),
+        (CertificateRefusal::Invalid, Some(ours)) => match ours.visible_problem(names) {
+            Some(problem) => format!("the server refused our certificate{answered}: {problem}"),
+            None => format!(
+                "the server refused our certificate \"{}\"{answered} although it is valid and its issuer's name is one the server accepts: the server's error log has the reason (\"client SSL certificate verify error\": a CRL, the chain depth, or another CA that carries the same name)",
+                ours.subject
+            ),
+        },
+        (CertificateRefusal::Missing, Some(ours)) => {
+            let why = match seen.requested {
+                None => "it did not ask for one in the handshake (nginx asks in the server block of the name sent, so check --server-name)",
+                Some(_) => "its error log has the reason",
+            };
+            format!(
+                "the server says no client certificate was sent{answered}, though we had \"{}\": {why}",
+                ours.subject
+            )
+        }
+    }
+}
+
+/// The sentence for a server that wants a client certificate when we sent none.
+fn no_certificate_sent(names: &[String], how: &str) -> String {
+    let from = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" issued by one of: {}", quoted_list(names))
+    };
+    format!(
+        "the server requires a client certificate and we sent none{how}: pass --cert and --key with a certificate{from}"
+    )
 }
 
 /// The error that ended a connection task, or else the request's own.
@@ -606,6 +741,16 @@ fn report_observed(report: &mut Report, seen: &Observed, ours: Option<&OurCertif
                 "client cert",
                 format!("requested; {accepted}; {sent}"),
             );
+            if let Some(ours) = ours.filter(|ours| ours.issuer_unlisted(names)) {
+                report.push(
+                    Verdict::Warning,
+                    "client cert",
+                    format!(
+                        "the issuer of our certificate (\"{}\") is not among the CA names the server accepts: expect a refusal",
+                        ours.issuers[0]
+                    ),
+                );
+            }
         }
     }
 }
@@ -675,16 +820,7 @@ fn handshake_failure(
             ) || (alert == AlertDescription::HandshakeFailure
                 && requested.is_some());
             match (requested, ours) {
-                (Some(names), None) if about_our_cert => {
-                    let from = if names.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" issued by one of: {}", quoted_list(names))
-                    };
-                    format!(
-                        "the server requires a client certificate and we sent none: pass --cert and --key with a certificate{from}"
-                    )
-                }
+                (Some(names), None) if about_our_cert => no_certificate_sent(names, ""),
                 (Some(names), Some(ours)) if about_our_cert => {
                     match ours.visible_problem(names) {
                         Some(problem) => format!("the server refused our certificate: {problem}"),
@@ -731,21 +867,32 @@ fn versions_text(versions: &[&'static rustls::SupportedProtocolVersion]) -> Stri
         .join(" and ")
 }
 
-/// Sends `GET PATH` over the probed connection and reports the status and headers.
-async fn http_get(
+/// A response to the probe's request: the head, and the start of the body.
+struct Answer {
+    status: hyper::StatusCode,
+    headers: hyper::HeaderMap,
+    /// The first `PAGE_LIMIT` bytes of the body, enough for nginx's error pages.
+    page: bytes::Bytes,
+    body_len: u64,
+}
+
+/// Sends `METHOD PATH` over the probed connection and reads the answer.
+async fn exchange(
     stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    method: &hyper::Method,
     path: &str,
     host: &str,
-) -> Result<Report, GetError> {
-    let mut report = Report::default();
+) -> Result<Answer, GetError> {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::TokioIo;
     let io = TokioIo::new(stream);
-    let request = hyper::Request::get(path)
+    let request = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "certgate-probe")
         .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| GetError::Other(format!("--get {path}: {e}")))?;
+        .map_err(|e| GetError::Other(format!("{method} {path}: {e}")))?;
     let exchange = async {
         // A refusal (a TLS alert) ends the connection task; the request may then fail only
         // with "canceled", so the connection's own error is the one worth reporting.
@@ -755,36 +902,62 @@ async fn http_get(
             Ok(response) => response,
             Err(error) => return Err(connection_error(connection, error).await),
         };
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok::<_, hyper::Error>((parts, body.len()))
-    };
-    let (parts, body_len) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-        Err(_) => {
-            return Err(GetError::Other(format!(
-                "GET {path}: no response within {}s",
-                REQUEST_TIMEOUT.as_secs()
-            )))
+        let (parts, mut body) = response.into_parts();
+        let (mut page, mut body_len) = (Vec::new(), 0u64);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                body_len += data.len() as u64;
+                let room = PAGE_LIMIT.saturating_sub(page.len());
+                page.extend_from_slice(&data[..data.len().min(room)]);
+            }
         }
-        Ok(Err(error)) => return Err(GetError::Failed(error)),
-        Ok(Ok(response)) => response,
+        Ok::<_, hyper::Error>(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            page: page.into(),
+            body_len,
+        })
     };
-    let verdict = if parts.status.is_server_error() {
-        Verdict::Warning
-    } else {
-        Verdict::Ok
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Err(_) => Err(GetError::Other(format!(
+            "{method} {path}: no response within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(error)) => Err(GetError::Failed(error)),
+        Ok(Ok(answer)) => Ok(answer),
+    }
+}
+
+/// "400 Bad Request (215 bytes of body, titled "...")".
+fn answer_summary(answer: &Answer) -> String {
+    let title = match html_title(&answer.page) {
+        Some(title) => format!(", titled \"{}\"", title.escape_debug()),
+        None => String::new(),
     };
+    format!(
+        "{} ({} bytes of body{title})",
+        answer.status, answer.body_len
+    )
+}
+
+/// The status line and headers of an answer; a 400 or a 5xx is a warning.
+fn report_answer(report: &mut Report, method: &hyper::Method, path: &str, answer: &Answer) {
+    let verdict =
+        if answer.status.is_server_error() || answer.status == hyper::StatusCode::BAD_REQUEST {
+            Verdict::Warning
+        } else {
+            Verdict::Ok
+        };
     report.push(
         verdict,
         "http",
-        format!("GET {path} -> {} ({body_len} bytes of body)", parts.status),
+        format!("{method} {path} -> {}", answer_summary(answer)),
     );
-    for (name, value) in &parts.headers {
+    for (name, value) in &answer.headers {
         report.push(
             Verdict::Ok,
             "http",
             format!("  {name}: {}", String::from_utf8_lossy(value.as_bytes())),
         );
     }
-    Ok(report)
 }

@@ -293,3 +293,80 @@ fn check_warns_with_exit_1_about_expiry_windows_and_readable_keys() {
         "{output}"
     );
 }
+
+/// Without `--role`, `cert check` checks each usage the certificate's extended key usage
+/// claims (the chain included) and says which; a client certificate is not a failed server one.
+#[test]
+fn check_without_a_role_checks_the_usage_the_certificate_claims() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    let both = pki
+        .ca
+        .leaf(&LeafSpec::new("both-ways", Usage::Both))
+        .unwrap();
+    let both = files.write("both.pem", &both.cert_pem);
+    let client = files.path("client.pem").to_string_lossy().into_owned();
+    let server = files.path("server.pem").to_string_lossy().into_owned();
+    for (cert, usage, chain) in [
+        (
+            &client,
+            "ok    usage        no --role given; its extended key usage (clientAuth) allows clientAuth only, so it is checked as a TLS client certificate",
+            "for clientAuth",
+        ),
+        (
+            &server,
+            "ok    usage        no --role given; its extended key usage (serverAuth) allows serverAuth only, so it is checked as a TLS server certificate",
+            "for serverAuth",
+        ),
+        (
+            &both,
+            "ok    usage        no --role given; its extended key usage (serverAuth, clientAuth) allows serverAuth and clientAuth, so it is checked as both a TLS server and a TLS client certificate",
+            "for serverAuth and clientAuth",
+        ),
+    ] {
+        let (code, output) = check(&["--cert", cert, "--ca", &ca]);
+        assert_eq!(code, 0, "{cert}:\n{output}");
+        assert!(output.contains(usage), "{cert}: {usage:?} in:\n{output}");
+        let chain_line = output
+            .lines()
+            .find(|l| l.starts_with("ok    chain"))
+            .unwrap_or_else(|| panic!("{cert}: no chain line in:\n{output}"));
+        assert!(chain_line.ends_with(chain), "{cert}: {chain_line}");
+    }
+    // Asked for explicitly, the other role still fails.
+    let (code, output) = check(&["--cert", &client, "--ca", &ca, "--role", "server"]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("FAIL  usage        its extended key usage does not allow serverAuth"),
+        "{output}"
+    );
+}
+
+/// A certificate without the extension may serve either role: checked as a server's, said so.
+#[test]
+fn check_without_a_role_or_an_extended_key_usage_says_either_role_fits() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "no-eku");
+    let root = rcgen::Issuer::from_ca_cert_pem(
+        &pki.ca.issued.cert_pem,
+        rcgen::KeyPair::from_pem(&pki.ca.issued.key_pem).unwrap(),
+    )
+    .unwrap();
+    let cert = params.signed_by(&key, &root).unwrap();
+    let path = files.write("no-eku.pem", cert.pem());
+    let (code, output) = check(&["--cert", &path, "--ca", &ca]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("ok    usage        no --role given and it has no extended key usage, so it may serve either role: checked as a TLS server certificate (serverAuth)"),
+        "{output}"
+    );
+}

@@ -459,6 +459,211 @@ fn nginx_itself_refuses_the_seeds_if_block_as_the_warning_says() {
     );
 }
 
+/// nginx as the seed's server A has it (`ssl_verify_client on` with the test CA), TLS 1.2 and
+/// 1.3, answering "ok" itself once a certificate passes; with the files its clients use:
+/// `ssl/client.crt` (good) and `stranger.crt` (another CA's).
+fn nginx_requiring_client_certificates(files: &Files, pki: &TestPki) -> (Nginx, SocketAddr) {
+    write_ssl_dir(files, pki);
+    let stranger = Authority::root("stranger CA", KeyType::EcdsaP256)
+        .unwrap()
+        .leaf(&LeafSpec::new("stranger", Usage::Client))
+        .unwrap();
+    files.write("stranger.crt", &stranger.cert_pem);
+    files.write_key("stranger.key", &stranger.key_pem);
+    let port = free_port();
+    files.write(
+        "verify-on.conf",
+        format!(
+            "server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_client_certificate ssl/ca.crt;\n    ssl_verify_client on;\n    location / {{\n        return 200 \"ok\\n\";\n    }}\n    location /bad {{\n        return 400;\n    }}\n}}\n"
+        ),
+    );
+    let nginx = Nginx::start(files, &files.path("verify-on.conf"), port);
+    (nginx, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// `certgate probe ADDRESS` with `args`, from the directory of `files`.
+fn probe(files: &Files, address: SocketAddr, args: &[&str]) -> (i32, String) {
+    let ca = files.path("ssl/ca.crt").to_string_lossy().into_owned();
+    let address = address.to_string();
+    let mut all = vec!["probe", &address, "--ca", &ca, "--server-name", "localhost"];
+    all.extend_from_slice(args);
+    run_to_exit(&all)
+}
+
+fn diagnosis(output: &str) -> &str {
+    output
+        .lines()
+        .find(|l| l.starts_with("FAIL  diagnosis"))
+        .unwrap_or_else(|| panic!("no diagnosis in:\n{output}"))
+}
+
+#[test]
+#[ignore = "needs nginx; run with --ignored"]
+fn probe_reads_nginx_refusing_a_certificate_of_another_ca() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    let (_nginx, address) = nginx_requiring_client_certificates(&files, &pki);
+    let cert = files.path("stranger.crt").to_string_lossy().into_owned();
+    let key = files.path("stranger.key").to_string_lossy().into_owned();
+    for version in ["--tls1.2", "--tls1.3"] {
+        // The default request (HEAD /, asked again with GET for the page) and --get.
+        for get in [&[][..], &["--get", "/"][..]] {
+            let mut args = vec!["--cert", &cert, "--key", &key, version];
+            args.extend_from_slice(get);
+            let (code, output) = probe(&files, address, &args);
+            assert_eq!(code, 2, "{version} {get:?}:\n{output}");
+            for expected in [
+                "WARN  client cert  the issuer of our certificate (\"CN=stranger CA,O=certgate test PKI\") is not among the CA names the server accepts: expect a refusal",
+                "titled \"400 The SSL certificate error\"",
+                "FAIL  client cert  refused after the handshake: the server answered 400 \"The SSL certificate error\"",
+            ] {
+                assert!(output.contains(expected), "{version} {get:?}: {expected:?} in:\n{output}");
+            }
+            assert_eq!(
+                diagnosis(&output),
+                "FAIL  diagnosis    the server refused our certificate (it answered 400 \"The SSL certificate error\" after the handshake): the server does not trust the issuer of our certificate (\"CN=stranger CA,O=certgate test PKI\"); it accepts certificates issued by: \"CN=test root CA,O=certgate test PKI\"; if our issuer is an intermediate of one of those, append it to the --cert file",
+                "{version} {get:?}:\n{output}"
+            );
+            assert!(!output.contains("was accepted"), "{output}");
+            if get.is_empty() {
+                assert!(
+                    output.contains(
+                        "asked again with GET / to read why (a HEAD gets no page): 400 Bad Request"
+                    ),
+                    "{output}"
+                );
+            }
+        }
+        // Without a request nothing says "accepted", and the issuer warning still counts.
+        let (code, output) = probe(
+            &files,
+            address,
+            &["--cert", &cert, "--key", &key, version, "--no-request"],
+        );
+        assert_eq!(code, 1, "{version} --no-request:\n{output}");
+        assert!(!output.contains("was accepted"), "{output}");
+        assert!(!output.contains("ok    http"), "{output}");
+    }
+}
+
+#[test]
+#[ignore = "needs nginx; run with --ignored"]
+fn probe_reads_nginx_refusing_a_missing_certificate() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    let (_nginx, address) = nginx_requiring_client_certificates(&files, &pki);
+    for version in ["--tls1.2", "--tls1.3"] {
+        let (code, output) = probe(&files, address, &[version]);
+        assert_eq!(code, 2, "{version}:\n{output}");
+        assert_eq!(
+            diagnosis(&output),
+            "FAIL  diagnosis    the server requires a client certificate and we sent none (it answered 400 \"No required SSL certificate was sent\" after the handshake): pass --cert and --key with a certificate issued by one of: \"CN=test root CA,O=certgate test PKI\"",
+            "{version}:\n{output}"
+        );
+        assert!(!output.contains("accepted the handshake"), "{output}");
+    }
+}
+
+#[test]
+#[ignore = "needs nginx; run with --ignored"]
+fn probe_reports_nginx_accepting_a_good_certificate() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    let (_nginx, address) = nginx_requiring_client_certificates(&files, &pki);
+    let cert = files.path("ssl/client.crt").to_string_lossy().into_owned();
+    let key = files.path("ssl/client.key").to_string_lossy().into_owned();
+    for version in ["--tls1.2", "--tls1.3"] {
+        let (code, output) = probe(&files, address, &["--cert", &cert, "--key", &key, version]);
+        assert_eq!(code, 0, "{version}:\n{output}");
+        for expected in [
+            "ok    http         HEAD / -> 200 OK",
+            "ok    client cert  our certificate was accepted (the server answered the request)",
+        ] {
+            assert!(
+                output.contains(expected),
+                "{version}: {expected:?} in:\n{output}"
+            );
+        }
+        assert!(!output.contains("WARN"), "{output}");
+        // A 400 that is not about the certificate is a warning naming nginx's page.
+        let (code, output) = probe(
+            &files,
+            address,
+            &["--cert", &cert, "--key", &key, version, "--get", "/bad"],
+        );
+        assert_eq!(code, 1, "{version}:\n{output}");
+        for expected in [
+            "WARN  http         GET /bad -> 400 Bad Request (",
+            "titled \"400 Bad Request\")",
+            "WARN  client cert  not known: the server answered 400 to the request, which is not a refusal of a certificate",
+        ] {
+            assert!(output.contains(expected), "{version}: {expected:?} in:\n{output}");
+        }
+        assert!(!output.contains("FAIL"), "{output}");
+    }
+}
+
+/// Client mode in front of nginx, presenting `identity` (cert and key files) or none.
+fn client_mode_before(
+    files: &Files,
+    upstream: SocketAddr,
+    identity: Option<(&str, &str)>,
+) -> Certgate {
+    let ca = files.path("ssl/ca.crt").to_string_lossy().into_owned();
+    let upstream = format!("https://localhost:{}", upstream.port());
+    let mut args = vec![
+        "client".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--upstream".into(),
+        upstream,
+        "--ca".into(),
+        ca,
+    ];
+    if let Some((cert, key)) = identity {
+        for (flag, name) in [("--cert", cert), ("--key", key)] {
+            args.push(flag.into());
+            args.push(files.path(name).to_string_lossy().into_owned());
+        }
+    }
+    Certgate::start(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn client_mode_logs_nginx_refusing_its_certificate_and_passes_the_400_on() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    let (nginx, address) = nginx_requiring_client_certificates(&files, &pki);
+
+    let stranger = client_mode_before(&files, address, Some(("stranger.crt", "stranger.key")));
+    let answer = http_get(stranger.addr(), "/orders", &[("host", "localhost")]).await;
+    assert_eq!(answer.status, 400, "{answer:?}\n{}", nginx.errors());
+    assert!(
+        answer
+            .body
+            .contains("<title>400 The SSL certificate error</title>"),
+        "{answer:?}"
+    );
+    let line = stranger.wait_for_log(&["refused our client certificate"]);
+    assert!(
+        line.contains("stranger.crt after the handshake: it answered 400 \"The SSL certificate error\", nginx's answer when the certificate does not verify against its ssl_client_certificate"),
+        "{line}"
+    );
+    assert!(
+        line.contains("https://localhost:"),
+        "names the upstream: {line}"
+    );
+
+    let without = client_mode_before(&files, address, None);
+    let answer = http_get(without.addr(), "/", &[("host", "localhost")]).await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    without.wait_for_log(&[
+        "requires a client certificate and this listener sends none: it answered 400 \"No required SSL certificate was sent\"; set cert and key for this listener",
+    ]);
+
+    let good = client_mode_before(&files, address, Some(("ssl/client.crt", "ssl/client.key")));
+    let answer = http_get(good.addr(), "/", &[("host", "localhost")]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "ok\n"));
+    assert!(!good.logs().contains("refused"), "{}", good.logs());
+}
+
 /// Paths around `location /admin/health` (which answers itself) and `location /api/`.
 const LOCATION_PATHS: &[&str] = &[
     "/admin/health",

@@ -285,12 +285,20 @@ async fn without_a_ca_the_server_certificate_is_a_warning() {
             "{server:?}:\n{output}"
         );
         assert!(output.contains("our certificate was accepted"), "{output}");
-        // Without --get, h2 is offered too, and certgate's server mode picks it.
+        // With a request (HEAD / by default) probe offers HTTP/1.1 only; with --no-request
+        // h2 is offered too, and certgate's server mode picks it.
+        assert!(output.contains("ALPN http/1.1"), "{server:?}: {output}");
+        let (_, output) = probe(
+            &target.address.to_string(),
+            &with(&flags, &["--server-name", "localhost", "--no-request"]),
+        )
+        .await;
         let alpn = match server {
             Server::CertgateServerMode => "ALPN h2",
             Server::PlainRustls => "ALPN http/1.1",
         };
         assert!(output.contains(alpn), "{server:?}: {output}");
+        assert!(!output.contains("ok    http"), "no request: {output}");
     }
 }
 

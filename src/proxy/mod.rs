@@ -3,6 +3,7 @@
 pub mod body;
 pub mod headers;
 pub mod path;
+pub mod refusal;
 pub mod upstream;
 
 use crate::access::AccessRules;
@@ -317,6 +318,8 @@ pub struct Proxy {
     path_normalization: PathNormalization,
     max_body_size: Option<u64>,
     response_timeout: Duration,
+    /// Client mode: reads nginx's HTTP refusals of our certificate, to log them.
+    refusal_watch: Option<refusal::RefusalWatch>,
 }
 
 impl Proxy {
@@ -381,7 +384,25 @@ impl Proxy {
             path_normalization,
             max_body_size: listener.max_body_size,
             response_timeout: listener.response_timeout,
+            refusal_watch: refusal::RefusalWatch::for_listener(listener),
         }
+    }
+
+    /// Logs a failed or refused request, at most `FAILURE_LOG_BURST` lines a second.
+    fn log_failure(&self, client: SocketAddr, reason: &str) {
+        let Some(held_back) = self.failure_log.admit() else {
+            return;
+        };
+        if held_back > 0 {
+            tracing::warn!(
+                "listener \"{}\": {held_back} more failed requests were not logged (see certgate_requests_total)",
+                self.listener
+            );
+        }
+        tracing::warn!(
+            "listener \"{}\": request from {client} failed: {reason}",
+            self.listener
+        );
     }
 
     /// Forwards one request; never fails, answering 502 or 403 with the reason instead.
@@ -418,20 +439,7 @@ impl Proxy {
         let response = match self.forward(request, &connection, &mut outcome).await {
             Ok(response) => response,
             Err(error) => {
-                if let Some(held_back) = self.failure_log.admit() {
-                    if held_back > 0 {
-                        tracing::warn!(
-                            "listener \"{}\": {held_back} more failed requests were not logged (see certgate_requests_total)",
-                            self.listener
-                        );
-                    }
-                    tracing::warn!(
-                        "listener \"{}\": request from {} failed: {}",
-                        self.listener,
-                        connection.remote,
-                        error.reason()
-                    );
-                }
+                self.log_failure(connection.remote, error.reason());
                 if error.blames_upstream() {
                     self.metrics
                         .upstream_errors
@@ -625,7 +633,10 @@ impl Proxy {
         if parts.version == Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
-        Ok(Response::from_parts(parts, body.boxed()))
+        let body = self
+            .watch_for_refusal(upstream, &parts, body, connection.remote)
+            .await?;
+        Ok(Response::from_parts(parts, body))
     }
 }
 

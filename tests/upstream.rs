@@ -366,3 +366,25 @@ async fn verify_rules_check_the_upstream_identity_beyond_its_name() {
         answer.body
     );
 }
+
+#[tokio::test]
+async fn a_host_that_is_no_host_and_port_is_refused_with_400_not_sent() {
+    // The Host travels as the upstream URI's authority (HTTP/2's `:authority`), so a value
+    // that is not host[:port] cannot be sent; certgate says so instead of guessing.
+    let (_files, _server_a, proxy_b) = certgate_pair(&["--set-header", "Host $http_x_host"]).await;
+    let answer = http_get(proxy_b.addr(), "/", &[("x-host", "user@evil.example")]).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("\"user@evil.example\", is not a valid host[:port]"),
+        "{}",
+        answer.body
+    );
+    let answer = http_get(proxy_b.addr(), "/", &[("x-host", "api.example:8443")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        echoed_header(&answer.body, "host"),
+        vec!["api.example:8443"]
+    );
+}

@@ -181,7 +181,8 @@ struct Upstream {
     scheme: Scheme,
     authority: Authority,
     display: String,
-    /// Client mode: the URI carries the Host we send (for HTTP/2's `:authority`).
+    /// Client mode: the Host we send travels as the URI's authority, never as a header (see
+    /// [`host_as_authority`]).
     authority_from_host: bool,
 }
 
@@ -586,13 +587,8 @@ impl Proxy {
         let (body, client_fault) = LimitedBody::new(body, self.max_body_size);
         outcome.upstream = &upstream.display;
         self.edits.apply(&mut parts, connection);
-        // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
-        // header edits must become the URI's authority (the connector ignores it).
         let authority = match upstream.authority_from_host {
-            true => parts
-                .headers
-                .get(hyper::header::HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+            true => host_as_authority(&mut parts.headers)?,
             false => None,
         };
         // Reuse the request's own path; only scheme and authority change.
@@ -626,6 +622,29 @@ impl Proxy {
             parts.version = Version::HTTP_11;
         }
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// Moves the Host decided by the header edits into the authority of the upstream URI, for a
+/// pool that may speak HTTP/1.1 or HTTP/2 on the connection it picks (ALPN decides, after the
+/// request is handed over). Over HTTP/2 the authority is sent as `:authority` and a `host`
+/// field beside it is one too many (RFC 9113 section 8.3.1: nginx answers 400 "client sent
+/// duplicate host header"); over HTTP/1.1 hyper-util writes Host from the URI (`set_host`),
+/// so the header is removed here for both. The one change this makes is that HTTP/1.1 drops
+/// an explicit default port (`:443`), which RFC 9110 section 4.2.3 says is the same origin.
+///
+/// None when no Host is to be sent (a rule removed it): the upstream's own authority is used.
+fn host_as_authority(headers: &mut hyper::HeaderMap) -> Result<Option<Authority>, ProxyError> {
+    let Some(host) = headers.remove(hyper::header::HOST) else {
+        return Ok(None);
+    };
+    // Userinfo (`user@host`) parses as an authority but is no Host (RFC 9110 section 7.2).
+    match Authority::try_from(host.as_bytes()) {
+        Ok(authority) if !authority.as_str().contains('@') => Ok(Some(authority)),
+        _ => Err(ProxyError::BadRequest(format!(
+            "the Host to send upstream, {:?}, is not a valid host[:port]; check the request's Host and the listener's Host rule",
+            String::from_utf8_lossy(host.as_bytes())
+        ))),
     }
 }
 

@@ -177,6 +177,9 @@ fn connection_limit(listener: &ListenerConfig) -> ConnectionLimit {
 /// One upstream and its connection pool.
 struct Upstream {
     client: Client<Connector, LimitedBody>,
+    /// The same connector without a pool, for sending a request again on a connection that
+    /// is certainly new (see [`Upstream::send`]).
+    fresh: Client<Connector, LimitedBody>,
     /// Scheme and authority of upstream request URIs (they key the pool).
     scheme: Scheme,
     authority: Authority,
@@ -192,6 +195,9 @@ impl Upstream {
         let authority = Authority::try_from(authority)
             .unwrap_or_else(|_| Authority::from_static("upstream.invalid"));
         let authority_from_host = connector.is_tls();
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -199,6 +205,7 @@ impl Upstream {
             .build(connector);
         Upstream {
             client,
+            fresh,
             scheme,
             authority,
             display,
@@ -227,6 +234,46 @@ impl Upstream {
             authority,
             upstream.to_string(),
         )
+    }
+
+    /// Sends a request on a pooled connection. A backend may close a kept-alive connection
+    /// just as the request goes out on it (its keep-alive timeout or request limit ran out):
+    /// such a request, if it has no body (so it can be sent again) and is idempotent or was
+    /// not sent at all, is sent once more on a new connection, as nginx's
+    /// `proxy_next_upstream error` does. Requests with a body are not: certgate streams
+    /// bodies rather than keeping a copy.
+    async fn send(
+        &self,
+        parts: hyper::http::request::Parts,
+        body: LimitedBody,
+        listener: &str,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        let again = hyper::body::Body::is_end_stream(&body).then(|| parts.clone());
+        let error = match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let Some(parts) = again else {
+            return Err(error);
+        };
+        let retry = match upstream::StaleConnection::find(&error) {
+            Some(upstream::StaleConnection::Unsent) => true,
+            Some(upstream::StaleConnection::Unanswered) => parts.method.is_idempotent(),
+            None => false,
+        };
+        if !retry {
+            return Err(error);
+        }
+        tracing::debug!(
+            "listener \"{listener}\": upstream {} closed a pooled connection as {} {} went out on it ({}); sending it again on a new connection",
+            self.display,
+            parts.method,
+            parts.uri.path(),
+            error_chain(&error)
+        );
+        self.fresh
+            .request(Request::from_parts(parts, LimitedBody::empty()))
+            .await
     }
 
     /// Why a request to this upstream failed, as the error that says which side it was. A
@@ -603,7 +650,7 @@ impl Proxy {
         // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
         parts.version = Version::HTTP_11;
         let sent_at = std::time::Instant::now();
-        let sent = upstream.client.request(Request::from_parts(parts, body));
+        let sent = upstream.send(parts, body, &self.listener);
         let response = match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => return Err(upstream.failure(&error, &client_fault)),

@@ -663,6 +663,17 @@ impl Proxy {
         };
         outcome.upstream_time = Some(sent_at.elapsed());
         let (mut parts, body) = response.into_parts();
+        // hyper reads such a body as chunked (RFC 9112 section 6.3) but keeps Content-Length,
+        // which would go to the client beside a body of another length. Dropping the body
+        // unread closes the upstream connection, whose framing is in doubt.
+        if parts.headers.contains_key(hyper::header::TRANSFER_ENCODING)
+            && parts.headers.contains_key(hyper::header::CONTENT_LENGTH)
+        {
+            return Err(ProxyError::Upstream(format!(
+                "upstream {} sent a response with both Content-Length and Transfer-Encoding, which proxies and clients may frame differently (a response smuggling risk); it was refused and the connection closed",
+                upstream.display
+            )));
+        }
         headers::remove_hop_by_hop(&mut parts.headers);
         // An HTTP/1.0 backend must not turn our HTTP/1.1 client's connection into 1.0.
         if parts.version == Version::HTTP_10 {

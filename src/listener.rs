@@ -114,6 +114,11 @@ fn publish_expiry(
 
 /// Failed handshakes logged per second per listener before the rest are only counted.
 const HANDSHAKE_LOG_BURST: u32 = 20;
+/// Accept failures logged per [`ACCEPT_LOG_WINDOW`] per listener: clients arriving while
+/// descriptors are short make one failure per round of shedding, many a second, and each
+/// would say the same.
+const ACCEPT_LOG_BURST: u32 = 1;
+const ACCEPT_LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Certificates closer than this to their notAfter are warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -142,6 +147,7 @@ pub struct ListenerRuntime {
     telemetry: Telemetry,
     reloading: Mutex<()>,
     handshake_log: LogLimit,
+    accept_log: LogLimit,
     /// When the last reload that changed something happened, and how it ended.
     last_reload: Mutex<Option<(std::time::SystemTime, ReloadOutcome)>>,
 }
@@ -168,6 +174,7 @@ impl ListenerRuntime {
             telemetry: telemetry.clone(),
             reloading: Mutex::new(()),
             handshake_log: LogLimit::new(HANDSHAKE_LOG_BURST),
+            accept_log: LogLimit::per_window(ACCEPT_LOG_BURST, ACCEPT_LOG_WINDOW),
             last_reload: Mutex::new(None),
         })
     }
@@ -183,6 +190,22 @@ impl ListenerRuntime {
                 );
             }
             tracing::warn!("listener \"{name}\": TLS handshake with {remote} failed: {reason}");
+        }
+    }
+
+    /// Logs a failed accept, at most [`ACCEPT_LOG_BURST`] lines per [`ACCEPT_LOG_WINDOW`]; what
+    /// is held back is counted and said with the next line.
+    fn log_accept_failure(&self, level: tracing::Level, line: std::fmt::Arguments<'_>) {
+        let name = &self.config.name;
+        let Some(held_back) = self.accept_log.admit() else {
+            return;
+        };
+        if held_back > 0 {
+            tracing::warn!("listener \"{name}\": {held_back} more accept failures were not logged");
+        }
+        match level {
+            tracing::Level::ERROR => tracing::error!("listener \"{name}\": {line}"),
+            _ => tracing::warn!("listener \"{name}\": {line}"),
         }
     }
 
@@ -384,16 +407,15 @@ impl ListenerRuntime {
                         // connections idle longest, then accept again.
                         let shed = self.open.shed_idle(SHED_BATCH);
                         if !warned_descriptors {
-                            tracing::warn!(
-                                "listener \"{}\": accept failed: {error}; closed {shed} idle connection(s) to make room (raise the descriptor limit: ulimit -n, systemd LimitNOFILE)",
-                                self.config.name
-                            );
+                            self.log_accept_failure(tracing::Level::WARN, format_args!(
+                                "accept failed: {error}; closed {shed} idle connection(s) to make room (raise the descriptor limit: ulimit -n, systemd LimitNOFILE)"
+                            ));
                             warned_descriptors = true;
                         }
                         tokio::time::sleep(if shed > 0 { SHED_PAUSE } else { ACCEPT_BACKOFF }).await;
                     }
                     Err(error) => {
-                        tracing::error!("listener \"{}\": accept failed: {error}; retrying", self.config.name);
+                        self.log_accept_failure(tracing::Level::ERROR, format_args!("accept failed: {error}; retrying"));
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
                 },

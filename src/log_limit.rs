@@ -5,9 +5,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// At most `per_second` lines a second.
+/// At most `lines` lines per window (a second unless said otherwise).
 pub struct LogLimit {
-    per_second: u32,
+    lines: u32,
+    length: Duration,
     window: Mutex<Window>,
 }
 
@@ -19,8 +20,15 @@ struct Window {
 
 impl LogLimit {
     pub fn new(per_second: u32) -> LogLimit {
+        LogLimit::per_window(per_second, Duration::from_secs(1))
+    }
+
+    /// At most `lines` lines per `length`: for events that come in floods but say the same
+    /// thing each time (a host out of descriptors).
+    pub fn per_window(lines: u32, length: Duration) -> LogLimit {
         LogLimit {
-            per_second,
+            lines,
+            length,
             window: Mutex::new(Window {
                 started: Instant::now(),
                 logged: 0,
@@ -34,7 +42,7 @@ impl LogLimit {
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let mut held_back = 0;
-        if now.duration_since(window.started) >= Duration::from_secs(1) {
+        if now.duration_since(window.started) >= self.length {
             held_back = window.suppressed;
             *window = Window {
                 started: now,
@@ -42,7 +50,7 @@ impl LogLimit {
                 suppressed: 0,
             };
         }
-        if window.logged < self.per_second {
+        if window.logged < self.lines {
             window.logged += 1;
             Some(held_back)
         } else {
@@ -61,5 +69,14 @@ mod tests {
         let limit = LogLimit::new(3);
         let admitted = (0..10).filter(|_| limit.admit().is_some()).count();
         assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn a_longer_window_holds_back_until_it_ends_and_then_says_how_many() {
+        let limit = LogLimit::per_window(1, Duration::from_millis(200));
+        assert_eq!(limit.admit(), Some(0));
+        assert_eq!((0..5).filter(|_| limit.admit().is_some()).count(), 0);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(limit.admit(), Some(5));
     }
 }

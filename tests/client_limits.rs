@@ -422,6 +422,45 @@ async fn out_of_descriptors_the_idlest_connections_make_room() {
     certgate.wait_for_log(&["closed", "idle connection(s) to make room"]);
 }
 
+/// Clients that keep arriving while descriptors are short make certgate shed idle connections
+/// again and again; each round is an accept failure, yet the error log gets a bounded number
+/// of lines (one per 10 s), not one per round.
+#[tokio::test]
+async fn accept_failures_while_out_of_descriptors_are_logged_at_a_bounded_rate() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let args = server_mode_args(&files, &format!("http://{backend}"), &[]);
+    let script = "ulimit -n 128 && exec \"$0\" \"$@\"";
+    let mut command: Vec<String> = vec!["-c".into(), script.into(), BIN.into()];
+    command.extend(args);
+    let certgate = Certgate::start_with_program("bash", &command, 1);
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..800 {
+        if let Ok(Some(tls)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            connect_quietly(certgate.addr(), &pki),
+        )
+        .await
+        {
+            held.push(tls);
+        }
+    }
+    let elapsed = started.elapsed();
+    certgate.wait_for_log(&["accept failed", "idle connection(s) to make room"]);
+    // Well over ten rounds of shedding 32 connections happened.
+    assert!(held.len() > 500, "only {} connections", held.len());
+    let logs = certgate.logs();
+    let lines = logs.lines().filter(|l| l.contains("accept failed")).count();
+    let bound = 1 + elapsed.as_secs() as usize / 10;
+    assert!(
+        lines <= bound,
+        "{lines} accept-failure lines in {elapsed:?} (at most {bound}):\n{logs}"
+    );
+}
+
 async fn connect_quietly(address: SocketAddr, pki: &TestPki) -> Option<Tls> {
     let stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let mut config = (*pki.client_config()).clone();

@@ -734,3 +734,70 @@ async fn locations_take_the_same_paths_as_under_nginx() {
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+/// certgate client mode (its default HTTP/2) in front of nginx A listening with `ssl http2`:
+/// the Host rule's value must arrive as `:authority` only. nginx 1.22 answers 400 ("client sent
+/// duplicate host header") to a request that also carries a `host` field, as RFC 9113 8.3.1
+/// lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn client_mode_over_http2_to_nginx_sends_the_host_as_authority_only() {
+    let pki = TestPki::new();
+    let backend = RecordingBackend::plain().await;
+    let files = Files::new();
+    write_ssl_dir(&files, &pki);
+    let port = free_port();
+    // $http_host is the authority nginx took from the request; $server_protocol proves HTTP/2.
+    files.write(
+        "server_a_http2.conf",
+        format!(
+            "server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    ssl_client_certificate ssl/ca.crt;\n    ssl_verify_client on;\n    location / {{\n        proxy_pass http://127.0.0.1:{};\n        proxy_set_header Host $http_host;\n        proxy_set_header X-Protocol $server_protocol;\n    }}\n}}\n",
+            backend.address.port()
+        ),
+    );
+    let nginx = Nginx::start(&files, &files.path("server_a_http2.conf"), port);
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let upstream = format!("https://localhost:{port}");
+    let default_host = format!("localhost:{port}");
+    // The same Host rules over HTTP/1.1 (`--no-http2`) too, where hyper-util writes the Host
+    // from the URI's authority.
+    let api_host = ["--set-header", "Host api.example:8443"];
+    for (rules, expected_host, protocol) in [
+        (vec![], default_host.as_str(), "HTTP/2.0"),
+        (api_host.to_vec(), "api.example:8443", "HTTP/2.0"),
+        (
+            vec!["--set-header", "Host $http_host"],
+            "caller.example",
+            "HTTP/2.0",
+        ),
+        (
+            [&api_host[..], &["--no-http2"]].concat(),
+            "api.example:8443",
+            "HTTP/1.1",
+        ),
+        (vec!["--no-http2"], default_host.as_str(), "HTTP/1.1"),
+    ] {
+        let mut args = vec!["client", "--listen", "127.0.0.1:0", "--upstream", &upstream];
+        let (cert, key, ca) = (p("ssl/client.crt"), p("ssl/client.key"), p("ssl/ca.crt"));
+        args.extend(["--cert", &cert, "--key", &key, "--ca", &ca]);
+        args.extend(rules.iter().copied());
+        let certgate = Certgate::start(&args);
+        for _ in 0..2 {
+            let answer = http_get(certgate.addr(), "/orders", &[("host", "caller.example")]).await;
+            assert_eq!(
+                answer.status,
+                200,
+                "{rules:?}: {}\nnginx error log:\n{}\ncertgate log:\n{}",
+                answer.body,
+                nginx.errors(),
+                certgate.logs()
+            );
+        }
+        let received = backend.take();
+        assert_eq!(received.len(), 2, "{received:?}");
+        for request in &received {
+            assert_eq!(request.header("host"), Some(expected_host), "{rules:?}");
+            assert_eq!(request.header("x-protocol"), Some(protocol), "{rules:?}");
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Client mode's upstream side: pooling, session resumption, and 502s that say why.
+//! Client mode's upstream side: pooling, session resumption, and 502s that say why (server
+//! mode's too).
 
 mod support;
 
@@ -365,4 +366,67 @@ async fn verify_rules_check_the_upstream_identity_beyond_its_name() {
         "{}",
         answer.body
     );
+}
+
+#[tokio::test]
+async fn a_host_that_is_no_host_and_port_is_refused_with_400_not_sent() {
+    // The Host travels as the upstream URI's authority (HTTP/2's `:authority`), so a value
+    // that is not host[:port] cannot be sent; certgate says so instead of guessing.
+    let (_files, _server_a, proxy_b) = certgate_pair(&["--set-header", "Host $http_x_host"]).await;
+    let answer = http_get(proxy_b.addr(), "/", &[("x-host", "user@evil.example")]).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("\"user@evil.example\", is not a valid host[:port]"),
+        "{}",
+        answer.body
+    );
+    let answer = http_get(proxy_b.addr(), "/", &[("x-host", "api.example:8443")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        echoed_header(&answer.body, "host"),
+        vec!["api.example:8443"]
+    );
+}
+
+#[tokio::test]
+async fn a_backend_response_with_both_content_length_and_transfer_encoding_is_a_502() {
+    // Two framings: whichever a client believes, the other leaves bytes that a proxy or
+    // client further down may read as the next response (response smuggling).
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut stream, _) = backend.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+                let _ = stream.write_all(answer).await;
+                let _ = stream.read(&mut chunk).await;
+            });
+        }
+    });
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let upstream = format!("http://{address}");
+    let server = Certgate::start(&server_mode_args(&files, &upstream, &[]));
+    let answer = https_get(server.addr(), pki.client_config(), "/", &[])
+        .await
+        .expect("an answer, not a closed connection");
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    let reason = format!(
+        "upstream {upstream} sent a response with both Content-Length and Transfer-Encoding"
+    );
+    assert!(answer.body.contains(&reason), "{}", answer.body);
+    server.wait_for_log(&["listener \"edge\"", &reason, "smuggling"]);
 }

@@ -1,5 +1,7 @@
 //! The upstream pool under hostile load: a reset HTTP/2 stream cancels its backend request,
 //! and `upstream_max_connections` bounds how many connections certgate opens to a backend.
+//! And under a backend that closes kept-alive connections: a request that meets the close is
+//! sent again only when that is safe.
 
 mod support;
 
@@ -413,4 +415,167 @@ async fn a_python_h2_client_resetting_streams_cannot_open_more_backend_connectio
         backend.open.load(Ordering::SeqCst) == 0
     })
     .await;
+}
+
+/// When a backend closes a kept-alive connection: right after its first response (the FIN
+/// may cross the next request), or as the next request arrives (always too late).
+#[derive(Clone, Copy, Debug)]
+enum CloseAfterFirst {
+    Immediately,
+    OnNextRequest,
+}
+
+/// A backend (raw tokio) that answers only the first request of each connection, with a
+/// keep-alive response (no `Connection: close`), and then closes: what a backend with a short
+/// keep-alive timeout or a one-request limit does. Records each request's method as read.
+struct OneRequestBackend {
+    address: SocketAddr,
+    methods: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl OneRequestBackend {
+    async fn start(close: CloseAfterFirst) -> OneRequestBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = OneRequestBackend {
+            address: listener.local_addr().unwrap(),
+            methods: Arc::default(),
+        };
+        let methods = backend.methods.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let methods = methods.clone();
+                tokio::spawn(async move {
+                    if read_request(&mut stream, &methods).await.is_none() {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if let CloseAfterFirst::OnNextRequest = close {
+                        let _ = read_request(&mut stream, &methods).await;
+                    }
+                    // Dropped: closed without an answer.
+                });
+            }
+        });
+        backend
+    }
+
+    fn methods(&self) -> Vec<String> {
+        self.methods.lock().unwrap().clone()
+    }
+}
+
+/// Reads one request head and its Content-Length body; records the method.
+async fn read_request(
+    stream: &mut tokio::net::TcpStream,
+    methods: &std::sync::Mutex<Vec<String>>,
+) -> Option<()> {
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    while data.len() < end + 4 + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let method = head.split(' ').next().unwrap_or_default().to_uppercase();
+    methods.lock().unwrap().push(method);
+    Some(())
+}
+
+/// One request over its own mTLS connection to server mode; the status and body.
+async fn request(
+    address: SocketAddr,
+    pki: &TestPki,
+    method: &str,
+    body: &'static str,
+) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(pki.client_config())
+        .connect(ServerName::try_from("localhost").unwrap(), stream)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri("/orders")
+        .header("host", "backend.example")
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_get_on_a_pooled_connection_the_backend_closed_is_retried_on_a_fresh_one() {
+    for close in [CloseAfterFirst::Immediately, CloseAfterFirst::OnNextRequest] {
+        let (files, pki) = pki_files();
+        let backend = OneRequestBackend::start(close).await;
+        let upstream = format!("http://{}", backend.address);
+        let server = Certgate::start(&server_mode_args(&files, &upstream, &[]));
+        for attempt in 0..10 {
+            let (status, body) = request(server.addr(), &pki, "GET", "").await;
+            assert_eq!(
+                status,
+                200,
+                "{close:?}, request {attempt}: {body}\ncertgate log:\n{}",
+                server.logs()
+            );
+        }
+        if let CloseAfterFirst::OnNextRequest = close {
+            // Every second request met the closing pooled connection its predecessor left
+            // and was sent again (the new connection is not pooled): 5 + 2 x 5 arrivals.
+            assert_eq!(backend.methods().len(), 15, "{:?}", backend.methods());
+            server.wait_for_log(&["closed a pooled connection as GET /orders went out on it"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_post_that_reached_the_backend_is_not_retried() {
+    let (files, pki) = pki_files();
+    let backend = OneRequestBackend::start(CloseAfterFirst::OnNextRequest).await;
+    let upstream = format!("http://{}", backend.address);
+    let server = Certgate::start(&server_mode_args(&files, &upstream, &[]));
+    // The first request leaves a pooled connection that the backend closes on the next one.
+    assert_eq!(request(server.addr(), &pki, "GET", "").await.0, 200);
+    let (status, body) = request(server.addr(), &pki, "POST", "order=7").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("connection closed before message completed"),
+        "{body}"
+    );
+    // The backend may have acted on it: sending it again could order twice.
+    assert_eq!(backend.methods(), vec!["GET", "POST"]);
+    // Nor one without a body: it could be sent again, but it is not idempotent.
+    assert_eq!(request(server.addr(), &pki, "GET", "").await.0, 200);
+    assert_eq!(request(server.addr(), &pki, "POST", "").await.0, 502);
+    assert_eq!(backend.methods(), vec!["GET", "POST", "GET", "POST"]);
 }

@@ -42,7 +42,8 @@ impl std::error::Error for BodyError {
 
 /// A request body with an optional size limit; without one it only passes frames through.
 pub struct LimitedBody {
-    inner: Incoming,
+    /// None: an empty body, as a request without one is sent again on a fresh connection.
+    inner: Option<Incoming>,
     limit: Option<u64>,
     seen: u64,
     fault: ClientFault,
@@ -92,12 +93,22 @@ impl LimitedBody {
     pub fn new(inner: Incoming, limit: Option<u64>) -> (LimitedBody, ClientFault) {
         let fault = ClientFault::default();
         let body = LimitedBody {
-            inner,
+            inner: Some(inner),
             limit,
             seen: 0,
             fault: fault.clone(),
         };
         (body, fault)
+    }
+
+    /// An empty body, to send again a request that had none.
+    pub fn empty() -> LimitedBody {
+        LimitedBody {
+            inner: None,
+            limit: None,
+            seen: 0,
+            fault: ClientFault::default(),
+        }
     }
 }
 
@@ -109,7 +120,10 @@ impl Body for LimitedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = &mut self.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 let length = frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -130,10 +144,13 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }

@@ -178,11 +178,15 @@ fn connection_limit(listener: &ListenerConfig) -> ConnectionLimit {
 /// One upstream and its connection pool.
 struct Upstream {
     client: Client<Connector, LimitedBody>,
+    /// The same connector without a pool, for sending a request again on a connection that
+    /// is certainly new (see [`Upstream::send`]).
+    fresh: Client<Connector, LimitedBody>,
     /// Scheme and authority of upstream request URIs (they key the pool).
     scheme: Scheme,
     authority: Authority,
     display: String,
-    /// Client mode: the URI carries the Host we send (for HTTP/2's `:authority`).
+    /// Client mode: the Host we send travels as the URI's authority, never as a header (see
+    /// [`host_as_authority`]).
     authority_from_host: bool,
 }
 
@@ -192,6 +196,9 @@ impl Upstream {
         let authority = Authority::try_from(authority)
             .unwrap_or_else(|_| Authority::from_static("upstream.invalid"));
         let authority_from_host = connector.is_tls();
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -199,6 +206,7 @@ impl Upstream {
             .build(connector);
         Upstream {
             client,
+            fresh,
             scheme,
             authority,
             display,
@@ -227,6 +235,46 @@ impl Upstream {
             authority,
             upstream.to_string(),
         )
+    }
+
+    /// Sends a request on a pooled connection. A backend may close a kept-alive connection
+    /// just as the request goes out on it (its keep-alive timeout or request limit ran out):
+    /// such a request, if it has no body (so it can be sent again) and is idempotent or was
+    /// not sent at all, is sent once more on a new connection, as nginx's
+    /// `proxy_next_upstream error` does. Requests with a body are not: certgate streams
+    /// bodies rather than keeping a copy.
+    async fn send(
+        &self,
+        parts: hyper::http::request::Parts,
+        body: LimitedBody,
+        listener: &str,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        let again = hyper::body::Body::is_end_stream(&body).then(|| parts.clone());
+        let error = match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let Some(parts) = again else {
+            return Err(error);
+        };
+        let retry = match upstream::StaleConnection::find(&error) {
+            Some(upstream::StaleConnection::Unsent) => true,
+            Some(upstream::StaleConnection::Unanswered) => parts.method.is_idempotent(),
+            None => false,
+        };
+        if !retry {
+            return Err(error);
+        }
+        tracing::debug!(
+            "listener \"{listener}\": upstream {} closed a pooled connection as {} {} went out on it ({}); sending it again on a new connection",
+            self.display,
+            parts.method,
+            parts.uri.path(),
+            error_chain(&error)
+        );
+        self.fresh
+            .request(Request::from_parts(parts, LimitedBody::empty()))
+            .await
     }
 
     /// Why a request to this upstream failed, as the error that says which side it was. A
@@ -594,13 +642,8 @@ impl Proxy {
         let (body, client_fault) = LimitedBody::new(body, self.max_body_size);
         outcome.upstream = &upstream.display;
         self.edits.apply(&mut parts, connection);
-        // Over HTTP/2 the authority travels in the URI, not in Host: the Host decided by the
-        // header edits must become the URI's authority (the connector ignores it).
         let authority = match upstream.authority_from_host {
-            true => parts
-                .headers
-                .get(hyper::header::HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+            true => host_as_authority(&mut parts.headers)?,
             false => None,
         };
         // Reuse the request's own path; only scheme and authority change.
@@ -615,7 +658,7 @@ impl Proxy {
         // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
         parts.version = Version::HTTP_11;
         let sent_at = std::time::Instant::now();
-        let sent = upstream.client.request(Request::from_parts(parts, body));
+        let sent = upstream.send(parts, body, &self.listener);
         let response = match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => return Err(upstream.failure(&error, &client_fault)),
@@ -628,6 +671,17 @@ impl Proxy {
         };
         outcome.upstream_time = Some(sent_at.elapsed());
         let (mut parts, body) = response.into_parts();
+        // hyper reads such a body as chunked (RFC 9112 section 6.3) but keeps Content-Length,
+        // which would go to the client beside a body of another length. Dropping the body
+        // unread closes the upstream connection, whose framing is in doubt.
+        if parts.headers.contains_key(hyper::header::TRANSFER_ENCODING)
+            && parts.headers.contains_key(hyper::header::CONTENT_LENGTH)
+        {
+            return Err(ProxyError::Upstream(format!(
+                "upstream {} sent a response with both Content-Length and Transfer-Encoding, which proxies and clients may frame differently (a response smuggling risk); it was refused and the connection closed",
+                upstream.display
+            )));
+        }
         headers::remove_hop_by_hop(&mut parts.headers);
         // An HTTP/1.0 backend must not turn our HTTP/1.1 client's connection into 1.0.
         if parts.version == Version::HTTP_10 {
@@ -637,6 +691,29 @@ impl Proxy {
             .watch_for_refusal(upstream, &parts, body, connection.remote)
             .await?;
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Moves the Host decided by the header edits into the authority of the upstream URI, for a
+/// pool that may speak HTTP/1.1 or HTTP/2 on the connection it picks (ALPN decides, after the
+/// request is handed over). Over HTTP/2 the authority is sent as `:authority` and a `host`
+/// field beside it is one too many (RFC 9113 section 8.3.1: nginx answers 400 "client sent
+/// duplicate host header"); over HTTP/1.1 hyper-util writes Host from the URI (`set_host`),
+/// so the header is removed here for both. The one change this makes is that HTTP/1.1 drops
+/// an explicit default port (`:443`), which RFC 9110 section 4.2.3 says is the same origin.
+///
+/// None when no Host is to be sent (a rule removed it): the upstream's own authority is used.
+fn host_as_authority(headers: &mut hyper::HeaderMap) -> Result<Option<Authority>, ProxyError> {
+    let Some(host) = headers.remove(hyper::header::HOST) else {
+        return Ok(None);
+    };
+    // Userinfo (`user@host`) parses as an authority but is no Host (RFC 9110 section 7.2).
+    match Authority::try_from(host.as_bytes()) {
+        Ok(authority) if !authority.as_str().contains('@') => Ok(Some(authority)),
+        _ => Err(ProxyError::BadRequest(format!(
+            "the Host to send upstream, {:?}, is not a valid host[:port]; check the request's Host and the listener's Host rule",
+            String::from_utf8_lossy(host.as_bytes())
+        ))),
     }
 }
 

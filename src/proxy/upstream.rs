@@ -19,6 +19,7 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,6 +37,8 @@ enum Transport {
 /// One upstream connection of any kind, counted in `certgate_upstream_connections` while open.
 pub struct UpstreamStream {
     transport: Transport,
+    /// What the connection has carried, for telling a stale pooled connection apart.
+    carried: Carried,
     _open: ConnectionGauge,
     /// The pool's connection slot, returned when hyper drops the connection (closed, failed,
     /// idle too long, or given up mid-response because the request was cancelled).
@@ -48,14 +51,87 @@ impl Connection for UpstreamStream {
             Transport::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Connected::new().negotiated_h2()
             }
-            _ => Connected::new(),
+            // HTTP/1 only: one exchange at a time, so the record says how far the current
+            // request got. An HTTP/2 server announces its close (GOAWAY) instead.
+            _ => Connected::new().extra(self.carried.clone()),
         }
     }
 }
 
+/// What an HTTP/1 upstream connection has carried: how many exchanges (a request and its
+/// response) it has begun, and how many bytes the latest one wrote and read. HTTP/1.1 sends
+/// one request at a time, so a write after a read begins the next exchange.
+///
+/// A backend may close a kept-alive connection just as certgate sends the next request on it
+/// (its keep-alive timeout or request limit ran out; the FIN crosses the request). Such a
+/// failure is told apart by this record: the connection had carried an exchange before,
+/// and not one byte of the answer came.
+#[derive(Clone, Default)]
+pub struct Carried(Arc<CarriedCounts>);
+
+#[derive(Default)]
+struct CarriedCounts {
+    exchanges: AtomicU32,
+    written: AtomicU64,
+    read: AtomicU64,
+    /// The last transfer was a read, or none has happened yet, so the next write begins an
+    /// exchange.
+    written_since_read: AtomicBool,
+}
+
+impl Carried {
+    fn writing(&self) {
+        let counts = &self.0;
+        if !counts.written_since_read.swap(true, Ordering::Relaxed) {
+            counts.exchanges.fetch_add(1, Ordering::Relaxed);
+            counts.written.store(0, Ordering::Relaxed);
+            counts.read.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self, bytes: usize) {
+        self.0.written.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn read(&self, bytes: usize) {
+        if bytes > 0 {
+            self.0.read.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.0.written_since_read.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How far a request got that failed on a connection the pool had used before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleConnection {
+    /// No byte of the request was written: the backend cannot have seen it.
+    Unsent,
+    /// The request was written, and no byte of an answer came.
+    Unanswered,
+}
+
+impl StaleConnection {
+    /// Whether `error` is the failure of a request on a reused HTTP/1 connection before any
+    /// byte of its response arrived, and how much of the request was sent.
+    pub fn find(error: &hyper_util::client::legacy::Error) -> Option<StaleConnection> {
+        let mut extras = hyper::http::Extensions::new();
+        error.connect_info()?.get_extras(&mut extras);
+        let counts = &extras.get::<Carried>()?.0;
+        let reused = counts.exchanges.load(Ordering::Relaxed) > 1;
+        if !reused || counts.read.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(match counts.written.load(Ordering::Relaxed) {
+            0 => StaleConnection::Unsent,
+            _ => StaleConnection::Unanswered,
+        })
+    }
+}
+
+/// Calls the transport's own method; `$this` is the `&mut UpstreamStream`.
 macro_rules! delegate {
-    ($self:ident, $stream:ident => $call:expr) => {
-        match &mut $self.get_mut().transport {
+    ($this:expr, $stream:ident => $call:expr) => {
+        match &mut $this.transport {
             Transport::Tcp($stream) => $call,
             Transport::Unix($stream) => $call,
             Transport::Tls($stream) => $call,
@@ -69,7 +145,13 @@ impl AsyncRead for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+        let before = buf.filled().len();
+        let this = self.get_mut();
+        let polled = delegate!(this, s => Pin::new(s).poll_read(cx, buf));
+        if let Poll::Ready(Ok(())) = polled {
+            this.carried.read(buf.filled().len() - before);
+        }
+        polled
     }
 }
 
@@ -79,15 +161,21 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+        let this = self.get_mut();
+        this.carried.writing();
+        let polled = delegate!(this, s => Pin::new(s).poll_write(cx, buf));
+        if let Poll::Ready(Ok(written)) = polled {
+            this.carried.wrote(written);
+        }
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
+        delegate!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+        delegate!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -95,7 +183,13 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+        let this = self.get_mut();
+        this.carried.writing();
+        let polled = delegate!(this, s => Pin::new(s).poll_write_vectored(cx, bufs));
+        if let Poll::Ready(Ok(written)) = polled {
+            this.carried.wrote(written);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -293,6 +387,7 @@ impl Connector {
             .get_or_create_owned(&self.listener);
         Ok(TokioIo::new(UpstreamStream {
             transport,
+            carried: Carried::default(),
             _open: ConnectionGauge::open(gauge),
             _slot: slot,
         }))

@@ -321,6 +321,10 @@ struct ClientArgs {
     /// Require this SHA-256 of the upstream's certificate or public key (hex or base64); repeatable.
     #[arg(long, value_name = "SHA256")]
     verify_pin_sha256: Vec<String>,
+    /// Match the upstream's name against its certificate's CN when it has no DNS
+    /// subjectAltName (legacy certificates; nginx does, RFC 6125 does not).
+    #[arg(long)]
+    verify_name_in_cn: bool,
     /// Do not resume TLS sessions on new upstream connections.
     #[arg(long)]
     no_session_reuse: bool,
@@ -339,6 +343,10 @@ struct CommonArgs {
     /// Maximum number of intermediate CAs in the peer's chain, as nginx's ssl_verify_depth (default 1).
     #[arg(long)]
     verify_depth: Option<i64>,
+    /// false: the peer's chain must end at a self-signed root of the CA bundle, as in nginx
+    /// (OpenSSL); true (the default): any CA of the bundle, an intermediate too, may end it.
+    #[arg(long, value_name = "true|false")]
+    partial_chain: Option<bool>,
     /// Lowest TLS version: TLSv1.2 (default) or TLSv1.3.
     #[arg(long)]
     min_tls_version: Option<String>,
@@ -435,6 +443,9 @@ impl FlagSpec {
     fn common(&mut self, common: CommonArgs) -> anyhow::Result<()> {
         self.text("name", "name", common.name)?;
         self.integer("verify_depth", "verify-depth", common.verify_depth)?;
+        if let Some(partial_chain) = common.partial_chain {
+            self.bool("partial_chain", "partial-chain", partial_chain)?;
+        }
         self.text("min_tls_version", "min-tls-version", common.min_tls_version)?;
         self.text("max_tls_version", "max-tls-version", common.max_tls_version)?;
         self.text("ciphers", "ciphers", common.ciphers)?;
@@ -555,6 +566,11 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
         "verify_pin_sha256",
         "verify-pin-sha256",
         args.verify_pin_sha256,
+    )?;
+    spec.bool(
+        "verify_name_in_cn",
+        "verify-name-in-cn",
+        args.verify_name_in_cn,
     )?;
     spec.bool("session_reuse", "no-session-reuse", !args.no_session_reuse)?;
     spec.bool("http2", "no-http2", !args.no_http2)?;

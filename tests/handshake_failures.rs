@@ -251,3 +251,87 @@ async fn a_newline_in_a_refused_subject_cannot_forge_a_log_line() {
         "a forged line:\n{logs}"
     );
 }
+
+/// Server mode whose `client_ca` bundle is `bundle_pem`, with the test PKI's server files.
+async fn server_with_bundle(pki: &TestPki, bundle_pem: &str, extra: &[&str]) -> (Files, Certgate) {
+    let files = Files::new();
+    pki.write(&files);
+    files.write("ca.pem", bundle_pem);
+    let process = start_server_mode(&files, extra).await;
+    (files, process)
+}
+
+async fn status_for(
+    server: &Certgate,
+    pki: &TestPki,
+    chain: &str,
+    key: &str,
+) -> Result<u16, String> {
+    let client = tls_client(&pki.ca.issued.cert_pem, Some((chain, key)));
+    https_get(server.addr(), client, "/", &[])
+        .await
+        .map(|answer| answer.status)
+}
+
+#[tokio::test]
+async fn an_intermediate_alone_in_client_ca_ends_chains_only_with_partial_chain() {
+    let pki = TestPki::new();
+    let intermediate = pki.ca.intermediate("issuing CA").unwrap();
+    let leaf = intermediate
+        .leaf(&LeafSpec::new("issued-client", Usage::Client))
+        .unwrap();
+    let (_files, trusting) = server_with_bundle(&pki, &intermediate.issued.cert_pem, &[]).await;
+    assert_eq!(
+        status_for(&trusting, &pki, &leaf.cert_pem, &leaf.key_pem).await,
+        Ok(200)
+    );
+
+    // As nginx (OpenSSL without X509_V_FLAG_PARTIAL_CHAIN): the chain must reach a root.
+    let (_files, strict) = server_with_bundle(
+        &pki,
+        &intermediate.issued.cert_pem,
+        &["--partial-chain", "false"],
+    )
+    .await;
+    assert!(status_for(&strict, &pki, &leaf.cert_pem, &leaf.key_pem)
+        .await
+        .is_err());
+    strict.wait_for_log(&[
+        "TLS handshake with",
+        "the chain ends at \"CN=issuing CA,O=certgate test PKI\"",
+        "not a self-signed root",
+        "partial_chain = true",
+    ]);
+}
+
+#[tokio::test]
+async fn verify_depth_0_counts_an_intermediate_of_the_bundle_when_partial_chain_is_off() {
+    let pki = TestPki::new();
+    let intermediate = pki.ca.intermediate("issuing CA").unwrap();
+    let leaf = intermediate
+        .leaf(&LeafSpec::new("issued-client", Usage::Client))
+        .unwrap();
+    let bundle = format!("{}{}", intermediate.issued.cert_pem, pki.ca.issued.cert_pem);
+    let (_files, partial) = server_with_bundle(&pki, &bundle, &["--verify-depth", "0"]).await;
+    assert_eq!(
+        status_for(&partial, &pki, &leaf.cert_pem, &leaf.key_pem).await,
+        Ok(200)
+    );
+
+    // nginx counts the intermediate the bundle supplies: leaf, intermediate, root is depth 1.
+    let (_files, strict) = server_with_bundle(
+        &pki,
+        &bundle,
+        &["--verify-depth", "0", "--partial-chain", "false"],
+    )
+    .await;
+    assert!(status_for(&strict, &pki, &leaf.cert_pem, &leaf.key_pem)
+        .await
+        .is_err());
+    strict.wait_for_log(&["chain longer than verify depth", "more than 0 intermediate"]);
+    // A leaf of the root itself is still within depth 0.
+    assert_eq!(
+        status_for(&strict, &pki, &pki.client.cert_pem, &pki.client.key_pem).await,
+        Ok(200)
+    );
+}

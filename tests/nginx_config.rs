@@ -756,3 +756,33 @@ async fn client_side_timeouts_header_buffers_and_underscores_map_to_their_keys()
     server.wait_for_log(&["closed the idle connection"]);
     drop(sender);
 }
+
+#[test]
+fn nginx_configs_get_nginx_chain_and_name_rules_written_out() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let values = [
+        ("LISTEN_PORT", "8443".to_string()),
+        ("BACKEND_PORT", "8000".to_string()),
+        ("UPSTREAM_PORT", "8443".to_string()),
+    ];
+    let server_a = fixture(&files, "server_a.conf", &values[..2]);
+    let toml = run_to_exit(&["convert-nginx", server_a.to_str().unwrap()]).1;
+    assert!(
+        toml.contains("partial_chain = false  # nginx's behaviour: OpenSSL wants the chain to end at a self-signed root"),
+        "{toml}"
+    );
+    assert!(!toml.contains("verify_name_in_cn"), "{toml}");
+    let proxy_b = fixture(
+        &files,
+        "proxy_b.conf",
+        &[values[0].clone(), values[2].clone()],
+    );
+    let toml = run_to_exit(&["convert-nginx", proxy_b.to_str().unwrap()]).1;
+    for expected in [
+        "partial_chain = false  # nginx's behaviour",
+        "verify_name_in_cn = true  # nginx's behaviour: OpenSSL's X509_check_host",
+    ] {
+        assert!(toml.contains(expected), "missing {expected:?}:\n{toml}");
+    }
+}

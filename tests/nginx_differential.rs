@@ -801,3 +801,161 @@ async fn client_mode_over_http2_to_nginx_sends_the_host_as_authority_only() {
         }
     }
 }
+
+/// What a client presents in the CA-bundle cases.
+#[derive(Clone, Copy, Debug)]
+enum Presented {
+    /// A leaf of the intermediate, alone.
+    IntermediateLeaf,
+    /// That leaf with the intermediate after it.
+    IntermediateLeafAndIntermediate,
+    /// A leaf of the root, alone.
+    RootLeaf,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn ca_bundles_with_intermediates_end_chains_as_under_nginx() {
+    let pki = TestPki::new();
+    let intermediate = pki.ca.intermediate("bundle intermediate").unwrap();
+    let leaf = intermediate
+        .leaf(&LeafSpec::new("intermediate-client", Usage::Client))
+        .unwrap();
+    let with_intermediate = format!("{}{}", leaf.cert_pem, intermediate.issued.cert_pem);
+    let backend = RecordingBackend::plain().await;
+    let only_intermediate = intermediate.issued.cert_pem.clone();
+    let intermediate_and_root =
+        format!("{}{}", intermediate.issued.cert_pem, pki.ca.issued.cert_pem);
+    // (bundle, ssl_verify_depth, what the client sends, whether nginx admits it)
+    let cases = [
+        // OpenSSL wants a chain to a self-signed root; an intermediate alone ends none.
+        (&only_intermediate, 1, Presented::IntermediateLeaf, false),
+        (
+            &only_intermediate,
+            1,
+            Presented::IntermediateLeafAndIntermediate,
+            false,
+        ),
+        // The bundle's intermediate counts against the depth.
+        (
+            &intermediate_and_root,
+            0,
+            Presented::IntermediateLeaf,
+            false,
+        ),
+        (&intermediate_and_root, 1, Presented::IntermediateLeaf, true),
+        (&intermediate_and_root, 0, Presented::RootLeaf, true),
+    ];
+    let mut found = Vec::new();
+    for (bundle, depth, presented, admitted) in cases {
+        let conf = |listen: u16| {
+            format!(
+                "server {{\n    listen 127.0.0.1:{listen} ssl;\n    ssl_certificate ssl/server.crt;\n    ssl_certificate_key ssl/server.key;\n    ssl_client_certificate ssl/bundle.pem;\n    ssl_verify_client on;\n    ssl_verify_depth {depth};\n    location / {{\n        proxy_pass http://127.0.0.1:{};\n    }}\n}}\n",
+                backend.address.port()
+            )
+        };
+        let nginx_files = Files::new();
+        write_ssl_dir(&nginx_files, &pki);
+        nginx_files.write("ssl/bundle.pem", bundle);
+        let nginx_port = free_port();
+        nginx_files.write("bundle.conf", conf(nginx_port));
+        let nginx = Nginx::start(&nginx_files, &nginx_files.path("bundle.conf"), nginx_port);
+        let certgate_files = Files::new();
+        write_ssl_dir(&certgate_files, &pki);
+        certgate_files.write("ssl/bundle.pem", bundle);
+        let config = certgate_files.write("bundle.conf", conf(0));
+        let certgate = Certgate::start(&["run", "--config", &config]);
+
+        let client = match presented {
+            Presented::IntermediateLeaf => tls_client(
+                &pki.ca.issued.cert_pem,
+                Some((&leaf.cert_pem, &leaf.key_pem)),
+            ),
+            Presented::IntermediateLeafAndIntermediate => tls_client(
+                &pki.ca.issued.cert_pem,
+                Some((&with_intermediate, &leaf.key_pem)),
+            ),
+            Presented::RootLeaf => pki.client_config(),
+        };
+        let mut seen = Vec::new();
+        for address in [
+            SocketAddr::from(([127, 0, 0, 1], nginx_port)),
+            certgate.addr(),
+        ] {
+            let outcome = match https_get(address, client.clone(), "/", &[]).await {
+                Ok(answer) => Outcome::Status(answer.status),
+                Err(_) => Outcome::Refused,
+            };
+            seen.push((outcome == Outcome::Status(200), outcome));
+        }
+        let label = format!(
+            "bundle of {} CA(s), depth {depth}, {presented:?}",
+            bundle.matches("BEGIN").count()
+        );
+        eprintln!("{label}: nginx {:?}, certgate {:?}", seen[0].1, seen[1].1);
+        assert_eq!(
+            seen[0].0,
+            admitted,
+            "{label}: nginx itself\n{}",
+            nginx.errors()
+        );
+        if seen[0].0 != seen[1].0 {
+            found.push(format!(
+                "{label}: nginx {:?}, certgate {:?}\n{}",
+                seen[0].1,
+                seen[1].1,
+                certgate.logs()
+            ));
+        }
+        if !admitted {
+            certgate.wait_for_log(&[
+                "TLS handshake with",
+                if depth == 0 {
+                    "chain longer than verify depth"
+                } else {
+                    "not a self-signed root"
+                },
+            ]);
+        }
+        backend.take();
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn an_upstream_certificate_with_only_a_cn_is_accepted_as_under_nginx() {
+    let pki = TestPki::new();
+    let cn_only = pki
+        .ca
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&[]))
+        .unwrap();
+    let backend = RecordingBackend::tls(&cn_only, &pki.ca.issued).await;
+    let values = |listen: u16| {
+        vec![
+            ("LISTEN_PORT", listen.to_string()),
+            ("UPSTREAM_PORT", backend.address.port().to_string()),
+        ]
+    };
+    let nginx_files = Files::new();
+    write_ssl_dir(&nginx_files, &pki);
+    let nginx_port = free_port();
+    let path = fixture(&nginx_files, "proxy_b.conf", &values(nginx_port));
+    let nginx = Nginx::start(&nginx_files, &path, nginx_port);
+    let certgate_files = Files::new();
+    write_ssl_dir(&certgate_files, &pki);
+    let path = fixture(&certgate_files, "proxy_b.conf", &values(0));
+    let certgate = Certgate::start(&["run", "--config", path.to_str().unwrap()]);
+
+    let from_nginx = http_get(SocketAddr::from(([127, 0, 0, 1], nginx_port)), "/", &[]).await;
+    assert_eq!(from_nginx.status, 200, "{}", nginx.errors());
+    let from_certgate = http_get(certgate.addr(), "/", &[]).await;
+    assert_eq!(
+        from_certgate.status,
+        200,
+        "{}\n{}",
+        from_certgate.body,
+        certgate.logs()
+    );
+    assert_eq!(backend.take().len(), 2);
+}

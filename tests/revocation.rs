@@ -325,3 +325,148 @@ async fn ocsp_response_is_stapled_for_clients_that_ask() {
     assert_eq!(answer.status, 200);
     assert_eq!(seen.lock().unwrap().as_deref(), Some(&response[..]));
 }
+
+/// A CA with the same name as the test PKI's root but another key: what it signs looks like
+/// the root's CRL to anything that compares names only.
+fn impostor_root() -> certgate::pki::Authority {
+    certgate::pki::Authority::root("test root CA", certgate::pki::KeyType::EcdsaP256).unwrap()
+}
+
+#[test]
+fn check_refuses_a_crl_signed_by_another_key() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let crl = files.write("ca.crl", impostor_root().crl(&[], in_a_week()).unwrap());
+    let config = files.write(
+        "certgate.toml",
+        "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:8000\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\ncrl = \"ca.crl\"\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("{config}:8: key 'crl'")),
+        "{output}"
+    );
+    assert!(output.contains(&crl), "{output}");
+    assert!(
+        output.contains("signature does not verify against the CA \"CN=test root CA"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn a_crl_signed_by_another_key_at_reload_keeps_the_old_snapshot_serving() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let revoked = pki
+        .ca
+        .leaf(&LeafSpec::new("revoked-client", Usage::Client))
+        .unwrap();
+    let crl = files.write(
+        "ca.crl",
+        pki.ca.crl(&[&revoked.cert_der], in_a_week()).unwrap(),
+    );
+    let server = start_server_mode(&files, &["--crl", &crl]).await;
+    files.write("ca.crl", impostor_root().crl(&[], in_a_week()).unwrap());
+    server.wait_for_log(&[
+        "listener \"edge\": certificate reload failed, still serving the previous ones",
+        &crl,
+        "signature does not verify against the CA",
+    ]);
+    // The old snapshot: good clients pass, and what it revoked stays revoked.
+    let answer = https_get(server.addr(), pki.client_config(), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let refused = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&revoked.cert_pem, &revoked.key_pem)),
+    );
+    assert!(https_get(server.addr(), refused, "/", &[]).await.is_err());
+}
+
+#[tokio::test]
+async fn a_crl_for_a_sent_intermediate_signed_by_another_key_refuses_that_branch() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let intermediate = pki.ca.intermediate("issuing CA").unwrap();
+    let leaf = intermediate
+        .leaf(&LeafSpec::new("under-issuing", Usage::Client))
+        .unwrap();
+    // Same name as the intermediate, another key; the intermediate is not in the bundle, so
+    // only the handshake can tell.
+    let impostor =
+        certgate::pki::Authority::root("issuing CA", certgate::pki::KeyType::EcdsaP256).unwrap();
+    assert_eq!(
+        x509_parser::parse_x509_certificate(&impostor.issued.cert_der)
+            .unwrap()
+            .1
+            .subject()
+            .as_raw(),
+        x509_parser::parse_x509_certificate(&intermediate.issued.cert_der)
+            .unwrap()
+            .1
+            .subject()
+            .as_raw()
+    );
+    let root_crl = files.write("root.crl", pki.ca.crl(&[], in_a_week()).unwrap());
+    let forged = files.write("issuing.crl", impostor.crl(&[], in_a_week()).unwrap());
+    let server = start_server_mode(&files, &["--crl", &root_crl, "--crl", &forged]).await;
+    let chain = format!("{}{}", leaf.cert_pem, intermediate.issued.cert_pem);
+    let client = tls_client(&pki.ca.issued.cert_pem, Some((&chain, &leaf.key_pem)));
+    assert!(https_get(server.addr(), client, "/", &[]).await.is_err());
+    server.wait_for_log(&[
+        "the CRL for issuer \"CN=issuing CA,O=certgate test PKI\"",
+        &forged,
+        "is not signed by that CA",
+    ]);
+    // Clients of the root itself are unaffected.
+    let answer = https_get(server.addr(), pki.client_config(), "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+#[test]
+fn a_cut_short_crl_is_refused_in_words_naming_the_file() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let pem = pki.ca.crl(&[], in_a_week()).unwrap();
+    let der: Vec<u8> = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map(|crl: rustls::pki_types::CertificateRevocationListDer<'_>| crl.to_vec())
+        .unwrap();
+    let crl = files.write("ca.crl", &der[..der.len() / 2]);
+    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let (code, output) = run_to_exit(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+        "--cert",
+        &p("server.pem"),
+        "--key",
+        &p("server.key"),
+        "--client-ca",
+        &p("ca.pem"),
+        "--crl",
+        &crl,
+    ]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("--crl: {crl}: not a well-formed X.509 CRL")),
+        "{output}"
+    );
+    assert!(
+        output.contains("its DER encoding is broken or cut short"),
+        "{output}"
+    );
+    assert!(output.contains("openssl ca -gencrl"), "{output}");
+    for parser_word in ["BadDer", "Parsing Error", "Incomplete", "Err("] {
+        assert!(!output.contains(parser_word), "{parser_word}: {output}");
+    }
+}

@@ -440,3 +440,38 @@ fn chain_with_the_wrong_intermediate_is_refused_naming_both() {
     let running = Certgate::start(&server_args(&good, &key, &ca));
     assert!(running.addr().port() > 0);
 }
+
+#[test]
+fn partial_chain_and_verify_name_in_cn_are_checked_with_file_and_line() {
+    let files = Files::new();
+    TestPki::new().write(&files);
+    let server = "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:8000\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n";
+    let config = config_file(&files, &format!("{server}partial_chain = false\n"));
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+
+    let config = config_file(&files, &format!("{server}partial_chain = \"no\"\n"));
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("{config}:8: key 'partial_chain'")),
+        "{output}"
+    );
+    assert!(output.contains("expected true or false"), "{output}");
+
+    let config = config_file(&files, &format!("{server}verify_name_in_cn = true\n"));
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("{config}:8: key 'verify_name_in_cn'")),
+        "{output}"
+    );
+    assert!(output.contains("is for client mode"), "{output}");
+
+    let client = config_file(
+        &files,
+        "[[listener]]\nmode = \"client\"\nlisten = \"127.0.0.1:0\"\nupstream = \"https://localhost:8443\"\nca = \"ca.pem\"\nverify_name_in_cn = true\npartial_chain = false\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &client]);
+    assert_eq!(code, 0, "{output}");
+}

@@ -430,3 +430,94 @@ async fn a_backend_response_with_both_content_length_and_transfer_encoding_is_a_
     assert!(answer.body.contains(&reason), "{}", answer.body);
     server.wait_for_log(&["listener \"edge\"", &reason, "smuggling"]);
 }
+
+#[tokio::test]
+async fn an_upstream_chain_ending_at_an_intermediate_of_the_bundle_needs_partial_chain() {
+    let pki = TestPki::new();
+    let intermediate = pki.ca.intermediate("upstream issuing CA").unwrap();
+    let leaf = intermediate
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost"]))
+        .unwrap();
+    let issued_pki = TestPki {
+        ca: Authority::root("unused", KeyType::EcdsaP256).unwrap(),
+        server: leaf,
+        client: pki.client.clone(),
+    };
+    let upstream = CountingUpstream::start_with_chain(&issued_pki, &pki).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    let trusting = proxy_b(&pki, &intermediate.issued.cert_pem, &url, &[], true);
+    assert_eq!(
+        http_get(trusting.process.addr(), "/", &[]).await.status,
+        200
+    );
+
+    let strict = proxy_b(
+        &pki,
+        &intermediate.issued.cert_pem,
+        &url,
+        &["--partial-chain", "false"],
+        true,
+    );
+    let answer = http_get(strict.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer.body.contains("not a self-signed root") && answer.body.contains("partial_chain"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_certificate_without_subject_alt_name_answers_502_saying_cn_is_not_matched() {
+    let pki = TestPki::new();
+    let cn_only = pki
+        .ca
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&[]))
+        .unwrap();
+    let cn_only_pki = TestPki {
+        ca: Authority::root("unused", KeyType::EcdsaP256).unwrap(),
+        server: cn_only,
+        client: pki.client.clone(),
+    };
+    let upstream = CountingUpstream::start_with_chain(&cn_only_pki, &pki).await;
+    let url = format!("https://localhost:{}", upstream.address.port());
+    let strict = proxy_b(&pki, &pki.ca.issued.cert_pem, &url, &[], true);
+    let answer = http_get(strict.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer.body.contains(
+            "the certificate has no subjectAltName (its subject has CN=localhost); certgate does not match names against CN"
+        ),
+        "{}",
+        answer.body
+    );
+    strict
+        .process
+        .wait_for_log(&["no subjectAltName", "verify_name_in_cn = true"]);
+
+    let legacy = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--verify-name-in-cn"],
+        true,
+    );
+    assert_eq!(http_get(legacy.process.addr(), "/", &[]).await.status, 200);
+    // The CN must still match the name.
+    let other = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--verify-name-in-cn", "--server-name", "api.internal"],
+        true,
+    );
+    let answer = http_get(other.process.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer.body.contains(
+            "name mismatch: expected \"api.internal\", certificate presents [CN:localhost]"
+        ),
+        "{}",
+        answer.body
+    );
+}

@@ -227,6 +227,8 @@ pub const KEYS: &[&str] = &[
     "ca",
     "server_name",
     "verify_depth",
+    "partial_chain",
+    "verify_name_in_cn",
     "min_tls_version",
     "max_tls_version",
     "ciphers",
@@ -556,6 +558,9 @@ pub struct ClientListener {
     pub revocation: Revocation,
     /// What the upstream's certificate must also match (DNS, URI/SPIFFE, CN, pins).
     pub upstream_rules: AccessRules,
+    /// Match `server_name` against the subject CN of an upstream certificate without a DNS
+    /// subjectAltName (OpenSSL's and so nginx's fallback).
+    pub verify_name_in_cn: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -579,6 +584,9 @@ pub struct ListenerConfig {
     pub mode: ModeConfig,
     pub tls: TlsParams,
     pub verify_depth: u32,
+    /// OpenSSL's X509_V_FLAG_PARTIAL_CHAIN: a CA of the bundle that is not a self-signed root
+    /// may end the peer's chain. nginx configs turn it off (nginx's behaviour).
+    pub partial_chain: bool,
     pub strict_key_permissions: bool,
     pub header_rules: Vec<HeaderRule>,
     /// Add the mode's default headers (X-Forwarded-For, X-Real-IP, ...); nginx adds none.
@@ -1276,6 +1284,8 @@ fn validate_listener(
                 ConfigError::at(&depth.origin, "verify_depth must be between 0 and 100")
             })?,
     };
+    // certgate's own default: a bundle trusts exactly the CAs it lists, intermediates too.
+    let partial_chain = spec.flag("partial_chain", true)?;
     let strict_key_permissions = spec.flag("strict_key_permissions", false)?;
     let tls = tls_params(&mut spec, warnings)?;
     let header_rules = header_rules(&mut spec)?;
@@ -1322,6 +1332,10 @@ fn validate_listener(
             spec.refuse("session_reuse", "'session_reuse' is for client mode")?;
             spec.refuse("verify_upstream", "'verify_upstream' is for client mode")?;
             spec.refuse("send_sni", "'send_sni' is for client mode")?;
+            spec.refuse(
+                "verify_name_in_cn",
+                "'verify_name_in_cn' is for client mode (it matches the upstream's name)",
+            )?;
             let session_tickets = spec.flag("session_tickets", true)?;
             spec.refuse(
                 "http2",
@@ -1499,6 +1513,7 @@ fn validate_listener(
                 send_sni,
                 revocation,
                 upstream_rules,
+                verify_name_in_cn: spec.flag("verify_name_in_cn", false)?,
             }))
         }
     };
@@ -1508,6 +1523,7 @@ fn validate_listener(
         mode,
         tls,
         verify_depth,
+        partial_chain,
         strict_key_permissions,
         header_rules,
         default_headers,

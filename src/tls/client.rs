@@ -32,10 +32,11 @@ pub fn build(
     warnings: &mut Vec<String>,
 ) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
     let provider = provider(&listener.tls);
-    let revocation = load_revocation(&client.revocation, warnings)?;
     let chain = match &client.ca {
         Some(ca) => {
             let ca_certs = at(ca, load::certificates(&ca.value))?;
+            let revocation =
+                load_revocation(&client.revocation, &ca_certs, Some(&ca.value), warnings)?;
             let verifier = ChainVerifier::new(
                 &ca_certs,
                 listener.verify_depth,
@@ -43,10 +44,17 @@ pub fn build(
                 revocation,
                 &provider,
             )
-            .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?;
+            .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?
+            .with_partial_chain(listener.partial_chain)
+            .with_name_in_cn(client.verify_name_in_cn);
             Some(verifier)
         }
-        None => None,
+        None => {
+            // Nothing is verified, so the CRLs have nothing to do; they are still read, so a
+            // broken file is reported.
+            load_revocation(&client.revocation, &[], None, warnings)?;
+            None
+        }
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&listener.tls.versions)

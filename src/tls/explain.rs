@@ -153,9 +153,14 @@ pub fn reason_label(error: &Error) -> &'static str {
                 Some(R::UnknownIssuer { .. }) => "unknown_issuer",
                 Some(R::TooDeep { .. }) => "chain_too_deep",
                 Some(R::WrongUsage { .. }) => "wrong_usage",
-                Some(R::NameMismatch { .. }) => "name_mismatch",
+                Some(R::NameMismatch { .. }) | Some(R::NoSubjectAltName { .. }) => "name_mismatch",
                 Some(R::Revoked { .. }) => "revoked",
-                Some(R::NoCrl { .. }) | Some(R::CrlExpired { .. }) => "crl",
+                Some(R::NoCrl { .. })
+                | Some(R::CrlExpired { .. })
+                | Some(R::CrlSignature { .. }) => "crl",
+                // The chain reaches no root the listener accepts.
+                Some(R::PartialChain { .. }) => "unknown_issuer",
+                Some(R::UnsupportedKey { .. }) => "unsupported_key",
                 Some(R::NotAllowed { .. }) => "not_allowed",
                 _ => "bad_certificate",
             },

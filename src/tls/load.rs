@@ -124,9 +124,30 @@ pub fn private_key(
         .load_private_key(key.clone_key())
         .map_err(|e| LoadError::UnsupportedKey {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: match &key {
+                PrivateKeyDer::Pkcs8(der) if is_rsa_pss_pkcs8(der.secret_pkcs8_der()) => {
+                    "it is an RSA-PSS key (id-RSASSA-PSS, as 'openssl genpkey -algorithm RSA-PSS' makes), which rustls cannot sign with; make an RSA key instead ('openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048'), which signs with RSA-PSS in TLS 1.3 all the same".into()
+                }
+                _ => e.to_string(),
+            },
         })?;
     Ok((key, signing_key))
+}
+
+/// Whether a PKCS#8 key's algorithm is id-RSASSA-PSS (an RSA key restricted to PSS).
+fn is_rsa_pss_pkcs8(der: &[u8]) -> bool {
+    use x509_parser::asn1_rs::{Integer, Sequence};
+    use x509_parser::prelude::FromDer;
+    use x509_parser::x509::AlgorithmIdentifier;
+    let Ok((_, outer)) = Sequence::from_der(der) else {
+        return false;
+    };
+    let Ok((rest, _version)) = Integer::from_der(&outer.content) else {
+        return false;
+    };
+    AlgorithmIdentifier::from_der(rest).is_ok_and(|(_, algorithm)| {
+        algorithm.algorithm == x509_parser::oid_registry::OID_PKCS1_RSASSAPSS
+    })
 }
 
 /// Reads certificate revocation lists (PEM `X509 CRL` blocks or one DER CRL).

@@ -1,6 +1,7 @@
 //! TLS material: loading files, building rustls configs, verifying peers, naming failures.
 
 pub mod client;
+pub mod crl;
 pub mod explain;
 pub mod identity;
 pub mod load;
@@ -44,47 +45,42 @@ pub(crate) fn load_identity(
     })
 }
 
-/// Loads a listener's CRLs, warning about any past its nextUpdate.
+/// Loads a listener's CRLs, checking each against its issuer when that CA is in `bundle`
+/// and warning about any past its nextUpdate.
 pub(crate) fn load_revocation(
     revocation: &Revocation,
+    bundle: &[rustls::pki_types::CertificateDer<'_>],
+    bundle_path: Option<&std::path::Path>,
     warnings: &mut Vec<String>,
-) -> Result<Option<verify::CrlSet>, ConfigError> {
-    let Some(first) = revocation.crls.first() else {
+) -> Result<Option<crl::CrlSet>, ConfigError> {
+    if revocation.crls.is_empty() {
         return Ok(None);
-    };
+    }
     let now = rustls::pki_types::UnixTime::now().as_secs() as i64;
-    let mut all = Vec::new();
+    let mut set = crl::CrlSet::new(revocation.allow_expired_crl);
     for file in &revocation.crls {
         let crls = at(file, load::crls(&file.value))?;
-        for der in &crls {
-            let Ok((_, crl)) = x509_parser::parse_x509_crl(der) else {
-                continue;
-            };
-            let Some(next_update) = crl.next_update() else {
-                continue;
-            };
-            if next_update.timestamp() < now {
-                warnings.push(format!(
-                    "{}: CRL {} from \"{}\" expired at {} (nextUpdate); {}",
-                    file.origin,
-                    file.value.display(),
-                    identity::distinguished_name(crl.issuer()),
-                    verify::format_time(rustls::pki_types::UnixTime::since_unix_epoch(
-                        std::time::Duration::from_secs(next_update.timestamp().max(0) as u64)
-                    )),
-                    if revocation.allow_expired_crl {
-                        "certificates are still checked against it (crl_expired = \"allow\")"
-                    } else {
-                        "certificates it covers are refused until it is renewed (crl_expired = \"refuse\")"
-                    }
-                ));
-            }
+        let expired = set
+            .add_file(&file.value, &crls, bundle, bundle_path, now)
+            .map_err(|e| ConfigError::at(&file.origin, e))?;
+        for crl in expired {
+            warnings.push(format!(
+                "{}: CRL {} from \"{}\" expired at {} (nextUpdate); {}",
+                file.origin,
+                file.value.display(),
+                crl.issuer,
+                verify::format_time(rustls::pki_types::UnixTime::since_unix_epoch(
+                    std::time::Duration::from_secs(crl.next_update.max(0) as u64)
+                )),
+                if revocation.allow_expired_crl {
+                    "certificates are still checked against it (crl_expired = \"allow\")"
+                } else {
+                    "certificates it covers are refused until it is renewed (crl_expired = \"refuse\")"
+                }
+            ));
         }
-        all.extend(crls);
     }
-    verify::CrlSet::new(&all, revocation.allow_expired_crl)
-        .map(Some)
-        .map_err(|e| ConfigError::at(&first.origin, e))
+    Ok(Some(set))
 }
 
 /// Warns about (or, when strict, refuses) a private key readable by others.

@@ -62,7 +62,8 @@ impl ServerTls {
             (_, ClientAuthMode::Off) | (None, _) => None,
             (Some(ca), mode) => {
                 let certs = at(ca, load::certificates(&ca.value))?;
-                let revocation = load_revocation(&server.revocation, warnings)?;
+                let revocation =
+                    load_revocation(&server.revocation, &certs, Some(&ca.value), warnings)?;
                 let chain = ChainVerifier::new(
                     &certs,
                     listener.verify_depth,
@@ -70,7 +71,8 @@ impl ServerTls {
                     revocation,
                     &provider,
                 )
-                .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?;
+                .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?
+                .with_partial_chain(listener.partial_chain);
                 Some(Arc::new(ClientCertPolicy {
                     chain,
                     mode,

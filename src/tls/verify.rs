@@ -1,19 +1,24 @@
-//! Certificate chain verification shared by both modes, with nginx's depth limit.
+//! Certificate chain verification shared by both modes, with nginx's depth limit, OpenSSL's
+//! rule for where a chain may end, and revocation.
 //!
 //! rustls has no chain-depth option (webpki allows up to 6 intermediates), so certgate
-//! verifies chains with webpki directly and rejects, during path building, any path with more
-//! intermediates than `verify_depth`. Counting matches nginx's `ssl_verify_depth`: depth N
-//! admits at most N intermediate CAs between the peer's certificate and the trusted CA.
-//! Rejections carry enough detail (dates, issuer DN, names) for a log line an operator can act on.
+//! verifies chains with webpki directly and judges each path webpki builds: more
+//! intermediates than `verify_depth` (nginx's counting: depth N admits at most N intermediate
+//! CAs between the peer's certificate and the CA that ends the chain), a chain ending at a
+//! bundle CA that is not a self-issued root when `partial_chain` is off (OpenSSL's default,
+//! under which the bundle's intermediates only help build the chain), and the CRLs
+//! (`crl.rs`). Rejections carry enough detail (dates, issuer DN, names) for a log line an
+//! operator can act on.
 
 use crate::access::AccessRules;
+use crate::tls::crl::CrlSet;
 use crate::tls::identity::{distinguished_name, presented_names, PeerIdentity};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -62,6 +67,30 @@ pub enum ChainRejection {
     /// The CRL for this chain is past its nextUpdate and expired CRLs are refused.
     CrlExpired {
         next_update: UnixTime,
+    },
+    /// The only CRLs naming this issuer are not signed by the issuer's key.
+    CrlSignature {
+        issuer: String,
+        file: String,
+    },
+    /// The chain ends at a CA of the bundle that is not a self-issued root, and
+    /// `partial_chain` is off.
+    PartialChain {
+        anchor: String,
+    },
+    /// The peer's certificate has a key type rustls cannot use (RSA-PSS).
+    UnsupportedKey {
+        role: PeerRole,
+    },
+    /// A certificate of the chain is signed with an algorithm or key type certgate cannot
+    /// verify.
+    UnsupportedAlgorithm,
+    /// An upstream certificate without a DNS subjectAltName, and CN matching is off.
+    NoSubjectAltName {
+        expected: String,
+        common_names: Vec<String>,
+        /// It has subjectAltNames, only none of type DNS.
+        other_sans: bool,
     },
     /// The chain verified, but no allow rule of the listener admits this identity.
     NotAllowed {
@@ -137,6 +166,36 @@ impl fmt::Display for ChainRejection {
                 f,
                 "certificate not allowed by this listener's rules: {peer}; allowed: {rules}"
             ),
+            ChainRejection::CrlSignature { issuer, file } => write!(
+                f,
+                "the CRL for issuer \"{issuer}\" ({file}) is not signed by that CA: its signature does not verify against the CA's key; replace it with the CRL this CA published"
+            ),
+            ChainRejection::PartialChain { anchor } => write!(
+                f,
+                "the chain ends at \"{anchor}\", a CA in the bundle that is not a self-signed root, and partial_chain is off (OpenSSL's and nginx's rule): add that CA's root to the CA bundle, or set partial_chain = true to trust it on its own"
+            ),
+            ChainRejection::UnsupportedKey { role } => write!(
+                f,
+                "the {}'s certificate has an RSA-PSS key (id-RSASSA-PSS), a key type certgate (rustls) does not support; issue it a certificate with an RSA (rsaEncryption), ECDSA or Ed25519 key",
+                match role {
+                    PeerRole::Client => "client",
+                    PeerRole::Server => "upstream",
+                }
+            ),
+            ChainRejection::UnsupportedAlgorithm => write!(
+                f,
+                "a certificate of the chain is signed with an algorithm or by a key type certgate (rustls) cannot verify (an RSA-PSS key, an RSA key under 2048 bits, DSA, SHA-1, ...)"
+            ),
+            ChainRejection::NoSubjectAltName {
+                expected,
+                common_names,
+                other_sans,
+            } => write!(
+                f,
+                "name mismatch: expected \"{expected}\", but the certificate has no {}subjectAltName (its subject has CN={}); certgate does not match names against CN: reissue the certificate with a DNS subjectAltName, or set verify_name_in_cn = true (--verify-name-in-cn) for this legacy upstream",
+                if *other_sans { "DNS " } else { "" },
+                common_names.join(", CN=")
+            ),
             ChainRejection::BadSignature => write!(f, "bad signature in the certificate chain"),
             ChainRejection::Malformed(reason) => write!(f, "malformed certificate: {reason}"),
         }
@@ -168,88 +227,45 @@ impl From<ChainRejection> for rustls::Error {
     }
 }
 
-/// Certificate revocation lists for one chain verifier.
-#[derive(Debug)]
-pub struct CrlSet {
-    crls: Vec<webpki::CertRevocationList<'static>>,
-    /// (issuer DN as DER, serial as DER content) of every revoked entry, to name the revoked
-    /// certificate in logs (webpki only says that one of the chain is revoked).
-    revoked: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Issuer DN (DER) of every CRL.
-    issuers: Vec<Vec<u8>>,
-    allow_expired: bool,
-}
-
-impl CrlSet {
-    /// Parses DER CRLs; fails with a reason if one does not parse.
-    pub fn new(
-        crls: &[rustls::pki_types::CertificateRevocationListDer<'_>],
-        allow_expired: bool,
-    ) -> Result<CrlSet, String> {
-        let mut set = CrlSet {
-            crls: Vec::new(),
-            revoked: Vec::new(),
-            issuers: Vec::new(),
-            allow_expired,
-        };
-        for (index, der) in crls.iter().enumerate() {
-            let owned = webpki::OwnedCertRevocationList::from_der(der)
-                .map_err(|e| format!("CRL #{} does not parse: {e:?}", index + 1))?;
-            set.crls.push(webpki::CertRevocationList::Owned(owned));
-            if let Ok((_, crl)) = x509_parser::parse_x509_crl(der) {
-                set.issuers.push(crl.issuer().as_raw().to_vec());
-                for entry in crl.iter_revoked_certificates() {
-                    set.revoked
-                        .push((crl.issuer().as_raw().to_vec(), entry.raw_serial().to_vec()));
-                }
-            }
-        }
-        Ok(set)
-    }
-
-    /// The issuer of the first certificate of the chain that no CRL covers.
-    fn missing_issuer(&self, chain: &[&[u8]]) -> String {
-        use x509_parser::prelude::*;
-        chain
-            .iter()
-            .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
-            .find(|cert| !self.issuers.iter().any(|i| i == cert.issuer().as_raw()))
-            .map(|cert| distinguished_name(cert.issuer()))
-            .unwrap_or_else(|| "(unknown)".into())
-    }
-
-    /// The first certificate of the chain found on a CRL: (serial hex, subject).
-    fn find_revoked(&self, chain: &[&[u8]]) -> (String, String) {
-        use x509_parser::prelude::*;
-        for der in chain {
-            let Ok((_, cert)) = X509Certificate::from_der(der) else {
-                continue;
-            };
-            let key = (cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec());
-            if self.revoked.contains(&key) {
-                return (
-                    crate::tls::identity::serial_hex(cert.raw_serial()),
-                    distinguished_name(cert.subject()),
-                );
-            }
-        }
-        ("(unknown)".into(), "(unknown)".into())
-    }
-}
-
 /// Verifies certificate chains against one CA bundle, for one peer role, within a depth.
 #[derive(Debug)]
 pub struct ChainVerifier {
     roots: Vec<TrustAnchor<'static>>,
+    /// Per root, in the same order: its public key (SPKI DER), for CRL signatures.
+    root_keys: Vec<Vec<u8>>,
+    /// Per root: whether it is self-issued (subject = issuer), so a chain may end there when
+    /// partial chains are off.
+    root_self_issued: Vec<bool>,
+    /// The bundle's CAs that are not self-issued, used to build the chain on up to a root
+    /// when partial chains are off (as OpenSSL uses its trust store).
+    bundle_intermediates: Vec<CertificateDer<'static>>,
     root_subjects: Vec<DistinguishedName>,
     verify_depth: u32,
+    /// OpenSSL's X509_V_FLAG_PARTIAL_CHAIN: any CA of the bundle may end a chain. Off, a
+    /// chain must end at a self-issued root of the bundle (OpenSSL's default, so nginx's).
+    partial_chain: bool,
+    /// Match the upstream's name against its subject CN when it has no DNS subjectAltName.
+    name_in_cn: bool,
     role: PeerRole,
     algorithms: WebPkiSupportedAlgorithms,
     revocation: Option<CrlSet>,
 }
 
+/// How much a reason for refusing one path says, to report the most telling one when
+/// every path webpki tried was refused.
+fn telling(rejection: &ChainRejection) -> u8 {
+    match rejection {
+        ChainRejection::Revoked { .. } => 5,
+        ChainRejection::CrlExpired { .. } | ChainRejection::CrlSignature { .. } => 4,
+        ChainRejection::NoCrl { .. } => 3,
+        ChainRejection::TooDeep { .. } => 2,
+        _ => 1,
+    }
+}
+
 impl ChainVerifier {
-    /// Fails with a reason if a CA certificate cannot serve as a trust anchor.
+    /// Fails with a reason if a CA certificate cannot serve as a trust anchor. Partial
+    /// chains are on; see [`ChainVerifier::with_partial_chain`].
     pub fn new(
         ca_certs: &[CertificateDer<'static>],
         verify_depth: u32,
@@ -257,11 +273,23 @@ impl ChainVerifier {
         revocation: Option<CrlSet>,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Self, String> {
+        use x509_parser::prelude::*;
         let mut roots = Vec::with_capacity(ca_certs.len());
+        let mut root_keys = Vec::with_capacity(ca_certs.len());
+        let mut root_self_issued = Vec::with_capacity(ca_certs.len());
+        let mut bundle_intermediates = Vec::new();
         for (index, cert) in ca_certs.iter().enumerate() {
             let anchor = webpki::anchor_from_trusted_cert(cert)
                 .map_err(|e| format!("CA certificate #{} is unusable: {e:?}", index + 1))?;
             roots.push(anchor.to_owned());
+            let (_, parsed) = X509Certificate::from_der(cert)
+                .map_err(|e| format!("CA certificate #{} does not parse: {e}", index + 1))?;
+            let self_issued = parsed.subject().as_raw() == parsed.issuer().as_raw();
+            root_keys.push(parsed.public_key().raw.to_vec());
+            root_self_issued.push(self_issued);
+            if !self_issued {
+                bundle_intermediates.push(cert.clone());
+            }
         }
         let root_subjects = roots
             .iter()
@@ -269,12 +297,30 @@ impl ChainVerifier {
             .collect();
         Ok(ChainVerifier {
             roots,
+            root_keys,
+            root_self_issued,
+            bundle_intermediates,
             root_subjects,
             verify_depth,
+            partial_chain: true,
+            name_in_cn: false,
             role,
             algorithms: provider.signature_verification_algorithms,
             revocation,
         })
+    }
+
+    /// Whether a CA of the bundle that is not a self-issued root may end a chain (OpenSSL's
+    /// X509_V_FLAG_PARTIAL_CHAIN).
+    pub fn with_partial_chain(mut self, partial_chain: bool) -> Self {
+        self.partial_chain = partial_chain;
+        self
+    }
+
+    /// Whether an upstream certificate without a DNS subjectAltName may match by its CN.
+    pub fn with_name_in_cn(mut self, name_in_cn: bool) -> Self {
+        self.name_in_cn = name_in_cn;
+        self
     }
 
     /// Verifies `end_entity` (with the `intermediates` the peer sent) up to a trusted CA.
@@ -284,59 +330,99 @@ impl ChainVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), ChainRejection> {
+        refuse_unsupported_key(end_entity, self.role)?;
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| ChainRejection::Malformed(format!("{e:?}")))?;
         let usage = match self.role {
             PeerRole::Client => webpki::KeyUsage::client_auth(),
             PeerRole::Server => webpki::KeyUsage::server_auth(),
         };
-        let max_intermediates = self.verify_depth as usize;
-        let refused_for_depth = Cell::new(false);
-        let within_depth = |path: &webpki::VerifiedPath<'_>| {
-            if path.intermediate_certificates().count() > max_intermediates {
-                refused_for_depth.set(true);
-                return Err(webpki::Error::MaximumPathDepthExceeded);
-            }
-            Ok(())
+        let mut candidates: Vec<CertificateDer<'_>> = intermediates.to_vec();
+        if !self.partial_chain {
+            candidates.extend(self.bundle_intermediates.iter().cloned());
+        }
+        // webpki calls this for every complete path it finds; a refusal makes it look for
+        // another, so the most telling refusal is kept for when none is left.
+        let refusal: RefCell<Option<ChainRejection>> = RefCell::new(None);
+        let judge_path = |path: &webpki::VerifiedPath<'_>| {
+            self.judge_path(path, now).map_err(|rejection| {
+                let mut kept = refusal.borrow_mut();
+                if kept
+                    .as_ref()
+                    .is_none_or(|old| telling(&rejection) > telling(old))
+                {
+                    *kept = Some(rejection);
+                }
+                webpki::Error::UnknownIssuer
+            })
         };
-        let crl_refs: Vec<&webpki::CertRevocationList<'_>> = match &self.revocation {
-            Some(set) => set.crls.iter().collect(),
-            None => Vec::new(),
-        };
-        // Every certificate of the chain is checked against the CRLs, and a CA without a CRL
-        // is an error, as with nginx's ssl_crl (OpenSSL's CRL_CHECK_ALL): failing open would
-        // accept revoked leaves of a CA whose CRL was forgotten.
-        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
-            .ok()
-            .map(|builder| {
-                builder
-                    .with_depth(webpki::RevocationCheckDepth::Chain)
-                    .with_status_policy(webpki::UnknownStatusPolicy::Deny)
-                    .with_expiration_policy(
-                        match self.revocation.as_ref().is_some_and(|r| r.allow_expired) {
-                            true => webpki::ExpirationPolicy::Ignore,
-                            false => webpki::ExpirationPolicy::Enforce,
-                        },
-                    )
-                    .build()
-            });
         let result = cert.verify_for_usage(
             self.algorithms.all,
             &self.roots,
-            intermediates,
+            &candidates,
             now,
             usage,
-            revocation,
-            Some(&within_depth),
+            None,
+            Some(&judge_path),
         );
         match result {
             Ok(_) => Ok(()),
-            // A path existed but only beyond the depth limit: that is the useful reason.
-            Err(_) if refused_for_depth.get() => Err(ChainRejection::TooDeep {
-                verify_depth: self.verify_depth,
-            }),
-            Err(error) => Err(self.explain(error, end_entity, intermediates)),
+            // A path existed but was refused (depth, partial chain, revocation): that is the
+            // useful reason, more than what the other paths ran into.
+            Err(error) => Err(refusal
+                .into_inner()
+                .unwrap_or_else(|| self.explain(error, end_entity, intermediates))),
         }
+    }
+
+    /// The checks webpki leaves to us on a path it verified: depth (nginx's counting), where
+    /// the path may end, and revocation (OpenSSL's CRL_CHECK_ALL, as nginx's ssl_crl).
+    fn judge_path(
+        &self,
+        path: &webpki::VerifiedPath<'_>,
+        now: UnixTime,
+    ) -> Result<(), ChainRejection> {
+        use x509_parser::prelude::*;
+        if path.intermediate_certificates().count() > self.verify_depth as usize {
+            return Err(ChainRejection::TooDeep {
+                verify_depth: self.verify_depth,
+            });
+        }
+        let anchor = self
+            .roots
+            .iter()
+            .position(|root| std::ptr::eq(root, path.anchor()))
+            .ok_or_else(|| {
+                ChainRejection::Malformed("the trust anchor is not in the CA bundle".into())
+            })?;
+        if !self.partial_chain && !self.root_self_issued[anchor] {
+            return Err(ChainRejection::PartialChain {
+                anchor: distinguished_name_der(path.anchor().subject.as_ref()),
+            });
+        }
+        let Some(crls) = &self.revocation else {
+            return Ok(());
+        };
+        let ders: Vec<CertificateDer<'_>> = std::iter::once(path.end_entity().der())
+            .chain(path.intermediate_certificates().map(|c| c.der()))
+            .collect();
+        let parsed = ders
+            .iter()
+            .map(|der| X509Certificate::from_der(der).map(|(_, cert)| cert))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                ChainRejection::Malformed("a certificate of the chain does not parse".into())
+            })?;
+        let now = now.as_secs() as i64;
+        for (index, cert) in parsed.iter().enumerate() {
+            match parsed.get(index + 1) {
+                Some(issuer) => {
+                    crls.check(cert, index == 0, issuer.public_key().raw, Some(issuer), now)?
+                }
+                None => crls.check(cert, index == 0, &self.root_keys[anchor], None, now)?,
+            }
+        }
+        Ok(())
     }
 
     fn explain(
@@ -367,31 +453,10 @@ impl ChainVerifier {
                     PeerRole::Server => "TLS server authentication (serverAuth)",
                 },
             },
-            E::UnknownRevocationStatus => {
-                let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
-                    .chain(intermediates.iter().map(|c| c.as_ref()))
-                    .collect();
-                let issuer = match &self.revocation {
-                    Some(set) => set.missing_issuer(&chain),
-                    None => "(unknown)".into(),
-                };
-                ChainRejection::NoCrl { issuer }
-            }
-            E::CertRevoked => {
-                let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
-                    .chain(intermediates.iter().map(|c| c.as_ref()))
-                    .collect();
-                let (serial, subject) = match &self.revocation {
-                    Some(set) => set.find_revoked(&chain),
-                    None => ("(unknown)".into(), "(unknown)".into()),
-                };
-                ChainRejection::Revoked { serial, subject }
-            }
-            E::CrlExpired { next_update, .. } => ChainRejection::CrlExpired { next_update },
-            E::InvalidSignatureForPublicKey
-            | E::UnsupportedSignatureAlgorithmContext(_)
+            E::InvalidSignatureForPublicKey => ChainRejection::BadSignature,
+            E::UnsupportedSignatureAlgorithmContext(_)
             | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-                ChainRejection::BadSignature
+                ChainRejection::UnsupportedAlgorithm
             }
             E::CaUsedAsEndEntity => {
                 ChainRejection::Malformed("a CA certificate was presented as the leaf".into())
@@ -408,11 +473,36 @@ impl ChainVerifier {
     ) -> Result<(), ChainRejection> {
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| ChainRejection::Malformed(format!("{e:?}")))?;
-        cert.verify_is_valid_for_subject_name(name)
-            .map_err(|_| ChainRejection::NameMismatch {
-                expected: name.to_str().into_owned(),
+        if cert.verify_is_valid_for_subject_name(name).is_ok() {
+            return Ok(());
+        }
+        let expected = name.to_str().into_owned();
+        let common_names = cn_only_names(end_entity);
+        match common_names {
+            // OpenSSL's X509_check_host (nginx's proxy_ssl_verify) falls back to the CN when a
+            // certificate has no DNS subjectAltName; RFC 6125, browsers and Go do not.
+            Some(CommonNamesOnly { names, .. }) if self.name_in_cn => {
+                let matched = names.iter().any(|cn| {
+                    crate::access::DnsPattern::parse(cn).is_ok_and(|p| p.matches(&expected))
+                });
+                match matched {
+                    true => Ok(()),
+                    false => Err(ChainRejection::NameMismatch {
+                        expected,
+                        presented: presented_names(end_entity),
+                    }),
+                }
+            }
+            Some(CommonNamesOnly { names, other_sans }) => Err(ChainRejection::NoSubjectAltName {
+                expected,
+                common_names: names,
+                other_sans,
+            }),
+            None => Err(ChainRejection::NameMismatch {
+                expected,
                 presented: presented_names(end_entity),
-            })
+            }),
+        }
     }
 
     fn verify_tls12(
@@ -421,6 +511,7 @@ impl ChainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        refuse_pss_signature(dss, self.role)?;
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -430,7 +521,95 @@ impl ChainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        refuse_pss_signature(dss, self.role)?;
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+/// The TLS signature schemes of RSA-PSS keys (id-RSASSA-PSS; RFC 8446's rsa_pss_pss_*),
+/// which rustls does not implement. certgate offers them all the same, so that a peer whose
+/// certificate has such a key sends it (rather than no certificate, or a handshake failure
+/// with no reason) and is refused with one that names its key type.
+const RSA_PSS_PSS_SCHEMES: [SignatureScheme; 3] = [
+    SignatureScheme::Unknown(0x0809),
+    SignatureScheme::Unknown(0x080a),
+    SignatureScheme::Unknown(0x080b),
+];
+
+/// The schemes to offer a peer: what the provider verifies, then the RSA-PSS key schemes.
+fn offered_schemes(algorithms: &WebPkiSupportedAlgorithms) -> Vec<SignatureScheme> {
+    let mut schemes = algorithms.supported_schemes();
+    schemes.extend(RSA_PSS_PSS_SCHEMES);
+    schemes
+}
+
+/// Refuses a handshake signature made with an RSA-PSS key, naming the key type.
+fn refuse_pss_signature(dss: &DigitallySignedStruct, role: PeerRole) -> Result<(), rustls::Error> {
+    match RSA_PSS_PSS_SCHEMES.contains(&dss.scheme) {
+        true => Err(ChainRejection::UnsupportedKey { role }.into()),
+        false => Ok(()),
+    }
+}
+
+/// Refuses a peer certificate whose key rustls cannot use, with the key type in words
+/// (otherwise the handshake fails later with a signature error that says nothing of it).
+fn refuse_unsupported_key(
+    end_entity: &CertificateDer<'_>,
+    role: PeerRole,
+) -> Result<(), ChainRejection> {
+    use x509_parser::prelude::*;
+    match X509Certificate::from_der(end_entity) {
+        Ok((_, cert))
+            if cert.public_key().algorithm.algorithm
+                == x509_parser::oid_registry::OID_PKCS1_RSASSAPSS =>
+        {
+            Err(ChainRejection::UnsupportedKey { role })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The subject CNs of a certificate that has no DNS subjectAltName.
+struct CommonNamesOnly {
+    names: Vec<String>,
+    /// It has subjectAltNames, just none of type DNS.
+    other_sans: bool,
+}
+
+fn cn_only_names(der: &CertificateDer<'_>) -> Option<CommonNamesOnly> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san.value.general_names.clone(),
+        _ => Vec::new(),
+    };
+    if sans.iter().any(|n| matches!(n, GeneralName::DNSName(_))) {
+        return None;
+    }
+    let names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    (!names.is_empty()).then_some(CommonNamesOnly {
+        names,
+        other_sans: !sans.is_empty(),
+    })
+}
+
+/// A DN from the contents of its DER SEQUENCE (as webpki stores a trust anchor's subject).
+fn distinguished_name_der(contents: &[u8]) -> String {
+    use x509_parser::prelude::*;
+    let mut der = vec![0x30];
+    match contents.len() {
+        n if n < 0x80 => der.push(n as u8),
+        n if n <= 0xff => der.extend([0x81, n as u8]),
+        n => der.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    der.extend_from_slice(contents);
+    match X509Name::from_der(&der) {
+        Ok((_, name)) => distinguished_name(&name),
+        Err(_) => "(unparsable name)".into(),
     }
 }
 
@@ -574,7 +753,7 @@ impl ClientCertVerifier for ClientCertPolicy {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.algorithms.supported_schemes()
+        offered_schemes(&self.chain.algorithms)
     }
 }
 
@@ -598,9 +777,12 @@ impl UpstreamCertPolicy {
         server_name: &ServerName<'_>,
         now: UnixTime,
     ) -> Result<(), ChainRejection> {
-        if let Some(chain) = &self.chain {
-            chain.verify(end_entity, intermediates, now)?;
-            chain.verify_name(end_entity, server_name)?;
+        match &self.chain {
+            Some(chain) => {
+                chain.verify(end_entity, intermediates, now)?;
+                chain.verify_name(end_entity, server_name)?;
+            }
+            None => refuse_unsupported_key(end_entity, PeerRole::Server)?,
         }
         admit_by_rules(&self.rules, end_entity, intermediates)
     }
@@ -625,6 +807,7 @@ impl ServerCertVerifier for UpstreamCertPolicy {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        refuse_pss_signature(dss, PeerRole::Server)?;
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -634,10 +817,11 @@ impl ServerCertVerifier for UpstreamCertPolicy {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        refuse_pss_signature(dss, PeerRole::Server)?;
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        offered_schemes(&self.algorithms)
     }
 }

@@ -1118,6 +1118,9 @@ fn return_args(d: &Directive) -> Result<(i64, Option<String>), ConfigError> {
     }
 }
 
+/// Why nginx configs get `partial_chain = false`.
+const PARTIAL_CHAIN_DEFAULT: &str = "nginx's behaviour: OpenSSL wants the chain to end at a self-signed root of the CA bundle (no X509_V_FLAG_PARTIAL_CHAIN)";
+
 /// The directives `limits` reads, which certgate applies per server.
 const LIMITS: [&str; 3] = [
     "proxy_connect_timeout",
@@ -1286,6 +1289,11 @@ fn server_mode(
     };
     if let Some(ca) = ca {
         section.push("client_ca", text(ca), ca);
+        section.push_default(
+            "partial_chain",
+            SpecValue::Bool(false),
+            PARTIAL_CHAIN_DEFAULT,
+        );
     } else if verify != "off" {
         return Err(root.directive.error(
             "ssl_verify_client needs \"ssl_client_certificate\" (the CA bundle client certificates must chain to)",
@@ -1367,7 +1375,15 @@ fn client_mode(
         }
     };
     match scope.get("proxy_ssl_trusted_certificate") {
-        Some(d) => section.push("ca", text(d), d),
+        Some(d) => {
+            section.push("ca", text(d), d);
+            section.push_default("partial_chain", SpecValue::Bool(false), PARTIAL_CHAIN_DEFAULT);
+            section.push_default(
+                "verify_name_in_cn",
+                SpecValue::Bool(true),
+                "nginx's behaviour: OpenSSL's X509_check_host matches proxy_ssl_name against the subject CN of a certificate without a DNS subjectAltName",
+            );
+        }
         None if verify => {
             return Err(root.directive.error(
                 "proxy_ssl_verify on needs \"proxy_ssl_trusted_certificate\" (the CA bundle the upstream's certificate must chain to)",

@@ -529,3 +529,50 @@ async fn locations_take_the_same_paths_as_under_nginx() {
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+/// The seed's proxy B on nginx (TLS 1.2 only, session reuse on, no upstream keepalive) in
+/// front of certgate as server A: every connection after the first resumes. rustls used to
+/// send a new ticket in every resumed TLS 1.2 handshake, after which OpenSSL drops the
+/// session nginx holds, so only every other connection resumed (3 of 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn nginx_as_proxy_b_resumes_every_tls12_connection_to_certgate() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    write_ssl_dir(&files, &pki);
+    let server_a = start_server_mode(&files, &[]).await;
+    let nginx_port = free_port();
+    // 127.0.0.1 rather than localhost, so that nginx has one peer (not ::1 as well).
+    let conf = files.write(
+        "proxy_b_tls12.conf",
+        format!(
+            "server {{\n    listen 127.0.0.1:{nginx_port};\n    location / {{\n        proxy_pass https://127.0.0.1:{};\n        proxy_ssl_certificate ssl/client.crt;\n        proxy_ssl_certificate_key ssl/client.key;\n        proxy_ssl_trusted_certificate ssl/ca.crt;\n        proxy_ssl_verify on;\n        proxy_ssl_name localhost;\n        proxy_ssl_protocols TLSv1.2;\n        proxy_ssl_session_reuse on;\n    }}\n}}\n",
+            server_a.addr().port()
+        ),
+    );
+    let nginx = Nginx::start(&files, Path::new(&conf), nginx_port);
+    let proxy_b = SocketAddr::from(([127, 0, 0, 1], nginx_port));
+    for _ in 0..6 {
+        let answer = http_get(proxy_b, "/", &[]).await;
+        assert_eq!(answer.status, 200, "{}\n{}", answer.body, nginx.errors());
+    }
+    let connected =
+        |log: &str| log.contains("listener \"edge\"") && log.contains(" connected with TLSv1.2 ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_a.logs().lines().filter(|l| connected(l)).count() < 6 {
+        assert!(Instant::now() < deadline, "{}", server_a.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = server_a.logs();
+    let resumed = logs
+        .lines()
+        .filter(|l| connected(l) && l.contains("(resumed handshake"))
+        .count();
+    assert_eq!(
+        resumed,
+        5,
+        "of 6 connections from nginx, {resumed} resumed:\n{logs}\nnginx:\n{}",
+        nginx.errors()
+    );
+}

@@ -38,6 +38,8 @@ struct Material {
     fingerprint: u64,
     /// The certificates loaded, for `/status` and the expiry metric.
     certificates: Vec<tls::CertificateInfo>,
+    /// The chain this listener presents (leaf first) and its file, as read.
+    chain: Option<(std::path::PathBuf, Vec<Vec<u8>>)>,
 }
 
 impl Material {
@@ -49,6 +51,7 @@ impl Material {
         warnings: &mut Vec<String>,
     ) -> Result<Material, ConfigError> {
         let certificates = tls::certificates_of(config);
+        let chain = presented_chain(config);
         Ok(match &config.mode {
             ModeConfig::Server(server) => Material {
                 server_tls: Some(ServerTls::build(config, server, warnings)?),
@@ -59,6 +62,7 @@ impl Material {
                 },
                 fingerprint,
                 certificates,
+                chain,
             },
             ModeConfig::Client(client) => {
                 let client_tls = tls::client::build(config, client, warnings)?;
@@ -67,6 +71,7 @@ impl Material {
                     proxy: Arc::new(Proxy::new(config, Some(client_tls), telemetry)),
                     fingerprint,
                     certificates,
+                    chain,
                 }
             }
         })
@@ -83,6 +88,61 @@ fn fingerprint(config: &ListenerConfig) -> Result<u64, ConfigError> {
         bytes.hash(&mut hasher);
     }
     Ok(hasher.finish())
+}
+
+/// The certificate chain a listener presents (server mode: its certificate; client mode: its
+/// client certificate), leaf first, and the file it is in.
+fn presented_chain(config: &ListenerConfig) -> Option<(std::path::PathBuf, Vec<Vec<u8>>)> {
+    let file = match &config.mode {
+        ModeConfig::Server(server) => &server.cert.value,
+        ModeConfig::Client(client) => &client.identity.as_ref()?.0.value,
+    };
+    let chain = tls::load::certificates(file).ok()?;
+    Some((file.clone(), chain.iter().map(|c| c.to_vec()).collect()))
+}
+
+/// What to tell the operator when a reload shortens the presented chain or drops one of its
+/// intermediates: peers that relied on being sent it stop verifying the certificate. (A file
+/// still being written is not read until it is quiet, see `reload`; this is what remains.)
+fn chain_warning(
+    mode: &ModeConfig,
+    previous: &(std::path::PathBuf, Vec<Vec<u8>>),
+    new: &(std::path::PathBuf, Vec<Vec<u8>>),
+) -> Option<String> {
+    let (old, (file, chain)) = (&previous.1, new);
+    let intermediates = |c: &[Vec<u8>]| c.iter().skip(1).cloned().collect::<Vec<_>>();
+    let kept = intermediates(chain);
+    let dropped: Vec<String> = intermediates(old)
+        .iter()
+        .filter(|c| !kept.contains(c))
+        .map(|der| match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => format!("\"{}\"", tls::identity::distinguished_name(cert.subject())),
+            Err(_) => "an unparsable certificate".to_string(),
+        })
+        .collect();
+    if chain.len() >= old.len() && dropped.is_empty() {
+        return None;
+    }
+    let peers = match mode {
+        ModeConfig::Server(_) => "clients",
+        ModeConfig::Client(_) => "upstreams",
+    };
+    let mut text = format!(
+        "the new certificate chain in {} has {} certificate(s), the previous one {}",
+        file.display(),
+        chain.len(),
+        old.len()
+    );
+    if !dropped.is_empty() {
+        text.push_str(&format!(
+            "; it no longer includes the intermediate {}",
+            dropped.join(", ")
+        ));
+    }
+    text.push_str(&format!(
+        "; {peers} that do not have the missing intermediate cannot verify this certificate: append it to the file after the leaf"
+    ));
+    Some(text)
 }
 
 /// Sets `certgate_certificate_not_after_timestamp_seconds` for the new material's
@@ -143,6 +203,9 @@ pub struct ListenerRuntime {
     /// The fingerprint of files that failed to load, so a broken file is reported once, not
     /// on every check.
     refused: Mutex<Option<u64>>,
+    /// What the periodic check last found the files to be, when not what is loaded: a
+    /// change is loaded once two checks in a row find it (the file is no longer changing).
+    polled: Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
     telemetry: Telemetry,
     reloading: Mutex<()>,
@@ -170,6 +233,7 @@ impl ListenerRuntime {
             config: config.clone(),
             material: RwLock::new(Arc::new(material)),
             refused: Mutex::new(None),
+            polled: Mutex::new(None),
             metrics: metrics.clone(),
             telemetry: telemetry.clone(),
             reloading: Mutex::new(()),
@@ -266,9 +330,20 @@ impl ListenerRuntime {
     /// Re-reads the listener's files and, if they changed and check out, swaps in new
     /// material. Open connections keep the material they started with.
     pub fn reload(&self) -> ReloadOutcome {
+        self.check_files(false)
+    }
+
+    /// The periodic check: as [`reload`](Self::reload), but files that changed are loaded
+    /// only once they read the same at two checks in a row, so a file in the middle of being
+    /// written (a leaf without its intermediate yet) is not taken.
+    pub fn poll(&self) -> ReloadOutcome {
+        self.check_files(true)
+    }
+
+    fn check_files(&self, settled_only: bool) -> ReloadOutcome {
         // One reload at a time per listener (file events, the timer, SIGHUP, POST /reload).
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = self.reload_files();
+        let outcome = self.reload_files(settled_only);
         if outcome != ReloadOutcome::Unchanged {
             let result = if outcome == ReloadOutcome::Reloaded {
                 "ok"
@@ -297,18 +372,36 @@ impl ListenerRuntime {
         (self.current().certificates.clone(), last)
     }
 
-    fn reload_files(&self) -> ReloadOutcome {
+    fn reload_files(&self, settled_only: bool) -> ReloadOutcome {
         let name = &self.config.name;
         let current = self.current();
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        let new_fingerprint = match fingerprint(&self.config) {
-            Ok(f) if f == current.fingerprint => return ReloadOutcome::Unchanged,
+        let observed = fingerprint(&self.config);
+        let problem = |error: &ConfigError| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            error.message.hash(&mut hasher);
+            hasher.finish()
+        };
+        {
+            let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = match &observed {
+                Ok(f) if *f == current.fingerprint => {
+                    *polled = None;
+                    return ReloadOutcome::Unchanged;
+                }
+                Ok(f) => *f,
+                Err(error) => problem(error),
+            };
+            if settled_only && *polled != Some(seen) {
+                *polled = Some(seen);
+                return ReloadOutcome::Unchanged;
+            }
+        }
+        let new_fingerprint = match observed {
             Ok(f) => f,
             Err(error) => {
                 // Said once per distinct problem, not at every check.
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                error.message.hash(&mut hasher);
-                let problem = hasher.finish();
+                let problem = problem(&error);
                 if *refused != Some(problem) {
                     *refused = Some(problem);
                     tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
@@ -329,6 +422,9 @@ impl ListenerRuntime {
         ) {
             Ok(material) => {
                 publish_expiry(&self.metrics, name, Some(&current), &material);
+                if let (Some(previous), Some(new)) = (&current.chain, &material.chain) {
+                    warnings.extend(chain_warning(&self.config.mode, previous, new));
+                }
                 for warning in warnings {
                     tracing::warn!("listener \"{name}\": {warning}");
                 }
@@ -576,5 +672,61 @@ impl ListenerRuntime {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ListenerSpec, Origin, SpecValue};
+    use crate::pki::{Authority, KeyType, LeafSpec, Usage};
+
+    #[test]
+    fn the_periodic_check_loads_a_change_only_once_it_reads_the_same_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::root("poll test CA", KeyType::EcdsaP256).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+        let mut spec = ListenerSpec::default();
+        for (key, value) in [
+            ("mode", "server".to_string()),
+            ("listen", "127.0.0.1:0".to_string()),
+            ("upstream", "127.0.0.1:1".to_string()),
+            ("cert", write("server.pem", &server.cert_pem)),
+            ("key", write("server.key", &server.key_pem)),
+            ("client_ca", write("ca.pem", &ca.issued.cert_pem)),
+        ] {
+            spec.set(key, Origin::Flag(key.into()), SpecValue::Text(value))
+                .unwrap();
+        }
+        let config = Config::from_specs(vec![spec]).unwrap();
+        let runtime =
+            ListenerRuntime::build(&config.listeners[0], &Telemetry::new(), &mut Vec::new())
+                .unwrap();
+        assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
+
+        let next = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+        write("server.key", &next.key_pem);
+        write("server.pem", &next.cert_pem);
+        // First seen: perhaps still being written.
+        assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
+        // Changed again since: still not taken.
+        write(
+            "server.pem",
+            &format!("{}{}", next.cert_pem, ca.issued.cert_pem),
+        );
+        assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
+        // The same as at the last check: taken.
+        assert_eq!(runtime.poll(), ReloadOutcome::Reloaded);
+        assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
+
+        // An explicit reload does not wait.
+        write("server.pem", &server.cert_pem);
+        write("server.key", &server.key_pem);
+        assert_eq!(runtime.reload(), ReloadOutcome::Reloaded);
     }
 }

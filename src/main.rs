@@ -260,6 +260,14 @@ struct ServerArgs {
     /// Peer whose inbound XFCC is kept in append mode, as KIND:VALUE (cn:edge, uri:spiffe://...); repeatable.
     #[arg(long, value_name = "KIND:VALUE")]
     xfcc_trusted: Vec<String>,
+    /// Proxy in front of this one whose inbound identity headers (X-SSL-*, X-Client-Cert, ...)
+    /// are kept, as KIND:VALUE (cn:proxy-b, uri:spiffe://..., pin-sha256:...); repeatable.
+    #[arg(
+        long = "trusted-forwarder",
+        visible_alias = "trusted-forwarders",
+        value_name = "KIND:VALUE"
+    )]
+    trusted_forwarders: Vec<String>,
     /// Admit clients whose subject CN is this; repeatable (any allow rule admits).
     #[arg(long, value_name = "CN")]
     allow_cn: Vec<String>,
@@ -530,6 +538,11 @@ fn server_config(args: ServerArgs) -> anyhow::Result<Config> {
     )?;
     spec.text("xfcc_mode", "xfcc-mode", args.xfcc_mode)?;
     spec.list("xfcc_trusted", "xfcc-trusted", args.xfcc_trusted)?;
+    spec.list(
+        "trusted_forwarders",
+        "trusted-forwarder",
+        args.trusted_forwarders,
+    )?;
     spec.list("allow_cn", "allow-cn", args.allow_cn)?;
     spec.list("allow_o", "allow-o", args.allow_o)?;
     spec.list("allow_ou", "allow-ou", args.allow_ou)?;

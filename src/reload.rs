@@ -1,11 +1,16 @@
 //! When to re-read certificate files: on a change seen by inotify (through `notify`), on a
 //! periodic check as a fallback (network filesystems, missed events), and on request
-//! (SIGHUP). Each check is cheap when nothing changed: a listener compares a hash of its
-//! files' contents and does nothing if it is the same.
+//! (SIGHUP, `POST /reload`). Each check is cheap when nothing changed: a listener compares a
+//! hash of its files' contents and does nothing if it is the same.
 //!
 //! Directories are watched, not files, so every way files really change is seen: written in
 //! place, written elsewhere and renamed over (editors, certbot), and Kubernetes secret volumes,
 //! where the `..data` symlink is swapped to a new timestamped directory.
+//!
+//! A file written in place is read only once it has been quiet for [`QUIET`]: a chain file
+//! written leaf first and its intermediate a second later must not be served as a lone leaf
+//! in between. The periodic check waits the same way (the files must read the same at two
+//! checks in a row, see [`ListenerRuntime::poll`]); a request is explicit and reads at once.
 
 use crate::listener::ListenerRuntime;
 use notify::Watcher;
@@ -19,8 +24,9 @@ use tokio::sync::{mpsc, watch};
 pub const FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
 /// How often certificates close to expiry are warned about again.
 const EXPIRY_WARNING_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
-/// Events within this window are one change (a rename, a symlink swap, a multi-write save).
-const SETTLE: Duration = Duration::from_millis(150);
+/// How long the watched directories must be free of change events before changed files are
+/// read: long enough for a writer that puts a chain together in several writes.
+pub const QUIET: Duration = Duration::from_secs(2);
 
 /// Asks every listener to check its files now (SIGHUP, `POST /reload`).
 #[derive(Clone)]
@@ -32,13 +38,23 @@ impl ReloadHandle {
     }
 }
 
+/// Why the listeners' files are checked.
+#[derive(Clone, Copy)]
+enum Check {
+    /// Asked for, or the files have been quiet since their last change event: read them.
+    Now,
+    /// The periodic check: read changed files only when they read the same as last time.
+    Poll,
+}
+
 /// Starts the watcher and the fallback timer for `listeners`; stops with `shutdown`.
 pub fn spawn(
     listeners: Vec<Arc<ListenerRuntime>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (ReloadHandle, tokio::task::JoinHandle<()>) {
     let (sender, mut requests) = mpsc::channel::<()>(16);
-    let handle = ReloadHandle(sender.clone());
+    let handle = ReloadHandle(sender);
+    let (events_sender, mut events) = mpsc::channel::<()>(16);
     let directories: BTreeSet<PathBuf> = listeners
         .iter()
         .flat_map(|l| l.config.files())
@@ -53,26 +69,46 @@ pub fn spawn(
         .collect();
     let task = tokio::spawn(async move {
         // Kept alive for as long as the task runs; dropping it stops the notifications.
-        let _watcher = watch_directories(&directories, sender);
+        let _watcher = watch_directories(&directories, events_sender);
         let mut fallback = tokio::time::interval(FALLBACK_INTERVAL);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_expiry_warning = tokio::time::Instant::now();
+        // When the last change event is QUIET old; None without one pending.
+        let mut quiet_at: Option<tokio::time::Instant> = None;
         for listener in &listeners {
             listener.warn_expiring();
         }
         loop {
-            tokio::select! {
-                Some(()) = requests.recv() => {
-                    tokio::time::sleep(SETTLE).await;
-                    while requests.try_recv().is_ok() {}
+            let quiet = async {
+                match quiet_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                _ = fallback.tick() => {}
+            };
+            let check = tokio::select! {
+                Some(()) = requests.recv() => {
+                    while requests.try_recv().is_ok() {}
+                    Check::Now
+                }
+                Some(()) = events.recv() => {
+                    quiet_at = Some(tokio::time::Instant::now() + QUIET);
+                    continue;
+                }
+                _ = quiet => {
+                    quiet_at = None;
+                    Check::Now
+                }
+                _ = fallback.tick() => Check::Poll,
                 _ = shutdown.changed() => break,
-            }
+            };
             for listener in &listeners {
                 let listener = listener.clone();
                 // Reading and parsing files is blocking work.
-                let _ = tokio::task::spawn_blocking(move || listener.reload()).await;
+                let _ = tokio::task::spawn_blocking(move || match check {
+                    Check::Now => listener.reload(),
+                    Check::Poll => listener.poll(),
+                })
+                .await;
             }
             if last_expiry_warning.elapsed() >= EXPIRY_WARNING_INTERVAL {
                 last_expiry_warning = tokio::time::Instant::now();

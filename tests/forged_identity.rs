@@ -282,3 +282,48 @@ async fn a_client_without_a_certificate_cannot_borrow_another_identity() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_trusted_forwarder_opens_no_identity_spelling_to_anyone_else() {
+    // The test client is not the trusted proxy: every forgery is stripped as before, even
+    // with underscores allowed.
+    let (_files, pki, _backend, certgate) = setup(&[
+        "--underscores-in-headers",
+        "--trusted-forwarder",
+        "cn:proxy-b",
+    ]);
+    assert_no_forgery_reaches_the_app(&certgate, &pki).await;
+}
+
+#[tokio::test]
+async fn a_trusted_forwarder_keeps_its_identity_headers_but_not_spellings_of_ours() {
+    let (_files, pki, _backend, certgate) = setup(&[
+        "--underscores-in-headers",
+        "--trusted-forwarder",
+        "cn:test-client",
+    ]);
+    let headers = [
+        ("X-SSL-Client-S-DN".to_string(), "CN=outer".to_string()),
+        (
+            "X_Client_Cert".to_string(),
+            "FORGED-IDENTITY-underscore".to_string(),
+        ),
+        (
+            "X-CLIENT-VERIFY".to_string(),
+            "FORGED-IDENTITY-verify".to_string(),
+        ),
+    ];
+    for http2 in [false, true] {
+        let environ = environ_through(certgate.addr(), &pki.client_config(), http2, &headers).await;
+        assert_eq!(
+            environ_value(&environ, "HTTP_X_SSL_CLIENT_S_DN"),
+            Some("CN=outer"),
+            "{environ}"
+        );
+        assert!(!environ.contains("FORGED-IDENTITY"), "{environ}");
+        assert_eq!(
+            environ_value(&environ, "HTTP_X_CLIENT_CERT"),
+            Some(nginx_escaped(&pki.client.cert_pem).as_str())
+        );
+    }
+}

@@ -384,6 +384,33 @@ fn contradictory_xfcc_settings_are_refused() {
             &["--client-cert-format", "pem"][..],
             "unknown client_cert_format \"pem\"",
         ),
+        (
+            &[
+                "--trusted-forwarder",
+                "cn:proxy-b",
+                "--client-cert-format",
+                "xfcc",
+                "--xfcc-mode",
+                "set",
+            ][..],
+            "--xfcc-mode: contradictory: xfcc_mode \"set\" drops every inbound x-forwarded-client-cert, but trusted_forwarders (set at --trusted-forwarder) keeps",
+        ),
+        (
+            &["--trusted-forwarder", "cn:proxy-b", "--xfcc-mode", "sanitize"][..],
+            "--xfcc-mode: contradictory: xfcc_mode \"sanitize\" drops",
+        ),
+        (
+            &["--trusted-forwarder", "cn:proxy-b", "--verify-client", "off"][..],
+            "--trusted-forwarder: contradictory: trusted_forwarders names peers by their certificate, but verify_client = \"off\" asks for none",
+        ),
+        (
+            &["--trusted-forwarder", "proxy-b"][..],
+            "--trusted-forwarder: \"proxy-b\": write KIND:VALUE",
+        ),
+        (
+            &["--trusted-forwarder", "host:proxy-b"][..],
+            "unknown identity kind \"host\"",
+        ),
     ] {
         let mut args = base.to_vec();
         args.extend_from_slice(extra);
@@ -391,4 +418,55 @@ fn contradictory_xfcc_settings_are_refused() {
         assert_eq!(code, 1, "{extra:?}: {output}");
         assert!(output.contains(expected), "{extra:?}: {output}");
     }
+}
+
+#[tokio::test]
+async fn xfcc_is_appended_to_a_trusted_forwarders_element_and_replaced_for_others() {
+    let (files, pki, _) = setup();
+    let edge = pki
+        .ca
+        .leaf(&LeafSpec::new("edge-proxy", Usage::Client))
+        .unwrap();
+    // No xfcc_mode: with trusted_forwarders it appends.
+    let server = start_server_mode(
+        &files,
+        &[
+            "--client-cert-format",
+            "xfcc",
+            "--trusted-forwarder",
+            "cn:edge-proxy",
+        ],
+    )
+    .await;
+    let inbound = [
+        (
+            "x-forwarded-client-cert",
+            "By=spiffe://example.org/edge;Hash=0011",
+        ),
+        ("x-ssl-client-s-dn", "CN=outer"),
+    ];
+    let trusted = request(&server, &pki, &edge.cert_pem, &edge.key_pem, &inbound).await;
+    let element = header(&trusted, "x-forwarded-client-cert");
+    assert_eq!(element.len(), 1, "{trusted}");
+    assert!(
+        element[0].starts_with("By=spiffe://example.org/edge;Hash=0011,Hash="),
+        "{trusted}"
+    );
+    assert_eq!(header(&trusted, "x-ssl-client-s-dn"), vec!["CN=outer"]);
+
+    let untrusted = request(
+        &server,
+        &pki,
+        &pki.client.cert_pem,
+        &pki.client.key_pem,
+        &inbound,
+    )
+    .await;
+    let element = header(&untrusted, "x-forwarded-client-cert");
+    assert_eq!(element.len(), 1, "{untrusted}");
+    assert!(element[0].starts_with("Hash="), "{untrusted}");
+    assert!(
+        header(&untrusted, "x-ssl-client-s-dn").is_empty(),
+        "{untrusted}"
+    );
 }

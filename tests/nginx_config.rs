@@ -786,3 +786,117 @@ fn nginx_configs_get_nginx_chain_and_name_rules_written_out() {
         assert!(toml.contains(expected), "missing {expected:?}:\n{toml}");
     }
 }
+
+/// Server A written as nginx, handing on what its clients send as `X-SSL-CERT` (the seed's
+/// pass-through block) and `X-Client-Cert`.
+const SERVER_A_PASS_THROUGH: &str = "server {
+    listen 127.0.0.1:8443 ssl;
+    ssl_certificate ssl/server.crt;
+    ssl_certificate_key ssl/server.key;
+    ssl_client_certificate ssl/ca.crt;
+    ssl_verify_client on;
+    location / {
+        proxy_pass http://127.0.0.1:8000;
+        proxy_set_header X-Original-Client-Cert $http_x_client_cert;
+        if ($http_x_ssl_cert) {
+            proxy_set_header X-SSL-CERT $http_x_ssl_cert;
+        }
+    }
+}
+";
+
+#[test]
+fn a_server_rule_copying_an_inbound_identity_header_is_warned_about_with_the_key_to_add() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let config = files.write("server_a_pass_through.conf", SERVER_A_PASS_THROUGH);
+    let (code, output) = run_to_exit(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{output}");
+    for (line, rule, header) in [
+        (
+            9,
+            "proxy_set_header X-Original-Client-Cert $http_x_client_cert",
+            "x-client-cert",
+        ),
+        (
+            11,
+            "proxy_set_header X-SSL-CERT $http_x_ssl_cert",
+            "x-ssl-cert",
+        ),
+    ] {
+        let warning = format!(
+            "warning: {config}:{line}: \"{rule}\" copies the client's {header} header, which nginx passes on but certgate strips from every client in server mode"
+        );
+        assert_eq!(output.matches(&warning).count(), 1, "{warning}\n{output}");
+    }
+    assert!(
+        output.contains("trusted_forwarders = [\"cn:PROXY-CN\"] (or uri:, pin-sha256:) in a TOML config (certgate convert-nginx prints one)"),
+        "{output}"
+    );
+
+    // Doing what it says: the converted config with the key added is valid.
+    let toml = run_to_exit(&["convert-nginx", &config]).1;
+    let converted = files.write(
+        "converted.toml",
+        format!("{toml}trusted_forwarders = [\"cn:proxy-b\"]\n"),
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &converted]);
+    assert_eq!(code, 0, "{output}");
+
+    // Neither server A without such a rule nor a proxy B (which strips nothing) is warned.
+    for (name, values) in [
+        (
+            "server_a.conf",
+            [
+                ("LISTEN_PORT", "8443".to_string()),
+                ("BACKEND_PORT", "8000".to_string()),
+            ],
+        ),
+        (
+            "proxy_b_passthrough.conf",
+            [
+                ("LISTEN_PORT", "8080".to_string()),
+                ("UPSTREAM_PORT", "8443".to_string()),
+            ],
+        ),
+    ] {
+        let path = fixture(&files, name, &values);
+        let (code, output) = run_to_exit(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{output}");
+        assert!(!output.contains("trusted_forwarders"), "{name}: {output}");
+    }
+}
+
+#[test]
+fn trusted_forwarders_is_a_server_mode_key_checked_like_the_others() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let client = files.write(
+        "client.toml",
+        "[[listener]]\nmode = \"client\"\nlisten = \"127.0.0.1:8080\"\nupstream = \"https://localhost:8443\"\nca = \"ssl/ca.crt\"\ntrusted_forwarders = [\"cn:proxy-b\"]\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &client]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "{client}:6: key 'trusted_forwarders': 'trusted_forwarders' is for server mode"
+        )),
+        "{output}"
+    );
+    let server = files.write(
+        "server.toml",
+        "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:8443\"\nupstream = \"127.0.0.1:8000\"\ncert = \"ssl/server.crt\"\nkey = \"ssl/server.key\"\nclient_ca = \"ssl/ca.crt\"\ntrusted_forwarders = [\"cn:proxy-b\", \"uri:spiffe://example.org/ns/edge/sa/proxy-b\", \"pin-sha256:0000000000000000000000000000000000000000000000000000000000000000\"]\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &server]);
+    assert_eq!(code, 0, "{output}");
+    let bad = files.write(
+        "bad.toml",
+        "[[listener]]\nmode = \"server\"\nlisten = \"127.0.0.1:8443\"\nupstream = \"127.0.0.1:8000\"\ncert = \"ssl/server.crt\"\nkey = \"ssl/server.key\"\nclient_ca = \"ssl/ca.crt\"\ntrusted_forwarders = [\"uri:spiffe://**\"]\n",
+    );
+    let (code, output) = run_to_exit(&["check", "--config", &bad]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("{bad}:8: key 'trusted_forwarders'")),
+        "{output}"
+    );
+}

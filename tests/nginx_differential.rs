@@ -959,3 +959,178 @@ async fn an_upstream_certificate_with_only_a_cn_is_accepted_as_under_nginx() {
     );
     assert_eq!(backend.take().len(), 2);
 }
+
+/// The seed's proxy B on nginx (TLS 1.2 only, session reuse on, no upstream keepalive) in
+/// front of certgate as server A: every connection after the first resumes. rustls used to
+/// send a new ticket in every resumed TLS 1.2 handshake, after which OpenSSL drops the
+/// session nginx holds, so only every other connection resumed (3 of 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn nginx_as_proxy_b_resumes_every_tls12_connection_to_certgate() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    write_ssl_dir(&files, &pki);
+    let server_a = start_server_mode(&files, &[]).await;
+    let nginx_port = free_port();
+    // 127.0.0.1 rather than localhost, so that nginx has one peer (not ::1 as well).
+    let conf = files.write(
+        "proxy_b_tls12.conf",
+        format!(
+            "server {{\n    listen 127.0.0.1:{nginx_port};\n    location / {{\n        proxy_pass https://127.0.0.1:{};\n        proxy_ssl_certificate ssl/client.crt;\n        proxy_ssl_certificate_key ssl/client.key;\n        proxy_ssl_trusted_certificate ssl/ca.crt;\n        proxy_ssl_verify on;\n        proxy_ssl_name localhost;\n        proxy_ssl_protocols TLSv1.2;\n        proxy_ssl_session_reuse on;\n    }}\n}}\n",
+            server_a.addr().port()
+        ),
+    );
+    let nginx = Nginx::start(&files, Path::new(&conf), nginx_port);
+    let proxy_b = SocketAddr::from(([127, 0, 0, 1], nginx_port));
+    for _ in 0..6 {
+        let answer = http_get(proxy_b, "/", &[]).await;
+        assert_eq!(answer.status, 200, "{}\n{}", answer.body, nginx.errors());
+    }
+    let connected =
+        |log: &str| log.contains("listener \"edge\"") && log.contains(" connected with TLSv1.2 ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_a.logs().lines().filter(|l| connected(l)).count() < 6 {
+        assert!(Instant::now() < deadline, "{}", server_a.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = server_a.logs();
+    let resumed = logs
+        .lines()
+        .filter(|l| connected(l) && l.contains("(resumed handshake"))
+        .count();
+    assert_eq!(
+        resumed,
+        5,
+        "of 6 connections from nginx, {resumed} resumed:\n{logs}\nnginx:\n{}",
+        nginx.errors()
+    );
+}
+
+/// The seed's pass-through: certgate as proxy B (the seed's last block) hands its caller's
+/// `X-SSL-CERT` on to server A, run once as nginx (the seed's server A) and once as certgate
+/// (the same config converted, with proxy B named in `trusted_forwarders`). The backend must
+/// get the same from both; certgate A without the key strips the header, as its load warning
+/// for such configs says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx; run with --ignored"]
+async fn the_seeds_pass_through_reaches_the_backend_through_certgate_a_as_through_nginx_a() {
+    let pki = TestPki::new();
+    let backend = RecordingBackend::plain().await;
+    let backend_port = ("BACKEND_PORT", backend.address.port().to_string());
+
+    let nginx_files = Files::new();
+    write_ssl_dir(&nginx_files, &pki);
+    let nginx_port = free_port();
+    let path = fixture(
+        &nginx_files,
+        "server_a.conf",
+        &[
+            ("LISTEN_PORT", nginx_port.to_string()),
+            backend_port.clone(),
+        ],
+    );
+    let nginx = Nginx::start(&nginx_files, &path, nginx_port);
+
+    // certgate A: the same server block, converted, with and without the trusted forwarder.
+    let certgate_files = Files::new();
+    write_ssl_dir(&certgate_files, &pki);
+    let path = fixture(
+        &certgate_files,
+        "server_a.conf",
+        &[("LISTEN_PORT", "0".into()), backend_port],
+    );
+    let (code, toml) = run_to_exit(&["convert-nginx", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{toml}");
+    let plain = certgate_files.write("server_a.toml", &toml);
+    let trusting = certgate_files.write(
+        "server_a_trusting_b.toml",
+        format!("{toml}trusted_forwarders = [\"cn:test-client\"]\n"),
+    );
+    let certgate_trusting = Certgate::start(&["run", "--config", &trusting]);
+    let certgate_plain = Certgate::start(&["run", "--config", &plain]);
+
+    // A proxy B (certgate, the seed's last block) in front of each server A.
+    let proxy_b = |a_port: u16| {
+        let files = Files::new();
+        write_ssl_dir(&files, &pki);
+        let path = fixture(
+            &files,
+            "proxy_b_passthrough.conf",
+            &[
+                ("LISTEN_PORT", "0".into()),
+                ("UPSTREAM_PORT", a_port.to_string()),
+            ],
+        );
+        let b = Certgate::start(&["run", "--config", path.to_str().unwrap()]);
+        (files, b)
+    };
+    let (_nginx_b_files, b_to_nginx) = proxy_b(nginx_port);
+    let (_trusting_b_files, b_to_trusting) = proxy_b(certgate_trusting.addr().port());
+    let (_plain_b_files, b_to_plain) = proxy_b(certgate_plain.addr().port());
+
+    let outer = pki
+        .ca
+        .leaf(&LeafSpec::new("outer-client", Usage::Client))
+        .unwrap();
+    let outer_cert = nginx_escaped(&outer.cert_pem);
+    let scenarios: [(&str, Vec<(&str, &str)>); 2] = [
+        (
+            "with the outer client's X-SSL-CERT",
+            vec![
+                ("x-ssl-cert", outer_cert.as_str()),
+                ("x-client-cert", "forged-by-the-outer-client"),
+            ],
+        ),
+        ("without X-SSL-CERT", vec![("accept", "*/*")]),
+    ];
+    let (mut found, mut untrusted_found) = (Vec::new(), Vec::new());
+    for (name, headers) in &scenarios {
+        let outcome = |b: &Certgate| {
+            let b = b.addr();
+            let headers = headers.clone();
+            let backend = &backend;
+            async move {
+                let status = Outcome::Status(http_get(b, "/orders?id=7", &headers).await.status);
+                (status, backend.take())
+            }
+        };
+        let (nginx_outcome, from_nginx) = outcome(&b_to_nginx).await;
+        let (trusting_outcome, from_trusting) = outcome(&b_to_trusting).await;
+        let (plain_outcome, from_plain) = outcome(&b_to_plain).await;
+        if *name == scenarios[0].0 {
+            assert_eq!(
+                from_nginx.first().and_then(|r| r.header("x-ssl-cert")),
+                Some(outer_cert.as_str()),
+                "nginx A passes X-SSL-CERT on:\n{from_nginx:?}\n{}",
+                nginx.errors()
+            );
+        }
+        found.extend(differences(
+            &format!("pass-through {name}"),
+            (&nginx_outcome, &from_nginx),
+            (&trusting_outcome, &from_trusting),
+        ));
+        untrusted_found.extend(differences(
+            &format!("pass-through without trusted_forwarders {name}"),
+            (&nginx_outcome, &from_nginx),
+            (&plain_outcome, &from_plain),
+        ));
+    }
+    for difference in &found {
+        eprintln!("  difference: {difference}");
+    }
+    if found.iter().any(|d| !deliberate(d)) {
+        eprintln!("certgate A log:\n{}", certgate_trusting.logs());
+    }
+    assert_only_deliberate(found);
+    // Without the key, the header is what differs (and only in the scenario that sends it).
+    let stripped: Vec<&String> = untrusted_found.iter().filter(|d| !deliberate(d)).collect();
+    assert_eq!(stripped.len(), 1, "{untrusted_found:?}");
+    assert!(
+        stripped[0].starts_with(
+            "pass-through without trusted_forwarders with the outer client's X-SSL-CERT: header x-ssl-cert: nginx ["
+        ) && stripped[0].ends_with("certgate []"),
+        "{stripped:?}"
+    );
+}

@@ -22,10 +22,10 @@ async fn presented_certificate(server: &Certgate, pki: &TestPki) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// Waits until new connections get `expected` (rotation must take effect within 2 seconds;
-/// the loop allows 4 for a loaded machine).
+/// Waits until new connections get `expected` (rotation takes effect once the files have been
+/// quiet for 2 seconds; the loop allows 10 for a loaded machine).
 async fn wait_for_certificate(server: &Certgate, pki: &TestPki, expected: &Issued) {
-    let deadline = Instant::now() + Duration::from_secs(4);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while presented_certificate(server, pki).await != expected.cert_der {
         assert!(
             Instant::now() < deadline,
@@ -156,6 +156,156 @@ async fn broken_certificate_keeps_the_old_one_serving_and_says_why() {
     files.write_key("server.key", &next.key_pem);
     files.write("server.pem", &next.cert_pem);
     wait_for_certificate(&server, &pki, &next).await;
+}
+
+/// Server mode with a certificate from an intermediate (cert file: leaf, then intermediate),
+/// and a client that trusts only the root, so it needs the intermediate from the server.
+struct ChainedServer {
+    files: Files,
+    pki: TestPki,
+    intermediate: certgate::pki::Authority,
+    server: Certgate,
+}
+
+async fn chained_server() -> ChainedServer {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let intermediate = pki.ca.intermediate("server intermediate").unwrap();
+    let leaf = intermediate
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost", "127.0.0.1"]))
+        .unwrap();
+    files.write_key("server.key", &leaf.key_pem);
+    files.write(
+        "server.pem",
+        format!("{}{}", leaf.cert_pem, intermediate.issued.cert_pem),
+    );
+    let server = start_server_mode(&files, &[]).await;
+    ChainedServer {
+        files,
+        pki,
+        intermediate,
+        server,
+    }
+}
+
+/// Handshakes with `address` every 20 ms until `stop`, verifying the chain to the root;
+/// returns the errors of those that failed, how many succeeded, and the last leaf seen.
+fn verify_continuously(
+    address: SocketAddr,
+    client: std::sync::Arc<rustls::ClientConfig>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<String>, usize, Vec<u8>)> {
+    tokio::spawn(async move {
+        let (mut failures, mut successes, mut leaf) = (Vec::new(), 0, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            match tokio_rustls::TlsConnector::from(client.clone())
+                .connect(
+                    rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                    stream,
+                )
+                .await
+            {
+                Ok(tls) => {
+                    successes += 1;
+                    leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+                }
+                Err(error) => failures.push(error.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (failures, successes, leaf)
+    })
+}
+
+#[tokio::test]
+async fn a_chain_file_written_in_place_in_two_steps_is_loaded_whole() {
+    let ChainedServer {
+        files,
+        pki,
+        intermediate,
+        server,
+    } = chained_server().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = verify_continuously(server.addr(), pki.client_config(), stop.clone());
+
+    // A slow writer: the key and the leaf, then the intermediate appended 1.5 s later.
+    let next = intermediate
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost", "127.0.0.1"]))
+        .unwrap();
+    files.write_key("server.key", &next.key_pem);
+    files.write("server.pem", &next.cert_pem);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(files.path("server.pem"))
+            .unwrap();
+        file.write_all(intermediate.issued.cert_pem.as_bytes())
+            .unwrap();
+    }
+    server.wait_for_log(&["listener \"edge\": reloaded its certificates"]);
+    // A few more handshakes with the new chain.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (failures, successes, leaf) = client.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} handshakes failed during the rotation, first: {}\n{}",
+        failures.len(),
+        failures.len() + successes,
+        failures[0],
+        server.logs()
+    );
+    assert!(successes > 10, "only {successes} handshakes");
+    assert_eq!(leaf, next.cert_der, "the new certificate was not served");
+    let logs = server.logs();
+    assert!(!logs.contains("the new certificate chain"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_chain_that_loses_its_intermediate_is_warned_about() {
+    let ChainedServer {
+        files,
+        pki,
+        intermediate,
+        server,
+    } = chained_server().await;
+    let next = intermediate
+        .leaf(&LeafSpec::new("localhost", Usage::Server).names(&["localhost", "127.0.0.1"]))
+        .unwrap();
+    files.write_key("server.key", &next.key_pem);
+    let cert = files.write("server.pem", &next.cert_pem);
+    let warning = server.wait_for_log(&[
+        "WARN",
+        "listener \"edge\": the new certificate chain in",
+        &cert,
+        "has 1 certificate(s), the previous one 2",
+        "no longer includes the intermediate \"CN=server intermediate",
+        "clients that do not have the missing intermediate cannot verify this certificate",
+    ]);
+    assert!(warning.contains("append it to the file"), "{warning}");
+    // Served as written: a client that has the intermediate gets the lone leaf.
+    let has_intermediate = tls_client(
+        &format!("{}{}", pki.ca.issued.cert_pem, intermediate.issued.cert_pem),
+        Some((&pki.client.cert_pem, &pki.client.key_pem)),
+    );
+    let stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(has_intermediate)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.peer_certificates().unwrap(),
+        [rustls::pki_types::CertificateDer::from(
+            next.cert_der.clone()
+        )]
+    );
 }
 
 #[tokio::test]

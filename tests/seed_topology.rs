@@ -386,3 +386,84 @@ async fn http2_clients_are_served_and_their_cookies_joined_for_the_backend() {
         vec![nginx_escaped(&seed.pki.client.cert_pem)]
     );
 }
+
+/// The seed's last block: proxy B hands on the certificate of the client in front of it as
+/// `X-SSL-CERT`. Server A keeps it only from a peer named in `trusted_forwarders`; from that
+/// peer too, the headers A sets itself (`X-Client-Cert`, `X-Client-Verify`) are A's own.
+#[tokio::test]
+async fn a_trusted_forwarder_passes_the_outer_clients_certificate_on() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let (server_a, proxy_b) = start_chain(
+        &files,
+        &["--trusted-forwarder", "cn:test-client"],
+        &["--set-header", "X-SSL-CERT $http_x_ssl_cert"],
+    )
+    .await;
+    let outer = pki
+        .ca
+        .leaf(&certgate::pki::LeafSpec::new(
+            "outer-client",
+            certgate::pki::Usage::Client,
+        ))
+        .unwrap();
+    let outer_cert = nginx_escaped(&outer.cert_pem);
+    let answer = http_get(
+        proxy_b.addr(),
+        "/",
+        &[
+            ("X-SSL-CERT", &outer_cert),
+            ("X-Client-Cert", "forged-by-the-outer-client"),
+            ("X-Client-Verify", "SUCCESS-forged"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        header(&answer.body, "x-ssl-cert"),
+        vec![outer_cert.as_str()],
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        header(&answer.body, "x-client-cert"),
+        vec![nginx_escaped(&pki.client.cert_pem)]
+    );
+    assert_eq!(header(&answer.body, "x-client-verify"), vec!["SUCCESS"]);
+
+    // Any other client of A, with a certificate of the same CA, is not a trusted forwarder.
+    let other = pki
+        .ca
+        .leaf(&certgate::pki::LeafSpec::new(
+            "other-client",
+            certgate::pki::Usage::Client,
+        ))
+        .unwrap();
+    let client = tls_client(
+        &pki.ca.issued.cert_pem,
+        Some((&other.cert_pem, &other.key_pem)),
+    );
+    let answer = https_get(
+        server_a.addr(),
+        client,
+        "/",
+        &[
+            ("X-SSL-CERT", &outer_cert),
+            ("X-SSL-Client-S-DN", "CN=forged"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        header(&answer.body, "x-ssl-cert").is_empty(),
+        "{}",
+        answer.body
+    );
+    assert!(!answer.body.contains("forged"), "{}", answer.body);
+    assert_eq!(
+        header(&answer.body, "x-client-cert"),
+        vec![nginx_escaped(&other.cert_pem)]
+    );
+}

@@ -254,6 +254,7 @@ pub const KEYS: &[&str] = &[
     "client_cert_format",
     "xfcc_mode",
     "xfcc_trusted",
+    "trusted_forwarders",
     ALLOW_KEYS[0],
     ALLOW_KEYS[1],
     ALLOW_KEYS[2],
@@ -524,6 +525,9 @@ pub struct ServerListener {
     pub xfcc_mode: XfccMode,
     /// Peers whose inbound `x-forwarded-client-cert` is kept in `append` mode.
     pub xfcc_trusted: AccessRules,
+    /// Peers (proxies in front of this one) whose inbound identity headers are kept; empty:
+    /// nobody's.
+    pub trusted_forwarders: AccessRules,
     /// Listener-level allow-list, enforced in the handshake.
     pub access: AccessRules,
     /// Checked per request, longest path prefix first.
@@ -1062,9 +1066,11 @@ fn revocation(spec: &mut ListenerSpec) -> Result<Revocation, ConfigError> {
     })
 }
 
-/// Reads `client_cert_format`, `xfcc_mode` and `xfcc_trusted`, refusing contradictions.
+/// Reads `client_cert_format`, `xfcc_mode` and `xfcc_trusted`, refusing contradictions;
+/// `forwarders` is where `trusted_forwarders` named peers, if it did.
 fn identity_formats(
     spec: &mut ListenerSpec,
+    forwarders: Option<&Origin>,
 ) -> Result<(Vec<IdentityFormat>, XfccMode, AccessRules), ConfigError> {
     let mut formats = Vec::new();
     match spec.list("client_cert_format")? {
@@ -1093,6 +1099,8 @@ fn identity_formats(
     let has_xfcc = formats.contains(&IdentityFormat::Xfcc);
     let mode_text = spec.text("xfcc_mode")?;
     let mode = match &mode_text {
+        // A trusted forwarder's header is kept, so ours is appended to it.
+        None if has_xfcc && forwarders.is_some() => XfccMode::Append,
         None if has_xfcc => XfccMode::Set,
         None => XfccMode::Sanitize,
         Some(text) => {
@@ -1113,6 +1121,12 @@ fn identity_formats(
                     "contradictory: xfcc_mode \"sanitize\" sends no x-forwarded-client-cert, so it goes only without client_cert_format \"xfcc\", and \"set\" or \"append\" only with it",
                 ));
             }
+            if let (Some(forwarders), XfccMode::Set | XfccMode::Sanitize) = (forwarders, mode) {
+                return Err(ConfigError::at(
+                    &text.origin,
+                    format!("contradictory: xfcc_mode \"{}\" drops every inbound x-forwarded-client-cert, but trusted_forwarders (set at {forwarders}) keeps the identity headers of the peers it names: remove xfcc_mode (with trusted_forwarders it appends with client_cert_format \"xfcc\" and sends none without), or set it to \"append\"", text.value),
+                ));
+            }
             mode
         }
     };
@@ -1126,11 +1140,11 @@ fn identity_formats(
         }
         Some(list) => identity_matchers(list)?,
     };
-    if mode == XfccMode::Append && trusted.is_empty() {
+    if mode == XfccMode::Append && trusted.is_empty() && forwarders.is_none() {
         let origin = mode_text.map(|t| t.origin).unwrap_or(Origin::Default);
         return Err(ConfigError::at(
             &origin,
-            "xfcc_mode \"append\" needs xfcc_trusted: the peers whose inbound x-forwarded-client-cert may be kept",
+            "xfcc_mode \"append\" needs xfcc_trusted (or trusted_forwarders): the peers whose inbound x-forwarded-client-cert may be kept",
         ));
     }
     Ok((formats, mode, trusted))
@@ -1363,7 +1377,24 @@ fn validate_listener(
                     "the CA bundle that client certificates must chain to; or set verify_client = \"off\"",
                 ));
             }
-            let (identity_formats, xfcc_mode, xfcc_trusted) = identity_formats(&mut spec)?;
+            let (trusted_forwarders, forwarders_origin) =
+                match spec.list("trusted_forwarders")? {
+                    None => (AccessRules::default(), None),
+                    Some(list) if verify_client == ClientAuthMode::Off => {
+                        return Err(ConfigError::at(
+                            &list.origin,
+                            "contradictory: trusted_forwarders names peers by their certificate, but verify_client = \"off\" asks for none",
+                        ))
+                    }
+                    Some(list) => {
+                        let origin = list.origin.clone();
+                        let rules = identity_matchers(list)?;
+                        let origin = (!rules.is_empty()).then_some(origin);
+                        (rules, origin)
+                    }
+                };
+            let (identity_formats, xfcc_mode, xfcc_trusted) =
+                identity_formats(&mut spec, forwarders_origin.as_ref())?;
             let allow_origin = spec.origin_of(&ALLOW_KEYS);
             let access = access_rules(&mut spec, ALLOW_KEYS)?;
             for key in VERIFY_KEYS {
@@ -1396,6 +1427,7 @@ fn validate_listener(
                 identity_formats,
                 xfcc_mode,
                 xfcc_trusted,
+                trusted_forwarders,
                 access,
                 routes,
                 route_match,
@@ -1425,6 +1457,7 @@ fn validate_listener(
                 "client_cert_format",
                 "xfcc_mode",
                 "xfcc_trusted",
+                "trusted_forwarders",
                 "route",
                 "route_match",
                 "path_normalization",

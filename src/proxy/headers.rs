@@ -4,13 +4,16 @@
 //! 1. In server mode, every identity header is removed (by name, and by prefix for families
 //!    like `X-SSL-*`), in any letter case and however often it was repeated: a client must
 //!    never be able to forge its identity, not even through a rule that copies an inbound
-//!    header (`$http_x_client_cert` is empty in server mode). Repeated `Cookie` fields
-//!    (HTTP/2) are joined into one for HTTP/1 backends.
+//!    header (`$http_x_client_cert` is empty in server mode). A peer that matches
+//!    `trusted_forwarders` (a proxy that sets them itself for its own clients) keeps its
+//!    identity headers, except those certgate sets itself, which are removed so that ours
+//!    replace them. Repeated `Cookie` fields (HTTP/2) are joined into one for HTTP/1 backends.
 //! 2. Values of all rules are computed from the request as it arrived (so `$http_x` sees the
 //!    client's header even if a rule replaces it, as in nginx).
 //! 3. Hop-by-hop headers (`Connection` and those it names, `Keep-Alive`, `TE`, ...) are removed.
 //! 4. In server mode, the connection's proven identity is added in each configured format
-//!    (`x-forwarded-client-cert` appended to the inbound one only for trusted peers).
+//!    (`x-forwarded-client-cert` appended to the inbound one only for trusted peers:
+//!    `xfcc_trusted` and `trusted_forwarders`).
 //! 5. The rules run in order: default rules for the mode, then the listener's `set_header`
 //!    rules (a listener rule replaces the default of the same name). A rule whose value comes
 //!    out empty removes the header, which is how nginx's `if ($http_x) { proxy_set_header .. }`
@@ -132,6 +135,8 @@ pub struct IdentityHeaders {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The peer may hand on an inbound `x-forwarded-client-cert` (`xfcc_mode = "append"`).
     pub xfcc_trusted: bool,
+    /// The peer matches `trusted_forwarders`: its inbound identity headers are kept.
+    pub trusted_forwarder: bool,
 }
 
 /// The compiled header edits of one listener.
@@ -141,11 +146,16 @@ pub struct HeaderEdits {
     strips_identity: bool,
     /// Headers that rules fill from `$ssl_client_*`, stripped too (`_` read as `-`).
     identity_rule_headers: Vec<String>,
+    /// Every header certgate sets from the verified certificate (its formats' and the
+    /// identity rules'), dashed: stripped even from a trusted forwarder, since ours replace
+    /// them.
+    own_headers: Vec<String>,
     /// Inbound headers with `_` in their names are forwarded (nginx's `underscores_in_headers`).
     underscores_in_headers: bool,
     formats: Vec<IdentityFormat>,
     xfcc_mode: XfccMode,
     xfcc_trusted: AccessRules,
+    trusted_forwarders: AccessRules,
     rules: Vec<HeaderRule>,
     /// Client mode: the Host to send when no rule sets one.
     default_host: Option<HeaderValue>,
@@ -190,26 +200,39 @@ impl HeaderEdits {
         rules.extend(listener.header_rules.iter().cloned());
 
         let strips_identity = matches!(listener.mode, ModeConfig::Server(_));
-        let identity_rule_headers = rules
+        let identity_rule_headers: Vec<String> = rules
             .iter()
             .filter(|r| strips_identity && r.value.uses_client_identity())
             .map(|r| dashed(r.name.as_str()).into_owned())
             .collect();
-        let (formats, xfcc_mode, xfcc_trusted) = match &listener.mode {
+        let (formats, xfcc_mode, xfcc_trusted, trusted_forwarders) = match &listener.mode {
             ModeConfig::Server(server) => (
                 server.identity_formats.clone(),
                 server.xfcc_mode,
                 server.xfcc_trusted.clone(),
+                server.trusted_forwarders.clone(),
             ),
-            ModeConfig::Client(_) => (Vec::new(), XfccMode::Sanitize, AccessRules::default()),
+            ModeConfig::Client(_) => (
+                Vec::new(),
+                XfccMode::Sanitize,
+                AccessRules::default(),
+                AccessRules::default(),
+            ),
         };
+        let own_headers = formats
+            .iter()
+            .flat_map(|f| f.header_names().iter().map(|n| n.to_string()))
+            .chain(identity_rule_headers.iter().cloned())
+            .collect();
         HeaderEdits {
             strips_identity,
             identity_rule_headers,
+            own_headers,
             underscores_in_headers: listener.client_limits.underscores_in_headers,
             formats,
             xfcc_mode,
             xfcc_trusted,
+            trusted_forwarders,
             rules,
             default_host,
             scheme,
@@ -225,11 +248,22 @@ impl HeaderEdits {
         }
     }
 
+    /// Whether an inbound header is one certgate sets itself from the verified certificate.
+    fn is_own_header(&self, name: &HeaderName) -> bool {
+        let name = dashed(name.as_str());
+        self.own_headers.iter().any(|h| *h == name)
+    }
+
     /// The identity headers for a connection whose peer proved `identity`.
     pub fn identity_headers(&self, identity: &PeerIdentity) -> IdentityHeaders {
+        // An empty rule set admits everyone (`AccessRules::allows`); here it names nobody.
+        let named = |rules: &AccessRules| !rules.is_empty() && rules.allows(identity);
+        let trusted_forwarder = named(&self.trusted_forwarders);
         IdentityHeaders {
             headers: identity_headers(identity, &self.formats),
-            xfcc_trusted: self.xfcc_mode == XfccMode::Append && self.xfcc_trusted.allows(identity),
+            xfcc_trusted: self.xfcc_mode == XfccMode::Append
+                && (trusted_forwarder || named(&self.xfcc_trusted)),
+            trusted_forwarder,
         }
     }
 
@@ -253,11 +287,18 @@ impl HeaderEdits {
             _ => Vec::new(),
         };
         if self.strips_identity {
+            let forwarder = identity.is_some_and(|i| i.trusted_forwarder);
             // One pass over the few inbound names; nothing is allocated unless one is forged.
             let forged: Vec<HeaderName> = parts
                 .headers
                 .keys()
-                .filter(|name| self.is_identity_header(name))
+                .filter(|name| {
+                    if forwarder {
+                        self.is_own_header(name)
+                    } else {
+                        self.is_identity_header(name)
+                    }
+                })
                 .cloned()
                 .collect();
             for name in forged {

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod load;
 pub mod pkcs11;
 pub mod server;
+pub mod tickets;
 pub mod verify;
 
 use crate::config::{ConfigError, Located, Revocation, TlsParams};

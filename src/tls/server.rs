@@ -91,9 +91,10 @@ impl ServerTls {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
         if server.session_tickets {
-            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
+            let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
                 ConfigError::general(format!("cannot create TLS session ticketer: {e}"))
             })?;
+            config.ticketer = super::tickets::KeepResumedTickets::wrap(ticketer);
         }
         Ok(ServerTls {
             config: Arc::new(config),

@@ -1327,8 +1327,38 @@ fn server_mode(
         SpecValue::List(Vec::new()),
         "nginx sends no identity header of its own; proxy_set_header rules do",
     );
-
+    inbound_identity_warnings(scope, warnings);
     Ok(())
+}
+
+/// A server-mode rule that copies a client's identity header (`proxy_set_header X-SSL-CERT
+/// $http_x_ssl_cert`, the seed's pass-through) works under nginx, which passes inbound
+/// headers on, but sends nothing under certgate, which strips them from every client unless
+/// it is a trusted forwarder: say so, with the key that restores it.
+fn inbound_identity_warnings(scope: &Scope<'_>, warnings: &mut Vec<String>) {
+    use crate::config::template::{Segment, Variable};
+    for rule in &scope.headers {
+        let Ok(template) = Template::parse(&rule.args[1]) else {
+            continue;
+        };
+        for segment in &template.segments {
+            let Segment::Variable(Variable::Http(name)) = segment else {
+                continue;
+            };
+            if !crate::proxy::headers::is_identity_name(name.as_str()) {
+                continue;
+            }
+            let warning = format!(
+                "{}: \"proxy_set_header {} {}\" copies the client's {name} header, which nginx passes on but certgate strips from every client in server mode (any client could forge it), so it is not sent; if a proxy you trust sets it (as the seed's proxy B does), name that proxy by its certificate with trusted_forwarders = [\"cn:PROXY-CN\"] (or uri:, pin-sha256:) in a TOML config (certgate convert-nginx prints one), and its identity headers are kept",
+                rule.place(),
+                rule.args[0],
+                rule.args[1],
+            );
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
+    }
 }
 
 fn client_mode(

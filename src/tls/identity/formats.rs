@@ -21,8 +21,27 @@ pub enum IdentityFormat {
     Traefik,
 }
 
+const X_CLIENT_CERT: &str = "x-client-cert";
+const CLIENT_CERT: &str = "client-cert";
+const CLIENT_CERT_CHAIN: &str = "client-cert-chain";
+const XFCC: &str = "x-forwarded-client-cert";
+const TRAEFIK_CERT: &str = "x-forwarded-tls-client-cert";
+const TRAEFIK_INFO: &str = "x-forwarded-tls-client-cert-info";
+
 impl IdentityFormat {
     pub const NAMES: &'static str = "escaped-pem, rfc9440, xfcc, traefik";
+
+    /// Every header the format may set, also those it leaves out for some peers (RFC 9440's
+    /// chain without intermediates): an inbound one of these names never survives next to
+    /// ours, not even from a trusted forwarder.
+    pub fn header_names(self) -> &'static [&'static str] {
+        match self {
+            IdentityFormat::EscapedPem => &[X_CLIENT_CERT],
+            IdentityFormat::Rfc9440 => &[CLIENT_CERT, CLIENT_CERT_CHAIN],
+            IdentityFormat::Xfcc => &[XFCC],
+            IdentityFormat::Traefik => &[TRAEFIK_CERT, TRAEFIK_INFO],
+        }
+    }
 
     pub fn parse(name: &str) -> Option<IdentityFormat> {
         Some(match name {
@@ -184,26 +203,18 @@ pub fn identity_headers(
     for format in formats {
         match format {
             IdentityFormat::EscapedPem => {
-                headers.extend(header("x-client-cert", &identity.escaped_pem))
+                headers.extend(header(X_CLIENT_CERT, &identity.escaped_pem))
             }
             IdentityFormat::Rfc9440 => {
-                headers.extend(header("client-cert", &rfc9440_cert(identity)));
+                headers.extend(header(CLIENT_CERT, &rfc9440_cert(identity)));
                 if let Some(chain) = rfc9440_chain(identity) {
-                    headers.extend(header("client-cert-chain", &chain));
+                    headers.extend(header(CLIENT_CERT_CHAIN, &chain));
                 }
             }
-            IdentityFormat::Xfcc => {
-                headers.extend(header("x-forwarded-client-cert", &xfcc_element(identity)))
-            }
+            IdentityFormat::Xfcc => headers.extend(header(XFCC, &xfcc_element(identity))),
             IdentityFormat::Traefik => {
-                headers.extend(header(
-                    "x-forwarded-tls-client-cert",
-                    &traefik_cert(identity),
-                ));
-                headers.extend(header(
-                    "x-forwarded-tls-client-cert-info",
-                    &traefik_info(identity),
-                ));
+                headers.extend(header(TRAEFIK_CERT, &traefik_cert(identity)));
+                headers.extend(header(TRAEFIK_INFO, &traefik_info(identity)));
             }
         }
     }

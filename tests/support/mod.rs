@@ -320,7 +320,21 @@ pub struct Answer {
     pub body: String,
 }
 
+/// How long one test exchange may take before the test fails saying so, rather than hanging
+/// a CI run.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn send<IO>(io: IO, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(io, path, headers)).await {
+        Ok(result) => result,
+        Err(_) => panic!("GET {path}: no complete answer within {EXCHANGE_TIMEOUT:?}"),
+    }
+}
+
+async fn exchange<IO>(io: IO, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -413,9 +427,11 @@ pub async fn https_get(
     headers: &[(&str, &str)],
 ) -> Result<Answer, String> {
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").unwrap(), stream)
+    let handshake = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), stream);
+    let tls = tokio::time::timeout(EXCHANGE_TIMEOUT, handshake)
         .await
+        .unwrap_or_else(|_| panic!("no TLS handshake with {address} within {EXCHANGE_TIMEOUT:?}"))
         .map_err(|e| format!("tls: {e}"))?;
     send(tls, path, headers).await
 }

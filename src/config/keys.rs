@@ -38,7 +38,7 @@ pub struct Key {
     pub modes: Modes,
     /// Its text values are file paths, resolved against the config file's directory.
     pub path: bool,
-    /// The nginx directives that translate to it (empty: none).
+    /// The nginx directives that translate to it, as Markdown (empty: none).
     pub nginx: &'static str,
     /// What applies when it is not set, in words.
     pub default: &'static str,
@@ -120,49 +120,49 @@ pub static KEYS: &[Key] = &[
         .doc("Name used in logs, metrics and status."),
     key("mode", "", Both)
         .no_flag("the subcommand is the mode: `certgate server`, `certgate client`")
-        .nginx("listen (with ssl: server, without: client)")
+        .nginx("`listen` (with `ssl`: server mode, without: client mode)")
         .default("(required)")
         .doc("server: mTLS in, plain HTTP out; client: plain HTTP in, mTLS out."),
     key("listen", "listen", Both)
-        .nginx("listen")
+        .nginx("`listen`")
         .default("(required)")
         .doc("Address to accept connections on, e.g. 0.0.0.0:8443."),
     key("upstream", "upstream", Both)
-        .nginx("proxy_pass")
+        .nginx("`proxy_pass`")
         .default("(required)")
         .doc("Where to forward: server mode http://HOST:PORT, HOST:PORT or unix:/PATH; client mode https://HOST[:PORT]."),
     key("cert", "cert", Both)
         .path()
-        .nginx("ssl_certificate, proxy_ssl_certificate")
+        .nginx("`ssl_certificate`, `proxy_ssl_certificate`")
         .default("(required in server mode; none in client mode)")
         .doc("Own certificate chain (PEM or DER), leaf first."),
     key("key", "key", Both)
         .path()
-        .nginx("ssl_certificate_key, proxy_ssl_certificate_key")
+        .nginx("`ssl_certificate_key`, `proxy_ssl_certificate_key`")
         .default("(required with cert)")
         .doc("Private key of cert (PKCS#8, PKCS#1 or SEC1; PEM or DER), or a pkcs11: URI."),
     key("client_ca", "client-ca", Server)
         .path()
-        .nginx("ssl_client_certificate, ssl_trusted_certificate")
+        .nginx("`ssl_client_certificate`, `ssl_trusted_certificate`")
         .default("(required unless verify_client = \"off\")")
         .doc("CA bundle client certificates must chain to.")
         .elsewhere("; client mode verifies the upstream with 'ca'"),
     key("verify_client", "verify-client", Server)
-        .nginx("ssl_verify_client")
+        .nginx("`ssl_verify_client`")
         .default("required")
         .doc("Client certificates: required, optional, optional_no_ca or off."),
     key("ca", "ca", Client)
         .path()
-        .nginx("proxy_ssl_trusted_certificate")
+        .nginx("`proxy_ssl_trusted_certificate`")
         .default("(required unless verify_upstream = false)")
         .doc("CA bundle the upstream's certificate must chain to (not the system roots).")
         .elsewhere("; server mode verifies clients with 'client_ca'"),
     key("server_name", "server-name", Client)
-        .nginx("proxy_ssl_name")
+        .nginx("`proxy_ssl_name`")
         .default("the upstream's host")
         .doc("Name sent as SNI and checked against the upstream's certificate."),
     key("verify_depth", "verify-depth", Both)
-        .nginx("ssl_verify_depth, proxy_ssl_verify_depth")
+        .nginx("`ssl_verify_depth`, `proxy_ssl_verify_depth`")
         .default("1")
         .doc("Most intermediate CAs in the peer's chain (0 to 100)."),
     key("partial_chain", "partial-chain", Both)
@@ -173,22 +173,22 @@ pub static KEYS: &[Key] = &[
         .doc("Match server_name against the CN of an upstream certificate without a DNS SAN (legacy; nginx does).")
         .elsewhere(" (it matches the upstream's name)"),
     key("min_tls_version", "min-tls-version", Both)
-        .nginx("ssl_protocols, proxy_ssl_protocols")
+        .nginx("`ssl_protocols`, `proxy_ssl_protocols`")
         .default("TLSv1.2")
         .doc("Lowest TLS version: TLSv1.2 or TLSv1.3."),
     key("max_tls_version", "max-tls-version", Both)
-        .nginx("ssl_protocols, proxy_ssl_protocols")
+        .nginx("`ssl_protocols`, `proxy_ssl_protocols`")
         .default("TLSv1.3")
         .doc("Highest TLS version: TLSv1.2 or TLSv1.3."),
     key("ciphers", "ciphers", Both)
-        .nginx("ssl_ciphers, proxy_ssl_ciphers")
+        .nginx("`ssl_ciphers`, `proxy_ssl_ciphers`")
         .default("every suite certgate implements")
         .doc("Cipher suites in OpenSSL syntax, e.g. HIGH:!aNULL:!MD5."),
     key("strict_key_permissions", "strict-key-permissions", Both)
         .default("false")
         .doc("Refuse to start when a private key is readable by group or others (else a warning)."),
     key("session_reuse", "no-session-reuse", Client)
-        .nginx("proxy_ssl_session_reuse")
+        .nginx("`proxy_ssl_session_reuse`")
         .default("true")
         .doc("Resume TLS sessions on new upstream connections."),
     key("http2", "no-http2", Client)
@@ -196,64 +196,64 @@ pub static KEYS: &[Key] = &[
         .doc("Offer HTTP/2 to the upstream through ALPN (nginx configs get false: nginx speaks HTTP/1 upstream).")
         .elsewhere(" (server mode offers HTTP/2 through ALPN)"),
     key("verify_upstream", "no-verify-upstream", Client)
-        .nginx("proxy_ssl_verify")
+        .nginx("`proxy_ssl_verify`")
         .default("true")
         .doc("Verify the upstream's certificate; false is warned about (for nginx parity only)."),
     key("send_sni", "no-send-sni", Client)
-        .nginx("proxy_ssl_server_name")
+        .nginx("`proxy_ssl_server_name`")
         .default("true")
         .doc("Send server_name as SNI in the upstream handshake."),
     key("default_headers", "no-default-headers", Both)
         .default("true")
         .doc("Add X-Forwarded-For, X-Real-IP, X-Client-Verify and the like (nginx configs get false: nginx adds none)."),
     key("connect_timeout", "connect-timeout", Both)
-        .nginx("proxy_connect_timeout")
+        .nginx("`proxy_connect_timeout`")
         .default("10s")
         .doc("Time to connect to the upstream, TLS handshake included."),
     key("response_timeout", "response-timeout", Both)
-        .nginx("proxy_read_timeout")
+        .nginx("`proxy_read_timeout`")
         .default("60s")
         .doc("Time until the upstream's response headers."),
     key("max_body_size", "max-body-size", Both)
-        .nginx("client_max_body_size")
+        .nginx("`client_max_body_size`")
         .default("no limit")
         .doc("Largest request body, e.g. 10m; larger ones get 413 (0: no limit)."),
     key("upstream_max_connections", "upstream-max-connections", Both)
-        .nginx("server ... max_conns= (in an upstream block)")
+        .nginx("`server ... max_conns=N` in an `upstream` block")
         .default("1024")
         .doc("Most connections open at once to each upstream (0: no limit)."),
     key("upstream_queue_timeout", "upstream-queue-timeout", Both)
         .default("10s")
         .doc("How long a request waits for a free upstream connection at that limit before a 503."),
     key("session_tickets", "no-session-tickets", Server)
-        .nginx("ssl_session_tickets")
+        .nginx("`ssl_session_tickets`")
         .default("true")
         .doc("Issue TLS session tickets to clients."),
     key("underscores_in_headers", "underscores-in-headers", Both)
-        .nginx("underscores_in_headers")
+        .nginx("`underscores_in_headers`")
         .default("false")
         .doc("Forward client headers with '_' in their names (identity spellings never pass)."),
     key("client_header_timeout", "client-header-timeout", Both)
-        .nginx("client_header_timeout")
+        .nginx("`client_header_timeout`")
         .default("60s")
         .doc("How long a new connection may take to send its first request's headers."),
     key("keepalive_timeout", "keepalive-timeout", Both)
-        .nginx("keepalive_timeout")
+        .nginx("`keepalive_timeout`")
         .default("75s")
         .doc("Close an HTTP/1.1 connection idle this long between requests (0: no keep-alive)."),
     key("http2_idle_timeout", "http2-idle-timeout", Both)
-        .nginx("http2_idle_timeout")
+        .nginx("`http2_idle_timeout`")
         .default("keepalive_timeout")
         .doc("Send GOAWAY on an HTTP/2 connection without open streams for this long."),
     key("http2_ping_interval", "http2-ping-interval", Both)
         .default("off")
         .doc("Ping HTTP/2 clients this often and close the connection when one does not answer."),
     key("max_header_size", "max-header-size", Both)
-        .nginx("large_client_header_buffers")
+        .nginx("`large_client_header_buffers`")
         .default("32k")
         .doc("Largest request head: request line and headers (HTTP/1.1) or header list (HTTP/2)."),
     key("set_header", "set-header", Both)
-        .nginx("proxy_set_header")
+        .nginx("`proxy_set_header`")
         .default("none")
         .doc("Header rules NAME VALUE with nginx variables, in order; an empty value removes the header."),
     key("client_cert_format", "client-cert-format", Server)
@@ -322,7 +322,7 @@ pub static KEYS: &[Key] = &[
         .elsewhere(UPSTREAM_RULE),
     key("route", "", Server)
         .no_flag(ROUTES_ONLY)
-        .nginx("location")
+        .nginx("`location`")
         .default("none")
         .doc("Per-path routes, each with the route keys below.")
         .elsewhere(IDENTITIES),
@@ -337,7 +337,7 @@ pub static KEYS: &[Key] = &[
         .elsewhere(IDENTITIES),
     key("crl", "crl", Both)
         .path()
-        .nginx("ssl_crl, proxy_ssl_crl")
+        .nginx("`ssl_crl`, `proxy_ssl_crl`")
         .default("none")
         .doc("Certificate revocation lists (PEM or DER) for verifying the peer."),
     key("crl_expired", "crl-expired", Both)
@@ -345,9 +345,8 @@ pub static KEYS: &[Key] = &[
         .doc("When a CRL is past its nextUpdate: refuse or allow."),
     key("ocsp_response", "ocsp-response", Server)
         .path()
-        .nginx("ssl_stapling_file")
         .default("none")
-        .doc("DER OCSP response to staple to the server certificate.")
+        .doc("DER OCSP response to staple to the server certificate (as nginx's ssl_stapling_file, which nginx configs do not translate yet).")
         .elsewhere(IDENTITIES),
 ];
 
@@ -355,22 +354,22 @@ pub static KEYS: &[Key] = &[
 pub static ROUTE_KEYS: &[Key] = &[
     key("path", "", Route)
         .no_flag(ROUTES_ONLY)
-        .nginx("location")
+        .nginx("`location`")
         .default("(required)")
         .doc("The path prefix the route takes (see route_match)."),
     key("upstream", "", Route)
         .no_flag(ROUTES_ONLY)
-        .nginx("proxy_pass")
+        .nginx("`proxy_pass`")
         .default("the listener's upstream")
         .doc("Where this route forwards (http://HOST:PORT, HOST:PORT or unix:/PATH)."),
     key("return_code", "", Route)
         .no_flag(ROUTES_ONLY)
-        .nginx("return")
+        .nginx("`return`")
         .default("none: forward")
         .doc("Answer with this status instead of forwarding."),
     key("return_text", "", Route)
         .no_flag(ROUTES_ONLY)
-        .nginx("return")
+        .nginx("`return`")
         .default("empty")
         .doc("The body of that answer; for 3xx, the Location."),
     key("allow_cn", "", Route)
@@ -440,11 +439,7 @@ fn table(out: &mut String, keys: &[Key]) {
             Both => "server, client",
             Route => "route",
         };
-        let nginx = if k.nginx.is_empty() {
-            "—".to_string()
-        } else {
-            format!("`{}`", k.nginx)
-        };
+        let nginx = if k.nginx.is_empty() { "—" } else { k.nginx };
         let path = if k.path { " (a file path)" } else { "" };
         out.push_str(&format!(
             "| `{}` | {flag} | {modes} | {nginx} | {} | {}{path} |\n",
@@ -481,6 +476,28 @@ mod tests {
                             || name == format!("no-{plain}")
                             || (k.key == "trusted_forwarders" && name == "trusted-forwarder"),
                         "flag --{name} of '{}' breaks the naming convention",
+                        k.key
+                    );
+                }
+            }
+        }
+    }
+
+    /// The nginx column names directives the translation knows, so the reference cannot
+    /// promise one that `certgate run` ignores.
+    #[test]
+    fn every_nginx_directive_named_is_translated() {
+        let translate = include_str!("nginx/translate.rs");
+        for k in KEYS.iter().chain(ROUTE_KEYS) {
+            for (i, word) in k.nginx.split('`').enumerate() {
+                let directive = i % 2 == 1
+                    && word
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit());
+                if directive {
+                    assert!(
+                        translate.contains(&format!("\"{word}\"")),
+                        "'{}' names the nginx directive {word}, which src/config/nginx/translate.rs does not read",
                         k.key
                     );
                 }

@@ -293,6 +293,9 @@ struct ServerArgs {
     /// and forward the normalised path; off (the default without routes): forward as sent.
     #[arg(long, value_name = "strict|off")]
     path_normalization: Option<String>,
+    /// Do not issue TLS session tickets to clients (nginx's ssl_session_tickets off).
+    #[arg(long)]
+    no_session_tickets: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -312,14 +315,20 @@ struct ClientArgs {
     #[arg(long)]
     key: Option<String>,
     /// CA bundle the upstream's certificate must chain to.
-    #[arg(long)]
-    ca: String,
+    #[arg(long, required_unless_present = "no_verify_upstream")]
+    ca: Option<String>,
     /// Name for SNI and for checking the upstream certificate (default: the upstream host).
     #[arg(long)]
     server_name: Option<String>,
     /// Require this subject CN in the upstream's certificate; repeatable (any verify rule admits).
     #[arg(long, value_name = "CN")]
     verify_cn: Vec<String>,
+    /// Require this subject O in the upstream's certificate; repeatable.
+    #[arg(long, value_name = "O")]
+    verify_o: Vec<String>,
+    /// Require this subject OU in the upstream's certificate; repeatable.
+    #[arg(long, value_name = "OU")]
+    verify_ou: Vec<String>,
     /// Require this DNS SAN (*.domain for one label) in the upstream's certificate; repeatable.
     #[arg(long, value_name = "NAME")]
     verify_dns: Vec<String>,
@@ -339,6 +348,12 @@ struct ClientArgs {
     /// Do not offer HTTP/2 to the upstream.
     #[arg(long)]
     no_http2: bool,
+    /// Do not verify the upstream's certificate (warned about; for nginx parity only).
+    #[arg(long)]
+    no_verify_upstream: bool,
+    /// Do not send the server name (SNI) in the upstream handshake.
+    #[arg(long)]
+    no_send_sni: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -400,6 +415,18 @@ struct CommonArgs {
     /// How long a request waits for a free upstream connection at that limit before a 503 (default 10s).
     #[arg(long, value_name = "DURATION")]
     upstream_queue_timeout: Option<String>,
+    /// Time to connect to the upstream, TLS handshake included (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: Option<String>,
+    /// Time until the upstream's response headers (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    response_timeout: Option<String>,
+    /// Largest request body, e.g. 10m; larger ones get 413 (default: no limit).
+    #[arg(long, value_name = "SIZE")]
+    max_body_size: Option<String>,
+    /// Add no X-Forwarded-For, X-Real-IP, X-Client-Verify, ... of certgate's own (as nginx).
+    #[arg(long)]
+    no_default_headers: bool,
 }
 
 /// Builds a spec from flags: the same keys and validation as a config file.
@@ -448,8 +475,28 @@ impl FlagSpec {
         Ok(())
     }
 
+    /// A `--no-KEY` flag: sets the key to false when given, leaves the default otherwise.
+    fn off(&mut self, key: &str, flag: &str, given: bool) -> anyhow::Result<()> {
+        if given {
+            self.bool(key, flag, false)?;
+        }
+        Ok(())
+    }
+
     fn common(&mut self, common: CommonArgs) -> anyhow::Result<()> {
         self.text("name", "name", common.name)?;
+        self.text("connect_timeout", "connect-timeout", common.connect_timeout)?;
+        self.text(
+            "response_timeout",
+            "response-timeout",
+            common.response_timeout,
+        )?;
+        self.text("max_body_size", "max-body-size", common.max_body_size)?;
+        self.off(
+            "default_headers",
+            "no-default-headers",
+            common.no_default_headers,
+        )?;
         self.integer("verify_depth", "verify-depth", common.verify_depth)?;
         if let Some(partial_chain) = common.partial_chain {
             self.bool("partial_chain", "partial-chain", partial_chain)?;
@@ -559,6 +606,11 @@ fn server_config(args: ServerArgs) -> anyhow::Result<Config> {
         "path-normalization",
         args.path_normalization,
     )?;
+    spec.off(
+        "session_tickets",
+        "no-session-tickets",
+        args.no_session_tickets,
+    )?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }
@@ -570,9 +622,11 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
     spec.text("upstream", "upstream", Some(args.upstream))?;
     spec.text("cert", "cert", args.cert)?;
     spec.text("key", "key", args.key)?;
-    spec.text("ca", "ca", Some(args.ca))?;
+    spec.text("ca", "ca", args.ca)?;
     spec.text("server_name", "server-name", args.server_name)?;
     spec.list("verify_cn", "verify-cn", args.verify_cn)?;
+    spec.list("verify_o", "verify-o", args.verify_o)?;
+    spec.list("verify_ou", "verify-ou", args.verify_ou)?;
     spec.list("verify_dns", "verify-dns", args.verify_dns)?;
     spec.list("verify_uri", "verify-uri", args.verify_uri)?;
     spec.list(
@@ -587,6 +641,12 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
     )?;
     spec.bool("session_reuse", "no-session-reuse", !args.no_session_reuse)?;
     spec.bool("http2", "no-http2", !args.no_http2)?;
+    spec.off(
+        "verify_upstream",
+        "no-verify-upstream",
+        args.no_verify_upstream,
+    )?;
+    spec.off("send_sni", "no-send-sni", args.no_send_sni)?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }

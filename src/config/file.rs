@@ -15,7 +15,7 @@
 //!
 //! The file is walked with its spans kept, so an error points at the line of the key.
 
-use super::{resolve_relative, Config, ConfigError, ListenerSpec, Origin, SpecValue, PATH_KEYS};
+use super::{resolve_relative, Config, ConfigError, ListenerSpec, Origin, SpecValue};
 use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -109,7 +109,7 @@ fn spec_value(
     base: &Path,
 ) -> Result<SpecValue, ConfigError> {
     let text = |text: &str| {
-        if PATH_KEYS.contains(&key) {
+        if super::keys::is_path(key) {
             resolve_relative(base, text).to_string_lossy().into_owned()
         } else {
             text.to_string()

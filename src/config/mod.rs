@@ -6,6 +6,7 @@
 
 pub mod ciphers;
 mod file;
+pub mod keys;
 pub mod nginx;
 pub mod template;
 
@@ -19,9 +20,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use template::Template;
-
-/// Keys whose string values are file paths, resolved against the config file's directory.
-pub(crate) const PATH_KEYS: &[&str] = &["cert", "key", "client_ca", "ca", "crl", "ocsp_response"];
 
 /// The syntax of a config file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,7 +165,7 @@ pub struct ListenerSpec {
     values: BTreeMap<&'static str, Located<SpecValue>>,
     /// Where the listener itself was declared, for errors about missing keys.
     pub origin: Option<Origin>,
-    keys: &'static [&'static str],
+    keys: &'static [keys::Key],
 }
 
 impl Default for ListenerSpec {
@@ -175,7 +173,7 @@ impl Default for ListenerSpec {
         ListenerSpec {
             values: BTreeMap::new(),
             origin: None,
-            keys: KEYS,
+            keys: keys::KEYS,
         }
     }
 }
@@ -200,100 +198,27 @@ const VERIFY_KEYS: [&str; 6] = [
     "verify_pin_sha256",
 ];
 
-/// Every key a route accepts.
-pub const ROUTE_KEYS: &[&str] = &[
-    "path",
-    "upstream",
-    "return_code",
-    "return_text",
-    ALLOW_KEYS[0],
-    ALLOW_KEYS[1],
-    ALLOW_KEYS[2],
-    ALLOW_KEYS[3],
-    ALLOW_KEYS[4],
-    ALLOW_KEYS[5],
-];
-
-/// Every key a listener accepts.
-pub const KEYS: &[&str] = &[
-    "name",
-    "mode",
-    "listen",
-    "upstream",
-    "cert",
-    "key",
-    "client_ca",
-    "verify_client",
-    "ca",
-    "server_name",
-    "verify_depth",
-    "partial_chain",
-    "verify_name_in_cn",
-    "min_tls_version",
-    "max_tls_version",
-    "ciphers",
-    "strict_key_permissions",
-    "session_reuse",
-    "http2",
-    "verify_upstream",
-    "send_sni",
-    "default_headers",
-    "connect_timeout",
-    "response_timeout",
-    "max_body_size",
-    "upstream_max_connections",
-    "upstream_queue_timeout",
-    "session_tickets",
-    "underscores_in_headers",
-    "client_header_timeout",
-    "keepalive_timeout",
-    "http2_idle_timeout",
-    "http2_ping_interval",
-    "max_header_size",
-    "set_header",
-    "client_cert_format",
-    "xfcc_mode",
-    "xfcc_trusted",
-    "trusted_forwarders",
-    ALLOW_KEYS[0],
-    ALLOW_KEYS[1],
-    ALLOW_KEYS[2],
-    ALLOW_KEYS[3],
-    ALLOW_KEYS[4],
-    ALLOW_KEYS[5],
-    VERIFY_KEYS[0],
-    VERIFY_KEYS[1],
-    VERIFY_KEYS[2],
-    VERIFY_KEYS[3],
-    VERIFY_KEYS[4],
-    VERIFY_KEYS[5],
-    "route",
-    "route_match",
-    "path_normalization",
-    "crl",
-    "crl_expired",
-    "ocsp_response",
-];
-
 impl ListenerSpec {
     /// An empty route spec (`[[listener.route]]`).
     pub fn route(origin: Origin) -> ListenerSpec {
         ListenerSpec {
             values: BTreeMap::new(),
             origin: Some(origin),
-            keys: ROUTE_KEYS,
+            keys: keys::ROUTE_KEYS,
         }
     }
 
     /// Records a setting. `key` must be one of the known keys.
     pub fn set(&mut self, key: &str, origin: Origin, value: SpecValue) -> Result<(), ConfigError> {
         let keys = self.keys;
-        let key = keys.iter().find(|k| **k == key).ok_or_else(|| {
+        let key = keys.iter().find(|k| k.key == key).ok_or_else(|| {
+            let known: Vec<&str> = keys.iter().map(|k| k.key).collect();
             ConfigError::at(
                 &origin,
-                format!("unknown key '{key}'; known keys: {}", keys.join(", ")),
+                format!("unknown key '{key}'; known keys: {}", known.join(", ")),
             )
         })?;
+        let key = key.key;
         if self.values.contains_key(key) {
             return Err(ConfigError::at(&origin, format!("'{key}' is set twice")));
         }
@@ -1277,6 +1202,21 @@ fn path_settings(
     Ok((route_match, path_normalization))
 }
 
+/// Refuses every key of the other mode, as the key table says, rather than ignoring it.
+fn refuse_other_mode(spec: &mut ListenerSpec, mode: Mode) -> Result<(), ConfigError> {
+    let other = match mode {
+        Mode::Server => Mode::Client,
+        Mode::Client => Mode::Server,
+    };
+    for key in keys::KEYS.iter().filter(|k| !k.applies_to(mode)) {
+        spec.refuse(
+            key.key,
+            &format!("'{}' is for {other} mode{}", key.key, key.elsewhere),
+        )?;
+    }
+    Ok(())
+}
+
 fn validate_listener(
     mut spec: ListenerSpec,
     index: usize,
@@ -1335,26 +1275,11 @@ fn validate_listener(
         DEFAULT_UPSTREAM_QUEUE_TIMEOUT,
     )?;
     let upstream = spec.required_text("upstream", "where to forward requests")?;
+    refuse_other_mode(&mut spec, mode)?;
 
     let mode = match mode {
         Mode::Server => {
-            spec.refuse(
-                "ca",
-                "'ca' is for client mode; server mode verifies clients with 'client_ca'",
-            )?;
-            spec.refuse("server_name", "'server_name' is for client mode")?;
-            spec.refuse("session_reuse", "'session_reuse' is for client mode")?;
-            spec.refuse("verify_upstream", "'verify_upstream' is for client mode")?;
-            spec.refuse("send_sni", "'send_sni' is for client mode")?;
-            spec.refuse(
-                "verify_name_in_cn",
-                "'verify_name_in_cn' is for client mode (it matches the upstream's name)",
-            )?;
             let session_tickets = spec.flag("session_tickets", true)?;
-            spec.refuse(
-                "http2",
-                "'http2' is for client mode (server mode offers HTTP/2 through ALPN)",
-            )?;
             let verify_client = match spec.text("verify_client")? {
                 None => ClientAuthMode::Required,
                 Some(text) => match text.value.as_str() {
@@ -1397,9 +1322,6 @@ fn validate_listener(
                 identity_formats(&mut spec, forwarders_origin.as_ref())?;
             let allow_origin = spec.origin_of(&ALLOW_KEYS);
             let access = access_rules(&mut spec, ALLOW_KEYS)?;
-            for key in VERIFY_KEYS {
-                spec.refuse(key, &format!("'{key}' is for client mode (it checks the upstream's certificate); server mode admits clients with allow_*"))?;
-            }
             // Listener rules are enforced in the handshake, which only `required` guarantees:
             // with `optional` a client could skip its certificate and reach HTTP anyway.
             if let Some(origin) = allow_origin.filter(|_| verify_client != ClientAuthMode::Required)
@@ -1447,27 +1369,6 @@ fn validate_listener(
             }))
         }
         Mode::Client => {
-            spec.refuse(
-                "client_ca",
-                "'client_ca' is for server mode; client mode verifies the upstream with 'ca'",
-            )?;
-            spec.refuse("verify_client", "'verify_client' is for server mode")?;
-            spec.refuse("session_tickets", "'session_tickets' is for server mode")?;
-            for key in [
-                "client_cert_format",
-                "xfcc_mode",
-                "xfcc_trusted",
-                "trusted_forwarders",
-                "route",
-                "route_match",
-                "path_normalization",
-                "ocsp_response",
-            ]
-            .into_iter()
-            .chain(ALLOW_KEYS)
-            {
-                spec.refuse(key, &format!("'{key}' is for server mode (client mode forwards to a server that checks identities)"))?;
-            }
             let revocation = revocation(&mut spec)?;
             let upstream_rules = access_rules(&mut spec, VERIFY_KEYS)?;
             let value = upstream.value.trim();

@@ -7,7 +7,7 @@
 pub mod parse;
 pub mod translate;
 
-use super::{resolve_relative, Config, ConfigError, Located, SpecValue, PATH_KEYS};
+use super::{resolve_relative, Config, ConfigError, Located, SpecValue};
 use std::path::Path;
 use translate::{Section, Translation};
 
@@ -58,7 +58,7 @@ pub fn load(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 fn resolve_paths(section: &mut Section, base: &Path) {
     for entry in &mut section.entries {
-        if let (true, SpecValue::Text(text)) = (PATH_KEYS.contains(&entry.key), &entry.value) {
+        if let (true, SpecValue::Text(text)) = (super::keys::is_path(entry.key), &entry.value) {
             entry.value = SpecValue::Text(resolve_relative(base, text).to_string_lossy().into());
         }
     }

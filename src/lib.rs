@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: [`config`] turns raw input into a validated [`config::Config`];
 //! [`tls`] turns it into rustls configurations; [`listener`] accepts connections and hands
-//! each request to [`proxy`], which edits headers and forwards upstream.
+//! each request to [`proxy`], which edits headers and forwards upstream. [`process`] runs
+//! them as the `certgate` command does, with the access log and the admin listener.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod probe;
+pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod tls;
@@ -30,6 +32,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+pub use process::{run, ProcessError, ProcessSettings};
 
 /// How long open requests may take to finish after a shutdown signal.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

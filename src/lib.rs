@@ -13,8 +13,6 @@ pub mod admin;
 pub mod certtool;
 pub mod config;
 pub mod connection;
-pub mod demo;
-pub mod echo;
 pub mod listener;
 pub mod log_limit;
 pub mod logging;
@@ -25,6 +23,15 @@ pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod tls;
+
+// Not the library's surface: `certgate demo` (the binary) and the echo backend it shares
+// with the tests (tests/support, tests/streaming.rs) and examples/loadgen.rs must be public
+// to reach those other crates; hidden so that nothing else takes them for API. They may
+// use anyhow, as main.rs does.
+#[doc(hidden)]
+pub mod demo;
+#[doc(hidden)]
+pub mod echo;
 
 use config::{Config, ConfigError};
 use listener::ListenerRuntime;

@@ -3,10 +3,12 @@
 //! The line is written when the response body has been sent (or the client went away), so
 //! `bytes` is what was really sent, as nginx's `$body_bytes_sent`.
 
+use crate::config::{Config, Origin};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -30,6 +32,84 @@ impl AccessLogFormat {
     }
 }
 
+/// The access log asked for with `--access-log` and `--access-log-file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogChoice {
+    pub format: AccessLogFormat,
+    /// Stdout without one.
+    pub file: Option<PathBuf>,
+}
+
+impl AccessLogChoice {
+    /// The flags' access log: `--access-log-file` alone means the combined format.
+    pub fn from_flags(
+        format: Option<&str>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<AccessLogChoice>, AccessLogError> {
+        let format = match format {
+            None if file.is_none() => return Ok(None),
+            None => AccessLogFormat::Combined,
+            Some(name) => AccessLogFormat::parse(name)
+                .ok_or_else(|| AccessLogError::UnknownFormat(name.to_string()))?,
+        };
+        Ok(Some(AccessLogChoice { format, file }))
+    }
+}
+
+/// Why the access log cannot be set up; each names the flag or config line to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    #[error("--access-log: unknown format \"{0}\": use json or combined")]
+    UnknownFormat(String),
+    #[error(
+        "--access-log-file: cannot open {}",
+        file.as_deref().unwrap_or(Path::new("stdout")).display()
+    )]
+    OpenFlagFile {
+        file: Option<PathBuf>,
+        #[source]
+        source: std::io::Error,
+    },
+    /// nginx's `access_log` in the config.
+    #[error("{origin}: cannot open {}", file.display())]
+    OpenConfigFile {
+        origin: Origin,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the access log the flags ask for, else the one the config names (nginx's
+/// `access_log`, in the combined format), else none.
+pub fn open_chosen(
+    flags: Option<&AccessLogChoice>,
+    config: &Config,
+) -> Result<Option<Arc<AccessLog>>, AccessLogError> {
+    if let Some(choice) = flags {
+        let log = AccessLog::open(choice.format, choice.file.as_deref()).map_err(|source| {
+            AccessLogError::OpenFlagFile {
+                file: choice.file.clone(),
+                source,
+            }
+        })?;
+        return Ok(Some(Arc::new(log)));
+    }
+    match &config.access_log {
+        Some(file) => {
+            let log = AccessLog::open(AccessLogFormat::Combined, Some(&file.value)).map_err(
+                |source| AccessLogError::OpenConfigFile {
+                    origin: file.origin.clone(),
+                    file: file.value.clone(),
+                    source,
+                },
+            )?;
+            Ok(Some(Arc::new(log)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Where access log lines go.
 pub struct AccessLog {
     format: AccessLogFormat,
@@ -38,10 +118,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Logs to `file` (appending, created if missing) or, without one, to stdout.
-    pub fn open(
-        format: AccessLogFormat,
-        file: Option<&std::path::Path>,
-    ) -> std::io::Result<AccessLog> {
+    pub fn open(format: AccessLogFormat, file: Option<&Path>) -> std::io::Result<AccessLog> {
         let sink: Box<dyn Write + Send> = match file {
             Some(path) => Box::new(std::io::LineWriter::new(
                 std::fs::OpenOptions::new()
@@ -198,5 +275,30 @@ impl<B> Drop for Logged<B> {
     /// A client that goes away mid-body still gets its line, with the bytes sent so far.
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_alone_means_combined() {
+        assert_eq!(AccessLogChoice::from_flags(None, None).unwrap(), None);
+        let file = Some(PathBuf::from("access.log"));
+        let choice = AccessLogChoice::from_flags(None, file.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(choice.format, AccessLogFormat::Combined);
+        assert_eq!(choice.file, file);
+        let choice = AccessLogChoice::from_flags(Some("json"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(choice.format, AccessLogFormat::Json);
+        let error = AccessLogChoice::from_flags(Some("xml"), None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--access-log: unknown format \"xml\": use json or combined"
+        );
     }
 }

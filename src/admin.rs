@@ -39,6 +39,97 @@ const REFUSAL_LOG_BURST: u32 = 20;
 /// How much of a refused Host or Origin is quoted back, in the log and the answer.
 const QUOTE_LIMIT: usize = 200;
 
+/// An `--admin-host` value that is not a host name (quoted as [`quote`] does).
+#[derive(Debug, thiserror::Error)]
+#[error("bad name \"{quoted}\": use a host name or IP address with an optional :PORT, as a Host header carries it, e.g. certgate-admin.monitoring.svc or [::1]:9901")]
+pub struct BadAdminHost {
+    quoted: String,
+}
+
+/// Why the admin listener cannot be set up; each names the flag to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("--admin: bad address \"{given}\": use IP:PORT, e.g. 127.0.0.1:9901")]
+    BadAddress {
+        given: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// Not a `#[source]`: the message already holds it, and `{:#}` would repeat it.
+    #[error("--admin-host: {0}")]
+    BadHost(BadAdminHost),
+    #[error("--admin-host names a host for the admin listener: give --admin ADDR too")]
+    HostWithoutAddress,
+    #[error("--admin: cannot listen on {address}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bound socket has no local address (the OS refused to say).
+    #[error(transparent)]
+    LocalAddress(std::io::Error),
+}
+
+/// `--admin` and `--admin-host`, checked.
+#[derive(Clone, Debug)]
+pub struct AdminSettings {
+    pub address: SocketAddr,
+    pub hosts: AdminHosts,
+}
+
+impl AdminSettings {
+    /// The admin listener the flags ask for; `None` without `--admin`, which `--admin-host`
+    /// alone is an error for.
+    pub fn from_flags(
+        address: Option<&str>,
+        hosts: &[String],
+    ) -> Result<Option<AdminSettings>, AdminError> {
+        let address = address
+            .map(|given| {
+                given
+                    .parse::<SocketAddr>()
+                    .map_err(|source| AdminError::BadAddress {
+                        given: given.to_string(),
+                        source,
+                    })
+            })
+            .transpose()?;
+        let hosts = AdminHosts::parse(hosts).map_err(AdminError::BadHost)?;
+        match address {
+            Some(address) => Ok(Some(AdminSettings { address, hosts })),
+            None if hosts.names.is_empty() => Ok(None),
+            None => Err(AdminError::HostWithoutAddress),
+        }
+    }
+}
+
+/// Binds the admin listener and serves it, reporting on `listeners`, until `shutdown`;
+/// returns the bound address.
+pub async fn start(
+    settings: &AdminSettings,
+    listeners: crate::ListenerSet,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, AdminError> {
+    let address = settings.address;
+    let tcp = TcpListener::bind(address)
+        .await
+        .map_err(|source| AdminError::Bind { address, source })?;
+    let bound = tcp.local_addr().map_err(AdminError::LocalAddress)?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            "--admin {bound} is not a loopback address: the admin listener has no authentication, so anyone who reaches it can read the status and trigger reloads"
+        );
+    }
+    tracing::info!(
+        "listener \"admin\" (admin) listening on {bound}, serving /, /healthz, /readyz, /status, /metrics and POST /reload"
+    );
+    let state = Arc::new(AdminState::new(listeners, metrics, settings.hosts.clone()));
+    tokio::spawn(serve(tcp, state, shutdown));
+    Ok(bound)
+}
+
 /// What the admin listener reports on.
 pub struct AdminState {
     listeners: crate::ListenerSet,
@@ -171,15 +262,12 @@ pub struct AdminHosts {
 
 impl AdminHosts {
     /// The `--admin-host` values; the error names the value that is not a host name.
-    pub fn parse(names: &[String]) -> Result<AdminHosts, String> {
+    pub fn parse(names: &[String]) -> Result<AdminHosts, BadAdminHost> {
         let names = names
             .iter()
             .map(|name| {
-                HostPort::parse(name).ok_or_else(|| {
-                    format!(
-                        "bad name \"{}\": use a host name or IP address with an optional :PORT, as a Host header carries it, e.g. certgate-admin.monitoring.svc or [::1]:9901",
-                        quote(name.as_bytes())
-                    )
+                HostPort::parse(name).ok_or_else(|| BadAdminHost {
+                    quoted: quote(name.as_bytes()),
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -761,7 +849,23 @@ mod tests {
         assert!(hosts.check(&get("admin.example"), &on).is_err());
         assert!(hosts.check(&get("admin.example:443"), &on).is_err());
         let error = AdminHosts::parse(&["http://x\n".into()]).unwrap_err();
+        let error = error.to_string();
         assert!(error.contains("bad name \"http://x\\n\""), "{error}");
+    }
+
+    #[test]
+    fn admin_flags_are_checked_together() {
+        assert!(AdminSettings::from_flags(None, &[]).unwrap().is_none());
+        let settings = AdminSettings::from_flags(Some("127.0.0.1:9901"), &["a.example".into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.address, "127.0.0.1:9901".parse().unwrap());
+        let error = AdminSettings::from_flags(None, &["a.example".into()]).unwrap_err();
+        assert!(matches!(error, AdminError::HostWithoutAddress), "{error}");
+        let error = AdminSettings::from_flags(Some("localhost"), &[]).unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("--admin: bad address \"localhost\""));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: [`config`] turns raw input into a validated [`config::Config`];
 //! [`tls`] turns it into rustls configurations; [`listener`] accepts connections and hands
-//! each request to [`proxy`], which edits headers and forwards upstream.
+//! each request to [`proxy`], which edits headers and forwards upstream. [`process`] runs
+//! them as the `certgate` command does, with the access log and the admin listener.
 
 #![forbid(unsafe_code)]
 
@@ -12,17 +13,25 @@ pub mod admin;
 pub mod certtool;
 pub mod config;
 pub mod connection;
-pub mod demo;
-pub mod echo;
 pub mod listener;
 pub mod log_limit;
 pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod probe;
+pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod tls;
+
+// Not the library's surface: `certgate demo` (the binary) and the echo backend it shares
+// with the tests (tests/support, tests/streaming.rs) and examples/loadgen.rs must be public
+// to reach those other crates; hidden so that nothing else takes them for API. They may
+// use anyhow, as main.rs does.
+#[doc(hidden)]
+pub mod demo;
+#[doc(hidden)]
+pub mod echo;
 
 use config::{Config, ConfigError};
 use listener::ListenerRuntime;
@@ -30,6 +39,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+pub use process::{run, ProcessError, ProcessSettings};
 
 /// How long open requests may take to finish after a shutdown signal.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

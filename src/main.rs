@@ -2,9 +2,10 @@
 //! library.
 
 use anyhow::Context;
-use certgate::access_log::{AccessLog, AccessLogFormat};
+use certgate::access_log::AccessLogChoice;
 use certgate::config::{Config, Format, ListenerSpec, Origin, SpecValue};
 use certgate::metrics::Telemetry;
+use certgate::process::{stop_signal, ProcessSettings};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,14 +46,6 @@ struct Cli {
     /// PKCS#11 module for key URIs (pkcs11:...) that name no module-path.
     #[arg(long, global = true, value_name = "FILE")]
     pkcs11_module: Option<PathBuf>,
-}
-
-/// Process-wide settings of the serving commands.
-struct Process {
-    drain_timeout: Duration,
-    admin: Option<String>,
-    admin_hosts: Vec<String>,
-    access_log: Option<(AccessLogFormat, Option<PathBuf>)>,
 }
 
 // Parsed once at start-up; boxing variants would only make the code noisier.
@@ -651,139 +644,6 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
     Ok(Config::from_specs(vec![spec.0])?)
 }
 
-/// Resolves when the process is asked to stop (SIGINT or SIGTERM). The handlers are
-/// installed by the call itself, not when the future is first polled, so that a signal that
-/// arrives while listeners start is handled rather than killing the process.
-fn stop_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let interrupt = signal(SignalKind::interrupt());
-    async move {
-        match (term, interrupt) {
-            (Ok(mut term), Ok(mut interrupt)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = interrupt.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-}
-
-/// Re-reads the `run` config after SIGHUP and moves to it, or says why not.
-async fn reload_config(
-    running: &mut certgate::Running,
-    path: &std::path::Path,
-    format: Option<Format>,
-) {
-    let applied = match certgate::config::load_file(path, format) {
-        Ok(config) => running.apply(&config).await,
-        Err(error) => Err(error),
-    };
-    match applied {
-        Ok(change) => tracing::info!(
-            "SIGHUP: applied {}: kept {:?}, restarted {:?}, started {:?}, stopped {:?}",
-            path.display(),
-            change.kept,
-            change.restarted,
-            change.started,
-            change.stopped
-        ),
-        Err(error) => tracing::error!(
-            "SIGHUP: refused {}, the running configuration stays: {error}",
-            path.display()
-        ),
-    }
-}
-
-async fn serve(
-    config: Config,
-    config_path: Option<(&std::path::Path, Option<Format>)>,
-    process: &Process,
-) -> anyhow::Result<()> {
-    let drain_timeout = process.drain_timeout;
-    let mut telemetry = Telemetry::new();
-    if let Some((format, file)) = &process.access_log {
-        let log = AccessLog::open(*format, file.as_deref()).with_context(|| {
-            format!(
-                "--access-log-file: cannot open {}",
-                file.as_deref()
-                    .unwrap_or(std::path::Path::new("stdout"))
-                    .display()
-            )
-        })?;
-        telemetry.access_log = Some(std::sync::Arc::new(log));
-    } else if let Some(file) = &config.access_log {
-        let log = AccessLog::open(AccessLogFormat::Combined, Some(&file.value))
-            .with_context(|| format!("{}: cannot open {}", file.origin, file.value.display()))?;
-        telemetry.access_log = Some(std::sync::Arc::new(log));
-    }
-    let metrics = telemetry.metrics.clone();
-    let admin_address = process
-        .admin
-        .as_deref()
-        .map(|a| {
-            a.parse::<std::net::SocketAddr>().with_context(|| {
-                format!("--admin: bad address \"{a}\": use IP:PORT, e.g. 127.0.0.1:9901")
-            })
-        })
-        .transpose()?;
-    let admin_hosts = certgate::admin::AdminHosts::parse(&process.admin_hosts)
-        .map_err(|e| anyhow::anyhow!("--admin-host: {e}"))?;
-    if admin_address.is_none() && !process.admin_hosts.is_empty() {
-        anyhow::bail!("--admin-host names a host for the admin listener: give --admin ADDR too");
-    }
-    // Signal handlers first: a SIGHUP or SIGTERM sent as soon as "listening" is logged must
-    // find them in place.
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let stop = stop_signal();
-    let mut running = certgate::start(&config, drain_timeout, &telemetry).await?;
-    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
-    if let Some(address) = admin_address {
-        let tcp = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("--admin: cannot listen on {address}"))?;
-        let bound = tcp.local_addr()?;
-        if !bound.ip().is_loopback() {
-            tracing::warn!(
-                "--admin {bound} is not a loopback address: the admin listener has no authentication, so anyone who reaches it can read the status and trigger reloads"
-            );
-        }
-        tracing::info!(
-            "listener \"admin\" (admin) listening on {bound}, serving /, /healthz, /readyz, /status, /metrics and POST /reload"
-        );
-        let state = std::sync::Arc::new(certgate::admin::AdminState::new(
-            running.listeners.clone(),
-            metrics.clone(),
-            admin_hosts,
-        ));
-        tokio::spawn(certgate::admin::serve(tcp, state, admin_stopped));
-    }
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = hangup.recv() => {
-                tracing::info!("SIGHUP: re-reading certificate files");
-                running.reload();
-                if let Some((path, format)) = config_path {
-                    reload_config(&mut running, path, format).await;
-                }
-            }
-        }
-    }
-    tracing::info!(
-        "stopping: no new connections; open requests get up to {}s to finish",
-        drain_timeout.as_secs()
-    );
-    let _ = admin_stop.send(true);
-    running.stop().await;
-    Ok(())
-}
-
 fn cert_command(command: CertCommand) -> anyhow::Result<()> {
     use certgate::certtool;
     match command {
@@ -978,17 +838,17 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<(
     Ok(())
 }
 
-async fn main_inner(command: Command, process: Process) -> anyhow::Result<()> {
+async fn main_inner(command: Command, process: ProcessSettings) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => serve(server_config(args)?, None, &process).await,
-        Command::Client(args) => serve(client_config(args)?, None, &process).await,
+        Command::Server(args) => Ok(certgate::run(server_config(args)?, None, &process).await?),
+        Command::Client(args) => Ok(certgate::run(client_config(args)?, None, &process).await?),
         Command::Run {
             config: path,
             format,
         } => {
             let format = config_format(format.as_deref())?;
             let config = certgate::config::load_file(&path, format)?;
-            serve(config, Some((&path, format)), &process).await
+            Ok(certgate::run(config, Some((&path, format)), &process).await?)
         }
         Command::ConvertNginx { file } => {
             let translation = certgate::config::nginx::translate_file(&file)?;
@@ -1030,21 +890,14 @@ fn main() -> ExitCode {
         eprintln!("certgate: {error:#}");
         return ExitCode::FAILURE;
     }
-    let access_log = match &cli.access_log {
-        None if cli.access_log_file.is_some() => {
-            Some((AccessLogFormat::Combined, cli.access_log_file.clone()))
-        }
-        None => None,
-        Some(name) => match AccessLogFormat::parse(name) {
-            Some(format) => Some((format, cli.access_log_file.clone())),
-            None => {
-                eprintln!(
-                    "certgate: --access-log: unknown format \"{name}\": use json or combined"
-                );
+    let access_log =
+        match AccessLogChoice::from_flags(cli.access_log.as_deref(), cli.access_log_file) {
+            Ok(choice) => choice,
+            Err(error) => {
+                eprintln!("certgate: {error}");
                 return ExitCode::FAILURE;
             }
-        },
-    };
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1055,7 +908,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let process = Process {
+    let process = ProcessSettings {
         drain_timeout: Duration::from_secs(cli.shutdown_timeout),
         admin: cli.admin,
         admin_hosts: cli.admin_host,

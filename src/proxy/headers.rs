@@ -28,20 +28,16 @@ use crate::tls::identity::PeerIdentity;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 
-/// Identity headers of every format certgate knows, and those other proxies set, which a
-/// backend moved from behind them still reads. Server mode strips them all from inbound
-/// requests whatever the listener's rules say. Names are compared with `_` read as `-`
-/// (see [`is_identity_name`]).
-pub const IDENTITY_HEADERS: &[&str] = &[
-    // certgate's formats (nginx's usual names, RFC 9440, Envoy, Traefik).
-    "x-client-cert",
+/// Identity headers that no [`IdentityFormat`] sets: certgate's default `x-client-verify`
+/// rule, and what other proxies set, which a backend moved from behind them still reads.
+/// Server mode strips these, every format's [`IdentityFormat::header_names`] (of all formats,
+/// not only the listener's: a client must not forge one the listener does not use either) and
+/// the [`IDENTITY_PREFIXES`] families from inbound requests whatever the listener's rules say.
+/// Names are compared with `_` read as `-` (see [`is_identity_name`]).
+pub const OTHER_IDENTITY_HEADERS: &[&str] = &[
+    // certgate's default server-mode rule, and nginx's usual names.
     "x-client-verify",
     "x-client-cert-chain",
-    "client-cert",
-    "client-cert-chain",
-    "x-forwarded-client-cert",
-    "x-forwarded-tls-client-cert",
-    "x-forwarded-tls-client-cert-info",
     // What nginx and HAProxy setups commonly forward.
     "x-ssl-cert",
     "x-ssl-client-cert",
@@ -87,7 +83,11 @@ pub const IDENTITY_PREFIXES: &[&str] = &[
 /// and `X-Client-Cert` reach such a backend as one variable.
 pub fn is_identity_name(name: &str) -> bool {
     let name = dashed(name);
-    IDENTITY_HEADERS.contains(&name.as_ref())
+    let name = name.as_ref();
+    IdentityFormat::ALL
+        .iter()
+        .any(|f| f.header_names().contains(&name))
+        || OTHER_IDENTITY_HEADERS.contains(&name)
         || IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
@@ -502,4 +502,60 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Authority, KeyType, LeafSpec, Usage};
+    use rustls::pki_types::CertificateDer;
+
+    /// A client with an intermediate and SANs of each kind, so that every format emits every
+    /// header it can (RFC 9440's chain only comes with intermediates).
+    fn identity() -> PeerIdentity {
+        let root = Authority::root("strip test root", KeyType::EcdsaP256).unwrap();
+        let intermediate = root.intermediate("strip test intermediate").unwrap();
+        let leaf = intermediate
+            .leaf(
+                &LeafSpec::new("strip-client", Usage::Client)
+                    .names(&["client.test", "spiffe://test/client", "127.0.0.1"])
+                    .org_unit("ops"),
+            )
+            .unwrap();
+        PeerIdentity::from_chain(
+            &CertificateDer::from(leaf.cert_der),
+            &[CertificateDer::from(intermediate.issued.cert_der.clone())],
+        )
+        .unwrap()
+    }
+
+    /// A format whose header is missing from its `header_names` would reach the backend
+    /// from a client that forged it: every name a format emits is one it declares, and is
+    /// judged an identity header in any spelling a backend might read.
+    #[test]
+    fn every_emitted_identity_header_is_stripped() {
+        let identity = identity();
+        for format in IdentityFormat::ALL {
+            let emitted: Vec<String> = identity_headers(&identity, &[format])
+                .into_iter()
+                .map(|(name, _)| name.as_str().to_string())
+                .collect();
+            let mut declared: Vec<&str> = format.header_names().to_vec();
+            let mut sorted: Vec<&str> = emitted.iter().map(String::as_str).collect();
+            declared.sort_unstable();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted, declared,
+                "{format:?} emits other headers than it declares"
+            );
+            for name in &emitted {
+                assert!(is_identity_name(name), "{format:?}: {name} is not stripped");
+                let underscored = name.replace('-', "_");
+                assert!(
+                    is_identity_name(&underscored),
+                    "{format:?}: {underscored} is not stripped"
+                );
+            }
+        }
+    }
 }

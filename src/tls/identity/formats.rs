@@ -29,7 +29,28 @@ const TRAEFIK_CERT: &str = "x-forwarded-tls-client-cert";
 const TRAEFIK_INFO: &str = "x-forwarded-tls-client-cert-info";
 
 impl IdentityFormat {
+    /// Every format. Configuration finds a format only through this list ([`Self::parse`])
+    /// and `proxy::headers` strips the [`Self::header_names`] of all of them, so a format left
+    /// out here can be neither configured nor forged.
+    pub const ALL: [IdentityFormat; 4] = [
+        IdentityFormat::EscapedPem,
+        IdentityFormat::Rfc9440,
+        IdentityFormat::Xfcc,
+        IdentityFormat::Traefik,
+    ];
+
+    /// The names of [`Self::ALL`], for error messages.
     pub const NAMES: &'static str = "escaped-pem, rfc9440, xfcc, traefik";
+
+    /// The name in configuration (`identity_format`).
+    pub fn name(self) -> &'static str {
+        match self {
+            IdentityFormat::EscapedPem => "escaped-pem",
+            IdentityFormat::Rfc9440 => "rfc9440",
+            IdentityFormat::Xfcc => "xfcc",
+            IdentityFormat::Traefik => "traefik",
+        }
+    }
 
     /// Every header the format may set, also those it leaves out for some peers (RFC 9440's
     /// chain without intermediates): an inbound one of these names never survives next to
@@ -44,13 +65,7 @@ impl IdentityFormat {
     }
 
     pub fn parse(name: &str) -> Option<IdentityFormat> {
-        Some(match name {
-            "escaped-pem" => IdentityFormat::EscapedPem,
-            "rfc9440" => IdentityFormat::Rfc9440,
-            "xfcc" => IdentityFormat::Xfcc,
-            "traefik" => IdentityFormat::Traefik,
-            _ => return None,
-        })
+        IdentityFormat::ALL.into_iter().find(|f| f.name() == name)
     }
 }
 
@@ -231,6 +246,15 @@ mod tests {
         assert_eq!(xfcc_value("a=b", false), "\"a=b\"");
         assert_eq!(xfcc_value("say \"hi\"", true), "\"say \\\"hi\\\"\"");
         assert_eq!(xfcc_value("CN=a\\,b", true), "\"CN=a\\\\,b\"");
+    }
+
+    #[test]
+    fn every_format_is_listed_and_named() {
+        let names: Vec<&str> = IdentityFormat::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.join(", "), IdentityFormat::NAMES);
+        for format in IdentityFormat::ALL {
+            assert_eq!(IdentityFormat::parse(format.name()), Some(format));
+        }
     }
 
     #[test]

@@ -186,6 +186,8 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReloadOutcome {
+    /// Nothing new since the last attempt: the files are what is loaded, or what was last
+    /// refused (counted once, when it was refused). Not counted.
     Unchanged,
     Reloaded,
     /// The new files were refused; the previous material keeps serving.
@@ -200,8 +202,8 @@ pub struct ListenerRuntime {
     /// Open connections, for shedding the idle ones when descriptors run out.
     open: OpenConnections,
     material: RwLock<Arc<Material>>,
-    /// The fingerprint of files that failed to load, so a broken file is reported once, not
-    /// on every check.
+    /// The fingerprint of files that failed to load (or of the error reading them), so a
+    /// broken file is reported and counted once, not on every check.
     refused: Mutex<Option<u64>>,
     /// What the periodic check last found the files to be, when not what is loaded: a
     /// change is loaded once two checks in a row find it (the file is no longer changing).
@@ -386,7 +388,9 @@ impl ListenerRuntime {
             let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
             let seen = match &observed {
                 Ok(f) if *f == current.fingerprint => {
+                    // Back to what is loaded: a broken file written again later is news.
                     *polled = None;
+                    *refused = None;
                     return ReloadOutcome::Unchanged;
                 }
                 Ok(f) => *f,
@@ -397,20 +401,23 @@ impl ListenerRuntime {
                 return ReloadOutcome::Unchanged;
             }
         }
+        // Files already refused as they are now were counted and said when they were refused;
+        // until they change again every check (the timer's every 2 s, a SIGHUP) finds nothing
+        // new, so it is not counted again nor moves `last_reload`.
         let new_fingerprint = match observed {
             Ok(f) => f,
             Err(error) => {
-                // Said once per distinct problem, not at every check.
                 let problem = problem(&error);
-                if *refused != Some(problem) {
-                    *refused = Some(problem);
-                    tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
+                if *refused == Some(problem) {
+                    return ReloadOutcome::Unchanged;
                 }
+                *refused = Some(problem);
+                tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
                 return ReloadOutcome::Failed;
             }
         };
         if *refused == Some(new_fingerprint) {
-            return ReloadOutcome::Failed;
+            return ReloadOutcome::Unchanged;
         }
         let mut warnings = Vec::new();
         match Material::build(

@@ -345,15 +345,78 @@ fn help_explains_every_flag() {
     ] {
         let (code, output) = run_to_exit(&[command, "--help"]);
         assert_eq!(code, 0, "{output}");
+        let explained = flag_descriptions(&output);
         for flag in flags {
-            let line = output.lines().find(|l| l.trim_start().starts_with(flag));
-            let line = line.unwrap_or_else(|| panic!("{command} --help lacks {flag}:\n{output}"));
             assert!(
-                line.len() > flag.len() + 10,
-                "{command} {flag} has no explanation: {line}"
+                explained.iter().any(|(f, _)| f == flag),
+                "{command} --help lacks {flag}:\n{output}"
+            );
+        }
+        // Every flag the command has, not only those named above.
+        for (flag, description) in &explained {
+            if ["--help", "--version"].contains(&flag.as_str()) {
+                continue; // clap's own
+            }
+            assert!(
+                is_a_description(description),
+                "{command} {flag} has no explanation (\"{description}\"):\n{output}"
             );
         }
     }
+}
+
+/// Each flag in clap's help output with its description: the text after the flag, its short
+/// form and its value placeholder, on the same line (short help) or on the more indented
+/// lines below it (long help, used once any flag has a long description).
+fn flag_descriptions(help: &str) -> Vec<(String, String)> {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut flags: Vec<(String, String)> = Vec::new();
+    // Whether the lines below still belong to the last flag.
+    let mut in_flag = false;
+    for line in help.lines() {
+        let text = line.trim();
+        if indent(line) <= 6 && text.starts_with('-') {
+            // "-h, --help  Print help" or "--listen <LISTEN>": the flag part has single spaces.
+            let (names, rest) = text.split_once("  ").unwrap_or((text, ""));
+            let flag = names
+                .split([' ', ','])
+                .find(|word| word.starts_with("--"))
+                .unwrap_or(names)
+                .to_string();
+            flags.push((flag, rest.trim().to_string()));
+            in_flag = true;
+        } else if indent(line) > 6 && in_flag {
+            let description = &mut flags.last_mut().expect("in a flag").1;
+            if !description.is_empty() {
+                description.push(' ');
+            }
+            description.push_str(text);
+        } else if !text.is_empty() {
+            // A heading or text of its own: what follows is no flag's description.
+            in_flag = false;
+        }
+    }
+    flags
+}
+
+/// At least three words of prose once clap's notes ("[default: 30]", "[aliases: ...]") and
+/// value placeholders ("<FILE>") are taken out.
+fn is_a_description(description: &str) -> bool {
+    let mut prose = String::new();
+    let mut depth = 0;
+    for c in description.chars() {
+        match c {
+            '[' | '<' => depth += 1,
+            ']' | '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => prose.push(c),
+            _ => {}
+        }
+    }
+    prose
+        .split_whitespace()
+        .filter(|word| word.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        .count()
+        >= 3
 }
 
 #[test]

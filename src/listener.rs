@@ -686,34 +686,40 @@ impl ListenerRuntime {
 mod tests {
     use super::*;
     use crate::config::{Config, ListenerSpec, Origin, SpecValue};
-    use crate::pki::{Authority, KeyType, LeafSpec, Usage};
+    use crate::pki::{Authority, Issued, KeyType, LeafSpec, Usage};
 
-    #[test]
-    fn the_periodic_check_loads_a_change_only_once_it_reads_the_same_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::root("poll test CA", KeyType::EcdsaP256).unwrap();
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path.to_string_lossy().into_owned()
-        };
-        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+    /// Writes `text` to `name` in `dir`; returns the path.
+    fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// A server-mode listener on `server`'s certificate and key, written to `dir`.
+    fn server_runtime(dir: &std::path::Path, ca: &Authority, server: &Issued) -> ListenerRuntime {
         let mut spec = ListenerSpec::default();
         for (key, value) in [
             ("mode", "server".to_string()),
             ("listen", "127.0.0.1:0".to_string()),
             ("upstream", "127.0.0.1:1".to_string()),
-            ("cert", write("server.pem", &server.cert_pem)),
-            ("key", write("server.key", &server.key_pem)),
-            ("client_ca", write("ca.pem", &ca.issued.cert_pem)),
+            ("cert", write(dir, "server.pem", &server.cert_pem)),
+            ("key", write(dir, "server.key", &server.key_pem)),
+            ("client_ca", write(dir, "ca.pem", &ca.issued.cert_pem)),
         ] {
             spec.set(key, Origin::Flag(key.into()), SpecValue::Text(value))
                 .unwrap();
         }
         let config = Config::from_specs(vec![spec]).unwrap();
-        let runtime =
-            ListenerRuntime::build(&config.listeners[0], &Telemetry::new(), &mut Vec::new())
-                .unwrap();
+        ListenerRuntime::build(&config.listeners[0], &Telemetry::new(), &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_periodic_check_loads_a_change_only_once_it_reads_the_same_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| write(dir.path(), name, text);
+        let ca = Authority::root("test CA", KeyType::EcdsaP256).unwrap();
+        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+        let runtime = server_runtime(dir.path(), &ca, &server);
         assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
 
         let next = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
@@ -735,5 +741,36 @@ mod tests {
         write("server.pem", &server.cert_pem);
         write("server.key", &server.key_pem);
         assert_eq!(runtime.reload(), ReloadOutcome::Reloaded);
+    }
+
+    #[test]
+    fn a_refused_file_is_a_failed_reload_once_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| write(dir.path(), name, text);
+        let ca = Authority::root("test CA", KeyType::EcdsaP256).unwrap();
+        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+        let runtime = server_runtime(dir.path(), &ca, &server);
+
+        write("server.pem", "-----BEGIN CERTIFICATE-----\ntruncated");
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        let (_, first) = runtime.status();
+        // The same broken file again, by request or by the periodic check: nothing new.
+        assert_eq!(runtime.reload(), ReloadOutcome::Unchanged);
+        for _ in 0..3 {
+            assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
+        }
+        assert_eq!(runtime.status().1, first);
+        // Another problem is news.
+        write("server.pem", "-----BEGIN CERTIFICATE-----\nstill truncated");
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        // So is the first problem again, once the loaded files were back in between.
+        write("server.pem", &server.cert_pem);
+        assert_eq!(runtime.reload(), ReloadOutcome::Unchanged);
+        write("server.pem", "-----BEGIN CERTIFICATE-----\nstill truncated");
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        // An unreadable file likewise counts once.
+        std::fs::remove_file(dir.path().join("server.key")).unwrap();
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        assert_eq!(runtime.reload(), ReloadOutcome::Unchanged);
     }
 }

@@ -186,6 +186,8 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReloadOutcome {
+    /// Nothing new since the last attempt: the files are what is loaded, or what was last
+    /// refused (counted once, when it was refused). Not counted.
     Unchanged,
     Reloaded,
     /// The new files were refused; the previous material keeps serving.
@@ -200,8 +202,8 @@ pub struct ListenerRuntime {
     /// Open connections, for shedding the idle ones when descriptors run out.
     open: OpenConnections,
     material: RwLock<Arc<Material>>,
-    /// The fingerprint of files that failed to load, so a broken file is reported once, not
-    /// on every check.
+    /// The fingerprint of files that failed to load (or of the error reading them), so a
+    /// broken file is reported and counted once, not on every check.
     refused: Mutex<Option<u64>>,
     /// What the periodic check last found the files to be, when not what is loaded: a
     /// change is loaded once two checks in a row find it (the file is no longer changing).
@@ -386,7 +388,9 @@ impl ListenerRuntime {
             let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
             let seen = match &observed {
                 Ok(f) if *f == current.fingerprint => {
+                    // Back to what is loaded: a broken file written again later is news.
                     *polled = None;
+                    *refused = None;
                     return ReloadOutcome::Unchanged;
                 }
                 Ok(f) => *f,
@@ -397,20 +401,23 @@ impl ListenerRuntime {
                 return ReloadOutcome::Unchanged;
             }
         }
+        // Files already refused as they are now were counted and said when they were refused;
+        // until they change again every check (the timer's every 2 s, a SIGHUP) finds nothing
+        // new, so it is not counted again nor moves `last_reload`.
         let new_fingerprint = match observed {
             Ok(f) => f,
             Err(error) => {
-                // Said once per distinct problem, not at every check.
                 let problem = problem(&error);
-                if *refused != Some(problem) {
-                    *refused = Some(problem);
-                    tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
+                if *refused == Some(problem) {
+                    return ReloadOutcome::Unchanged;
                 }
+                *refused = Some(problem);
+                tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
                 return ReloadOutcome::Failed;
             }
         };
         if *refused == Some(new_fingerprint) {
-            return ReloadOutcome::Failed;
+            return ReloadOutcome::Unchanged;
         }
         let mut warnings = Vec::new();
         match Material::build(
@@ -679,34 +686,40 @@ impl ListenerRuntime {
 mod tests {
     use super::*;
     use crate::config::{Config, ListenerSpec, Origin, SpecValue};
-    use crate::pki::{Authority, KeyType, LeafSpec, Usage};
+    use crate::pki::{Authority, Issued, KeyType, LeafSpec, Usage};
 
-    #[test]
-    fn the_periodic_check_loads_a_change_only_once_it_reads_the_same_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::root("poll test CA", KeyType::EcdsaP256).unwrap();
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path.to_string_lossy().into_owned()
-        };
-        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+    /// Writes `text` to `name` in `dir`; returns the path.
+    fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// A server-mode listener on `server`'s certificate and key, written to `dir`.
+    fn server_runtime(dir: &std::path::Path, ca: &Authority, server: &Issued) -> ListenerRuntime {
         let mut spec = ListenerSpec::default();
         for (key, value) in [
             ("mode", "server".to_string()),
             ("listen", "127.0.0.1:0".to_string()),
             ("upstream", "127.0.0.1:1".to_string()),
-            ("cert", write("server.pem", &server.cert_pem)),
-            ("key", write("server.key", &server.key_pem)),
-            ("client_ca", write("ca.pem", &ca.issued.cert_pem)),
+            ("cert", write(dir, "server.pem", &server.cert_pem)),
+            ("key", write(dir, "server.key", &server.key_pem)),
+            ("client_ca", write(dir, "ca.pem", &ca.issued.cert_pem)),
         ] {
             spec.set(key, Origin::Flag(key.into()), SpecValue::Text(value))
                 .unwrap();
         }
         let config = Config::from_specs(vec![spec]).unwrap();
-        let runtime =
-            ListenerRuntime::build(&config.listeners[0], &Telemetry::new(), &mut Vec::new())
-                .unwrap();
+        ListenerRuntime::build(&config.listeners[0], &Telemetry::new(), &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_periodic_check_loads_a_change_only_once_it_reads_the_same_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| write(dir.path(), name, text);
+        let ca = Authority::root("test CA", KeyType::EcdsaP256).unwrap();
+        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+        let runtime = server_runtime(dir.path(), &ca, &server);
         assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
 
         let next = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
@@ -728,5 +741,36 @@ mod tests {
         write("server.pem", &server.cert_pem);
         write("server.key", &server.key_pem);
         assert_eq!(runtime.reload(), ReloadOutcome::Reloaded);
+    }
+
+    #[test]
+    fn a_refused_file_is_a_failed_reload_once_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| write(dir.path(), name, text);
+        let ca = Authority::root("test CA", KeyType::EcdsaP256).unwrap();
+        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
+        let runtime = server_runtime(dir.path(), &ca, &server);
+
+        write("server.pem", "-----BEGIN CERTIFICATE-----\ntruncated");
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        let (_, first) = runtime.status();
+        // The same broken file again, by request or by the periodic check: nothing new.
+        assert_eq!(runtime.reload(), ReloadOutcome::Unchanged);
+        for _ in 0..3 {
+            assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
+        }
+        assert_eq!(runtime.status().1, first);
+        // Another problem is news.
+        write("server.pem", "-----BEGIN CERTIFICATE-----\nstill truncated");
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        // So is the first problem again, once the loaded files were back in between.
+        write("server.pem", &server.cert_pem);
+        assert_eq!(runtime.reload(), ReloadOutcome::Unchanged);
+        write("server.pem", "-----BEGIN CERTIFICATE-----\nstill truncated");
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        // An unreadable file likewise counts once.
+        std::fs::remove_file(dir.path().join("server.key")).unwrap();
+        assert_eq!(runtime.reload(), ReloadOutcome::Failed);
+        assert_eq!(runtime.reload(), ReloadOutcome::Unchanged);
     }
 }

@@ -39,8 +39,12 @@ impl LogLimit {
 
     /// Whether a line may be logged now; `Some(n)` says how many were held back before it.
     pub fn admit(&self) -> Option<u32> {
+        self.admit_at(Instant::now())
+    }
+
+    /// [`admit`](Self::admit) at `now`: the clock is an argument so that tests can step it.
+    pub fn admit_at(&self, now: Instant) -> Option<u32> {
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         let mut held_back = 0;
         if now.duration_since(window.started) >= self.length {
             held_back = window.suppressed;
@@ -67,16 +71,32 @@ mod tests {
     #[test]
     fn admits_a_burst_then_counts_the_rest() {
         let limit = LogLimit::new(3);
-        let admitted = (0..10).filter(|_| limit.admit().is_some()).count();
-        assert_eq!(admitted, 3);
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        // The burst: three lines, the first of a window with nothing held back before it.
+        assert_eq!(limit.admit_at(at(0)), Some(0));
+        assert_eq!(limit.admit_at(at(100)), Some(0));
+        assert_eq!(limit.admit_at(at(200)), Some(0));
+        // The rest of the second is held back, however many.
+        assert_eq!((0..7).filter_map(|_| limit.admit_at(at(900))).count(), 0);
+        // The next window admits again and says how many were held back, once.
+        assert_eq!(limit.admit_at(at(1000)), Some(7));
+        assert_eq!(limit.admit_at(at(1100)), Some(0));
+        assert_eq!(limit.admit_at(at(1200)), Some(0));
+        assert_eq!(limit.admit_at(at(1300)), None);
+        // Every window counts afresh: one held back in the last, none in this one.
+        assert_eq!(limit.admit_at(at(2000)), Some(1));
+        assert_eq!(limit.admit_at(at(3000)), Some(0));
     }
 
     #[test]
     fn a_longer_window_holds_back_until_it_ends_and_then_says_how_many() {
-        let limit = LogLimit::per_window(1, Duration::from_millis(200));
-        assert_eq!(limit.admit(), Some(0));
-        assert_eq!((0..5).filter(|_| limit.admit().is_some()).count(), 0);
-        std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(limit.admit(), Some(5));
+        let limit = LogLimit::per_window(1, Duration::from_secs(10));
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        assert_eq!(limit.admit_at(at(0)), Some(0));
+        assert_eq!((0..5).filter_map(|_| limit.admit_at(at(9))).count(), 0);
+        assert_eq!(limit.admit_at(at(10)), Some(5));
+        assert_eq!(limit.admit_at(at(11)), None);
     }
 }

@@ -11,6 +11,9 @@
 //! written leaf first and its intermediate a second later must not be served as a lone leaf
 //! in between. The periodic check waits the same way (the files must read the same at two
 //! checks in a row, see [`ListenerRuntime::poll`]); a request is explicit and reads at once.
+//!
+//! `CERTGATE_RELOAD_WATCH=off` ([`WATCH_ENV`]) leaves only the requests, for tests and
+//! debugging.
 
 use crate::listener::ListenerRuntime;
 use notify::Watcher;
@@ -22,6 +25,10 @@ use tokio::sync::{mpsc, watch};
 
 /// How often files are checked even without a change notification.
 pub const FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
+/// Set to `off`, files are re-read only on request (SIGHUP, `POST /reload`): no watching and
+/// no periodic check. For tests and debugging, to see that a request by itself reloads; not
+/// for production, where a missed renewal would go unnoticed.
+pub const WATCH_ENV: &str = "CERTGATE_RELOAD_WATCH";
 /// How often certificates close to expiry are warned about again.
 const EXPIRY_WARNING_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long the watched directories must be free of change events before changed files are
@@ -45,6 +52,8 @@ enum Check {
     Now,
     /// The periodic check: read changed files only when they read the same as last time.
     Poll,
+    /// The timer, with the periodic check turned off ([`WATCH_ENV`]).
+    Nothing,
 }
 
 /// Starts the watcher and the fallback timer for `listeners`; stops with `shutdown`.
@@ -67,11 +76,23 @@ pub fn spawn(
             }
         })
         .collect();
+    let watching = std::env::var_os(WATCH_ENV).is_none_or(|value| value != "off");
+    if !watching {
+        tracing::warn!(
+            "{WATCH_ENV}=off: certificate files are re-read only on SIGHUP or POST /reload, not when they change"
+        );
+    }
     let task = tokio::spawn(async move {
         // Kept alive for as long as the task runs; dropping it stops the notifications.
-        let _watcher = watch_directories(&directories, events_sender);
+        let _watcher = watching.then(|| watch_directories(&directories, events_sender));
         let mut fallback = tokio::time::interval(FALLBACK_INTERVAL);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Not watching, the timer still wakes the loop for the daily expiry warning.
+        let fallback_check = if watching {
+            Check::Poll
+        } else {
+            Check::Nothing
+        };
         let mut last_expiry_warning = tokio::time::Instant::now();
         // When the last change event is QUIET old; None without one pending.
         let mut quiet_at: Option<tokio::time::Instant> = None;
@@ -98,17 +119,17 @@ pub fn spawn(
                     quiet_at = None;
                     Check::Now
                 }
-                _ = fallback.tick() => Check::Poll,
+                _ = fallback.tick() => fallback_check,
                 _ = shutdown.changed() => break,
             };
             for listener in &listeners {
                 let listener = listener.clone();
                 // Reading and parsing files is blocking work.
-                let _ = tokio::task::spawn_blocking(move || match check {
-                    Check::Now => listener.reload(),
-                    Check::Poll => listener.poll(),
-                })
-                .await;
+                let _ = match check {
+                    Check::Now => tokio::task::spawn_blocking(move || listener.reload()).await,
+                    Check::Poll => tokio::task::spawn_blocking(move || listener.poll()).await,
+                    Check::Nothing => continue,
+                };
             }
             if last_expiry_warning.elapsed() >= EXPIRY_WARNING_INTERVAL {
                 last_expiry_warning = tokio::time::Instant::now();

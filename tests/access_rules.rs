@@ -113,19 +113,31 @@ async fn allow_dns_ou_and_o_each_admit() {
         LeafSpec::new("a", Usage::Client).names(&["api.payments.internal"]),
     );
     let by_ou = leaf(&pki, LeafSpec::new("b", Usage::Client).org_unit("platform"));
+    let by_o = leaf(
+        &pki,
+        LeafSpec::new("d", Usage::Client).organization("partner corp"),
+    );
     let nobody = leaf(
         &pki,
         LeafSpec::new("c", Usage::Client)
             .names(&["a.b.payments.internal"])
             .org_unit("sales"),
     );
+    // O is matched whole: another organization, even one that contains it, is not admitted.
+    let other_o = leaf(
+        &pki,
+        LeafSpec::new("e", Usage::Client).organization("partner corp ltd"),
+    );
     assert_eq!(status(&server, &pki, &by_dns, "/").await, Ok(200));
     assert_eq!(status(&server, &pki, &by_ou, "/").await, Ok(200));
+    assert_eq!(status(&server, &pki, &by_o, "/").await, Ok(200));
     assert!(status(&server, &pki, &nobody, "/").await.is_err());
+    assert!(status(&server, &pki, &other_o, "/").await.is_err());
     server.wait_for_log(&[
         "subject \"OU=sales,CN=c,O=certgate test PKI\"",
         "o=[partner corp] ou=[platform] dns=[*.payments.internal]",
     ]);
+    server.wait_for_log(&["subject \"CN=e,O=partner corp ltd\"", "o=[partner corp]"]);
 }
 
 #[tokio::test]

@@ -227,6 +227,39 @@ async fn post_reload_reports_each_listener_and_is_counted() {
 }
 
 #[tokio::test]
+async fn a_broken_certificate_left_on_disk_is_counted_once_not_at_every_check() {
+    let files = Files::new();
+    let pki = TestPki::new();
+    pki.write(&files);
+    let backend = spawn_echo().await;
+    let server = server_with_admin(&files, &backend.to_string());
+    let admin = admin_address(&server);
+    let failed = "certgate_reloads_total{listener=\"edge\",result=\"failed\"}";
+    files.write("server.pem", "-----BEGIN CERTIFICATE-----\ntruncated");
+    server.wait_for_log(&["listener \"edge\": certificate reload failed"]);
+    let status = || async {
+        serde_json::from_str::<serde_json::Value>(&call(admin, "GET", "/status").await.body)
+            .unwrap()["listeners"][0]["last_reload"]
+            .clone()
+    };
+    let first = status().await;
+    assert_eq!(first["result"], "failed", "{first}");
+
+    // More than two periodic checks (every 2 s) and an explicit reload find the same file.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let _ = call(admin, "POST", "/reload").await;
+    let metrics = call(admin, "GET", "/metrics").await.body;
+    assert!(metrics.contains(&format!("{failed} 1\n")), "{metrics}");
+    assert_eq!(status().await, first);
+
+    // A new problem is news again.
+    files.write("server.pem", "-----BEGIN CERTIFICATE-----\nstill truncated");
+    let _ = call(admin, "POST", "/reload").await;
+    let metrics = call(admin, "GET", "/metrics").await.body;
+    assert!(metrics.contains(&format!("{failed} 2\n")), "{metrics}");
+}
+
+#[tokio::test]
 async fn status_page_lists_certificates_soonest_first_with_expiring_ones_marked() {
     let files = Files::new();
     let pki = TestPki::new();

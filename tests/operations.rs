@@ -313,16 +313,32 @@ async fn sighup_rereads_the_files() {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
-    let server = start_server_mode(&files, &[]).await;
+    let backend = spawn_echo().await;
+    // No watching and no periodic check: only a request can reload.
+    let server = Certgate::start_env(
+        &server_mode_args(&files, &format!("http://{backend}"), &[]),
+        1,
+        &[("CERTGATE_RELOAD_WATCH", "off")],
+    );
+    server.wait_for_log(&["CERTGATE_RELOAD_WATCH=off"]);
+    let next = new_server_cert(&pki);
+    files.write_key("server.key", &next.key_pem);
+    files.write("server.pem", &next.cert_pem);
+    // Longer than the quiet period and two periodic checks: nothing else picks the files up.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        presented_certificate(&server, &pki).await,
+        pki.server.cert_der,
+        "reloaded without a request:\n{}",
+        server.logs()
+    );
+
     std::process::Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
         .status()
         .unwrap();
-    server.wait_for_log(&["SIGHUP: re-reading certificate files"]);
-    assert_eq!(
-        presented_certificate(&server, &pki).await,
-        pki.server.cert_der
-    );
+    wait_for_certificate(&server, &pki, &next).await;
+    server.wait_for_log(&["listener \"edge\": reloaded its certificates"]);
 }
 
 #[tokio::test]

@@ -110,22 +110,123 @@ fn loose_key_permissions_warn_and_strict_mode_refuses() {
     assert!(output.contains("mode 0644"), "{output}");
 }
 
-#[test]
-fn expired_own_certificate_still_loads() {
-    // Serving an expired certificate is the operator's call (nginx does too); it must not crash.
+/// Verifies a server certificate as a client whose clock says `at` would: the chain, the
+/// name and the validity period all checked, against that date.
+#[derive(Debug)]
+struct VerifyAsOf {
+    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    at: rustls::pki_types::UnixTime,
+}
+
+impl rustls::client::danger::ServerCertVerifier for VerifyAsOf {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            self.at,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[tokio::test]
+async fn expired_own_certificate_still_loads() {
+    // Serving an expired certificate is the operator's call (nginx does too): certgate serves
+    // it and says it has expired.
     let files = Files::new();
     let ca = Authority::root("ca", KeyType::EcdsaP256).unwrap();
     let old = ca
-        .leaf(&LeafSpec::new("localhost", Usage::Server).validity(
-            time::macros::datetime!(2020-01-01 0:00 UTC),
-            time::macros::datetime!(2021-01-01 0:00 UTC),
-        ))
+        .leaf(
+            &LeafSpec::new("localhost", Usage::Server)
+                .names(&["localhost"])
+                .validity(
+                    time::macros::datetime!(2020-01-01 0:00 UTC),
+                    time::macros::datetime!(2021-01-01 0:00 UTC),
+                ),
+        )
         .unwrap();
+    let client = ca.leaf(&LeafSpec::new("client", Usage::Client)).unwrap();
     let cert = files.write("old.pem", &old.cert_pem);
     let key = files.write_key("old.key", &old.key_pem);
     let ca_path = files.write("ca.pem", &ca.issued.cert_pem);
     let running = Certgate::start(&server_args(&cert, &key, &ca_path));
-    assert!(running.addr().port() > 0);
+    running.wait_for_log(&["server certificate \"CN=localhost", &cert, "has expired"]);
+
+    // A client living in 2020 accepts exactly that certificate; one living today does not.
+    let config = |at: Option<rustls::pki_types::UnixTime>| {
+        let mut config = (*tls_client(
+            &ca.issued.cert_pem,
+            Some((&client.cert_pem, &client.key_pem)),
+        ))
+        .clone();
+        if let Some(at) = at {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(rustls::pki_types::CertificateDer::from(
+                    ca.issued.cert_der.clone(),
+                ))
+                .unwrap();
+            let inner = rustls::client::WebPkiServerVerifier::builder(std::sync::Arc::new(roots))
+                .build()
+                .unwrap();
+            config
+                .dangerous()
+                .set_certificate_verifier(std::sync::Arc::new(VerifyAsOf { inner, at }));
+        }
+        std::sync::Arc::new(config)
+    };
+    let mid_2020 = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        time::macros::datetime!(2020-06-01 0:00 UTC).unix_timestamp() as u64,
+    ));
+    let address = running.addr();
+    let connect = |config| async move {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                stream,
+            )
+            .await
+    };
+    let tls = connect(config(Some(mid_2020)))
+        .await
+        .unwrap_or_else(|e| panic!("a 2020 client refused the certificate: {e}"));
+    assert_eq!(
+        tls.get_ref().1.peer_certificates().unwrap()[0].as_ref(),
+        &old.cert_der[..]
+    );
+    let today = connect(config(None)).await.unwrap_err().to_string();
+    assert!(today.contains("expired"), "{today}");
 }
 
 fn config_file(files: &Files, body: &str) -> String {
@@ -345,15 +446,78 @@ fn help_explains_every_flag() {
     ] {
         let (code, output) = run_to_exit(&[command, "--help"]);
         assert_eq!(code, 0, "{output}");
+        let explained = flag_descriptions(&output);
         for flag in flags {
-            let line = output.lines().find(|l| l.trim_start().starts_with(flag));
-            let line = line.unwrap_or_else(|| panic!("{command} --help lacks {flag}:\n{output}"));
             assert!(
-                line.len() > flag.len() + 10,
-                "{command} {flag} has no explanation: {line}"
+                explained.iter().any(|(f, _)| f == flag),
+                "{command} --help lacks {flag}:\n{output}"
+            );
+        }
+        // Every flag the command has, not only those named above.
+        for (flag, description) in &explained {
+            if ["--help", "--version"].contains(&flag.as_str()) {
+                continue; // clap's own
+            }
+            assert!(
+                is_a_description(description),
+                "{command} {flag} has no explanation (\"{description}\"):\n{output}"
             );
         }
     }
+}
+
+/// Each flag in clap's help output with its description: the text after the flag, its short
+/// form and its value placeholder, on the same line (short help) or on the more indented
+/// lines below it (long help, used once any flag has a long description).
+fn flag_descriptions(help: &str) -> Vec<(String, String)> {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut flags: Vec<(String, String)> = Vec::new();
+    // Whether the lines below still belong to the last flag.
+    let mut in_flag = false;
+    for line in help.lines() {
+        let text = line.trim();
+        if indent(line) <= 6 && text.starts_with('-') {
+            // "-h, --help  Print help" or "--listen <LISTEN>": the flag part has single spaces.
+            let (names, rest) = text.split_once("  ").unwrap_or((text, ""));
+            let flag = names
+                .split([' ', ','])
+                .find(|word| word.starts_with("--"))
+                .unwrap_or(names)
+                .to_string();
+            flags.push((flag, rest.trim().to_string()));
+            in_flag = true;
+        } else if indent(line) > 6 && in_flag {
+            let description = &mut flags.last_mut().expect("in a flag").1;
+            if !description.is_empty() {
+                description.push(' ');
+            }
+            description.push_str(text);
+        } else if !text.is_empty() {
+            // A heading or text of its own: what follows is no flag's description.
+            in_flag = false;
+        }
+    }
+    flags
+}
+
+/// At least three words of prose once clap's notes ("[default: 30]", "[aliases: ...]") and
+/// value placeholders ("<FILE>") are taken out.
+fn is_a_description(description: &str) -> bool {
+    let mut prose = String::new();
+    let mut depth = 0;
+    for c in description.chars() {
+        match c {
+            '[' | '<' => depth += 1,
+            ']' | '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => prose.push(c),
+            _ => {}
+        }
+    }
+    prose
+        .split_whitespace()
+        .filter(|word| word.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        .count()
+        >= 3
 }
 
 #[test]

@@ -92,6 +92,8 @@ pub const TEST_ORGANIZATION: &str = "certgate test PKI";
 #[derive(Clone, Debug)]
 pub struct LeafSpec {
     pub common_name: String,
+    /// Organization; without one, the issuing authority's.
+    pub organization: Option<String>,
     /// Organizational unit, if any.
     pub org_unit: Option<String>,
     /// Subject alternative names: `scheme://...` is a URI, an IP address is an IP, anything
@@ -109,6 +111,7 @@ impl LeafSpec {
         let now = OffsetDateTime::now_utc();
         LeafSpec {
             common_name: common_name.to_string(),
+            organization: None,
             org_unit: None,
             names: vec![common_name.to_string()],
             usage,
@@ -120,6 +123,11 @@ impl LeafSpec {
 
     pub fn names(mut self, names: &[&str]) -> Self {
         self.names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    pub fn organization(mut self, organization: &str) -> Self {
+        self.organization = Some(organization.to_string());
         self
     }
 
@@ -256,7 +264,8 @@ impl Authority {
 
     fn leaf_for_key(&self, spec: &LeafSpec, key: KeyPair) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(&self.organization, &spec.common_name);
+        let organization = spec.organization.as_ref().unwrap_or(&self.organization);
+        params.distinguished_name = distinguished_name(organization, &spec.common_name);
         if let Some(unit) = &spec.org_unit {
             params
                 .distinguished_name

@@ -99,12 +99,15 @@ pub struct Certgate {
     pub addresses: Vec<(String, SocketAddr)>,
 }
 
-fn collect_lines(stream: impl std::io::Read + Send + 'static, logs: Arc<Mutex<Vec<String>>>) {
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+    logs: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             logs.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 /// The listener name and address in a start-up line.
@@ -284,8 +287,10 @@ pub fn run_to_exit_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         .spawn()
         .expect("start certgate");
     let logs = Arc::new(Mutex::new(Vec::new()));
-    collect_lines(child.stderr.take().unwrap(), logs.clone());
-    collect_lines(child.stdout.take().unwrap(), logs.clone());
+    let readers = [
+        collect_lines(child.stderr.take().unwrap(), logs.clone()),
+        collect_lines(child.stdout.take().unwrap(), logs.clone()),
+    ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -300,7 +305,10 @@ pub fn run_to_exit_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::thread::sleep(Duration::from_millis(50)); // let the reader threads drain
+    // The pipes close with the process: every line is in once the readers end.
+    for reader in readers {
+        let _ = reader.join();
+    }
     let output = logs.lock().unwrap().join("\n");
     (status.code().unwrap_or(-1), output)
 }

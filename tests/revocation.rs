@@ -16,8 +16,8 @@ fn in_a_week() -> OffsetDateTime {
     OffsetDateTime::now_utc() + Duration::days(7)
 }
 
-#[tokio::test]
-async fn revoked_client_is_refused_with_its_serial_and_others_pass() {
+/// The test PKI on disk and a client certificate of its CA to revoke.
+fn with_a_revoked_client() -> (Files, TestPki, certgate::pki::Issued) {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
@@ -25,6 +25,12 @@ async fn revoked_client_is_refused_with_its_serial_and_others_pass() {
         .ca
         .leaf(&LeafSpec::new("revoked-client", Usage::Client))
         .unwrap();
+    (files, pki, revoked)
+}
+
+#[tokio::test]
+async fn revoked_client_is_refused_with_its_serial_and_others_pass() {
+    let (files, pki, revoked) = with_a_revoked_client();
     let crl = files.write(
         "ca.crl",
         pki.ca.crl(&[&revoked.cert_der], in_a_week()).unwrap(),
@@ -103,13 +109,7 @@ async fn a_ca_without_a_crl_refuses_its_chain_as_nginx_does() {
 
 #[tokio::test]
 async fn der_crl_is_read_too() {
-    let files = Files::new();
-    let pki = TestPki::new();
-    pki.write(&files);
-    let revoked = pki
-        .ca
-        .leaf(&LeafSpec::new("revoked-client", Usage::Client))
-        .unwrap();
+    let (files, pki, revoked) = with_a_revoked_client();
     let pem = pki.ca.crl(&[&revoked.cert_der], in_a_week()).unwrap();
     let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
         .map(|crl: rustls::pki_types::CertificateRevocationListDer<'_>| crl.to_vec())
@@ -148,13 +148,7 @@ async fn expired_crl_is_reported_and_refuses_by_default() {
 
 #[tokio::test]
 async fn expired_crl_can_be_allowed() {
-    let files = Files::new();
-    let pki = TestPki::new();
-    pki.write(&files);
-    let revoked = pki
-        .ca
-        .leaf(&LeafSpec::new("revoked-client", Usage::Client))
-        .unwrap();
+    let (files, pki, revoked) = with_a_revoked_client();
     let stale = pki
         .ca
         .crl(
@@ -357,13 +351,7 @@ fn check_refuses_a_crl_signed_by_another_key() {
 
 #[tokio::test]
 async fn a_crl_signed_by_another_key_at_reload_keeps_the_old_snapshot_serving() {
-    let files = Files::new();
-    let pki = TestPki::new();
-    pki.write(&files);
-    let revoked = pki
-        .ca
-        .leaf(&LeafSpec::new("revoked-client", Usage::Client))
-        .unwrap();
+    let (files, pki, revoked) = with_a_revoked_client();
     let crl = files.write(
         "ca.crl",
         pki.ca.crl(&[&revoked.cert_der], in_a_week()).unwrap(),

@@ -1,15 +1,16 @@
-//! Accept loops: TLS handshakes (server mode), HTTP serving, accept-error backoff, drain; and
-//! each listener's TLS material as one snapshot that a reload replaces whole.
+//! Accept loops: TLS handshakes (server mode) with the listener's current TLS snapshot
+//! (`tls/store.rs`), HTTP serving through the connection core, accept-error backoff,
+//! shedding and drain.
 
-use crate::config::{ConfigError, ListenerConfig, ModeConfig};
+use crate::config::{ConfigError, ListenerConfig};
 use crate::connection::{self, Activity, Closed, HttpServer, OpenConnections};
 use crate::log_limit::LogLimit;
-use crate::metrics::{CertificateLabels, ConnectionGauge, Metrics, ResultLabels, Telemetry};
+use crate::metrics::{ConnectionGauge, Metrics, ResultLabels, Telemetry};
 use crate::proxy::{ConnectionInfo, Proxy, TlsInfo};
-use crate::tls::{self, explain, server::ServerTls};
+use crate::tls::store::{Snapshot, TlsStore};
+use crate::tls::{self, explain};
 use hyper::service::service_fn;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -25,153 +26,6 @@ const SHED_BATCH: usize = 32;
 /// After shedding, the closing connections need a moment to give their descriptors back.
 const SHED_PAUSE: Duration = Duration::from_millis(10);
 
-/// Everything that depends on a listener's certificate files, built and checked together and
-/// replaced whole: a connection sees either the old snapshot or the new one, never a mix.
-struct Material {
-    /// Server mode: the TLS acceptor's configuration and client verification.
-    server_tls: Option<ServerTls>,
-    /// The request handler; in client mode it owns the upstream pool, whose connections
-    /// carry the client certificate, so a reload builds a new one and the old pool goes
-    /// away with the last request using it.
-    proxy: Arc<Proxy>,
-    /// Hash of the files' contents when they were read.
-    fingerprint: u64,
-    /// The certificates loaded, for `/status` and the expiry metric.
-    certificates: Vec<tls::CertificateInfo>,
-    /// The chain this listener presents (leaf first) and its file, as read.
-    chain: Option<(std::path::PathBuf, Vec<Vec<u8>>)>,
-}
-
-impl Material {
-    fn build(
-        config: &ListenerConfig,
-        fingerprint: u64,
-        previous: Option<&Material>,
-        telemetry: &Telemetry,
-        warnings: &mut Vec<String>,
-    ) -> Result<Material, ConfigError> {
-        let certificates = tls::certificates_of(config);
-        let chain = presented_chain(config);
-        Ok(match &config.mode {
-            ModeConfig::Server(server) => Material {
-                server_tls: Some(ServerTls::build(config, server, warnings)?),
-                // The backend pool does not depend on certificates: keep it warm.
-                proxy: match previous {
-                    Some(previous) => previous.proxy.clone(),
-                    None => Arc::new(Proxy::new(config, None, telemetry)),
-                },
-                fingerprint,
-                certificates,
-                chain,
-            },
-            ModeConfig::Client(client) => {
-                let client_tls = tls::client::build(config, client, warnings)?;
-                Material {
-                    server_tls: None,
-                    proxy: Arc::new(Proxy::new(config, Some(client_tls), telemetry)),
-                    fingerprint,
-                    certificates,
-                    chain,
-                }
-            }
-        })
-    }
-}
-
-/// The contents of every file the listener reads, hashed: what "the files changed" means.
-fn fingerprint(config: &ListenerConfig) -> Result<u64, ConfigError> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for path in config.files() {
-        let bytes = std::fs::read(path)
-            .map_err(|e| ConfigError::general(format!("cannot read {}: {e}", path.display())))?;
-        path.hash(&mut hasher);
-        bytes.hash(&mut hasher);
-    }
-    Ok(hasher.finish())
-}
-
-/// The certificate chain a listener presents (server mode: its certificate; client mode: its
-/// client certificate), leaf first, and the file it is in.
-fn presented_chain(config: &ListenerConfig) -> Option<(std::path::PathBuf, Vec<Vec<u8>>)> {
-    let file = match &config.mode {
-        ModeConfig::Server(server) => &server.cert.value,
-        ModeConfig::Client(client) => &client.identity.as_ref()?.0.value,
-    };
-    let chain = tls::load::certificates(file).ok()?;
-    Some((file.clone(), chain.iter().map(|c| c.to_vec()).collect()))
-}
-
-/// What to tell the operator when a reload shortens the presented chain or drops one of its
-/// intermediates: peers that relied on being sent it stop verifying the certificate. (A file
-/// still being written is not read until it is quiet, see `reload`; this is what remains.)
-fn chain_warning(
-    mode: &ModeConfig,
-    previous: &(std::path::PathBuf, Vec<Vec<u8>>),
-    new: &(std::path::PathBuf, Vec<Vec<u8>>),
-) -> Option<String> {
-    let (old, (file, chain)) = (&previous.1, new);
-    let intermediates = |c: &[Vec<u8>]| c.iter().skip(1).cloned().collect::<Vec<_>>();
-    let kept = intermediates(chain);
-    let dropped: Vec<String> = intermediates(old)
-        .iter()
-        .filter(|c| !kept.contains(c))
-        .map(|der| match x509_parser::parse_x509_certificate(der) {
-            Ok((_, cert)) => format!("\"{}\"", tls::identity::distinguished_name(cert.subject())),
-            Err(_) => "an unparsable certificate".to_string(),
-        })
-        .collect();
-    if chain.len() >= old.len() && dropped.is_empty() {
-        return None;
-    }
-    let peers = match mode {
-        ModeConfig::Server(_) => "clients",
-        ModeConfig::Client(_) => "upstreams",
-    };
-    let mut text = format!(
-        "the new certificate chain in {} has {} certificate(s), the previous one {}",
-        file.display(),
-        chain.len(),
-        old.len()
-    );
-    if !dropped.is_empty() {
-        text.push_str(&format!(
-            "; it no longer includes the intermediate {}",
-            dropped.join(", ")
-        ));
-    }
-    text.push_str(&format!(
-        "; {peers} that do not have the missing intermediate cannot verify this certificate: append it to the file after the leaf"
-    ));
-    Some(text)
-}
-
-/// Sets `certgate_certificate_not_after_timestamp_seconds` for the new material's
-/// certificates, dropping the series of certificates no longer loaded.
-fn publish_expiry(
-    metrics: &Metrics,
-    listener: &str,
-    previous: Option<&Material>,
-    material: &Material,
-) {
-    let labels = |info: &tls::CertificateInfo| CertificateLabels {
-        listener: listener.to_string(),
-        role: info.role.to_string(),
-        subject: info.subject.clone(),
-    };
-    for info in previous
-        .map(|p| p.certificates.as_slice())
-        .unwrap_or_default()
-    {
-        metrics.certificate_not_after.remove(&labels(info));
-    }
-    for info in &material.certificates {
-        metrics
-            .certificate_not_after
-            .get_or_create(&labels(info))
-            .set(info.not_after);
-    }
-}
-
 /// Failed handshakes logged per second per listener before the rest are only counted.
 const HANDSHAKE_LOG_BURST: u32 = 20;
 /// Accept failures logged per [`ACCEPT_LOG_WINDOW`] per listener: clients arriving while
@@ -179,21 +33,8 @@ const HANDSHAKE_LOG_BURST: u32 = 20;
 /// would say the same.
 const ACCEPT_LOG_BURST: u32 = 1;
 const ACCEPT_LOG_WINDOW: Duration = Duration::from_secs(10);
-/// Certificates closer than this to their notAfter are warned about.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
-/// What a reload attempt did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReloadOutcome {
-    /// Nothing new since the last attempt: the files are what is loaded, or what was last
-    /// refused (counted once, when it was refused). Not counted.
-    Unchanged,
-    Reloaded,
-    /// The new files were refused; the previous material keeps serving.
-    Failed,
-}
-
+pub use crate::tls::store::{ReloadOutcome, EXPIRY_WARNING_DAYS};
 /// A listener ready to serve: its config, current TLS material and HTTP settings.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
@@ -201,20 +42,11 @@ pub struct ListenerRuntime {
     http: HttpServer,
     /// Open connections, for shedding the idle ones when descriptors run out.
     open: OpenConnections,
-    material: RwLock<Arc<Material>>,
-    /// The fingerprint of files that failed to load (or of the error reading them), so a
-    /// broken file is reported and counted once, not on every check.
-    refused: Mutex<Option<u64>>,
-    /// What the periodic check last found the files to be, when not what is loaded: a
-    /// change is loaded once two checks in a row find it (the file is no longer changing).
-    polled: Mutex<Option<u64>>,
+    /// The TLS snapshot and the request handler made with it, swapped whole on reload.
+    store: TlsStore<Proxy>,
     metrics: Arc<Metrics>,
-    telemetry: Telemetry,
-    reloading: Mutex<()>,
     handshake_log: LogLimit,
     accept_log: LogLimit,
-    /// When the last reload that changed something happened, and how it ended.
-    last_reload: Mutex<Option<(std::time::SystemTime, ReloadOutcome)>>,
 }
 
 impl ListenerRuntime {
@@ -225,24 +57,58 @@ impl ListenerRuntime {
         warnings: &mut Vec<String>,
     ) -> Result<ListenerRuntime, ConfigError> {
         let metrics = &telemetry.metrics;
-        // Hashed before reading, so a change while loading shows as a change on the next
-        // check; an unreadable file is reported by the load, naming its key or flag.
-        let fingerprint = fingerprint(config).unwrap_or_default();
-        let material = Material::build(config, fingerprint, None, telemetry, warnings)?;
+        let (handler_config, handler_telemetry) = (config.clone(), telemetry.clone());
+        let make_handler: tls::store::MakeHandler<Proxy> =
+            Box::new(move |client_tls, previous| match (client_tls, previous) {
+                // Server mode's backend pool does not depend on certificates: keep it warm.
+                (None, Some(previous)) => previous.clone(),
+                (client_tls, _) => {
+                    Arc::new(Proxy::new(&handler_config, client_tls, &handler_telemetry))
+                }
+            });
         Ok(ListenerRuntime {
             http: HttpServer::new(&config.client_limits),
             open: OpenConnections::default(),
             config: config.clone(),
-            material: RwLock::new(Arc::new(material)),
-            refused: Mutex::new(None),
-            polled: Mutex::new(None),
+            store: TlsStore::build(config, metrics, make_handler, warnings)?,
             metrics: metrics.clone(),
-            telemetry: telemetry.clone(),
-            reloading: Mutex::new(()),
             handshake_log: LogLimit::new(HANDSHAKE_LOG_BURST),
             accept_log: LogLimit::per_window(ACCEPT_LOG_BURST, ACCEPT_LOG_WINDOW),
-            last_reload: Mutex::new(None),
         })
+    }
+
+    /// Warns about every loaded certificate near or past its notAfter.
+    pub fn warn_expiring(&self) {
+        self.store.warn_expiring()
+    }
+
+    /// Exports (or withdraws) the notAfter series of this listener's certificates.
+    pub fn publish_expiry(&self, serving: bool) {
+        self.store.publish_expiry(serving)
+    }
+
+    /// Re-reads the listener's files now (SIGHUP, POST /reload, a file event).
+    pub fn reload(&self) -> ReloadOutcome {
+        self.store.reload()
+    }
+
+    /// The periodic check, which loads a change only once the files are quiet.
+    pub fn poll(&self) -> ReloadOutcome {
+        self.store.poll()
+    }
+
+    /// The certificates in use and the last reload, for `/status`.
+    pub fn status(
+        &self,
+    ) -> (
+        Vec<tls::CertificateInfo>,
+        Option<(std::time::SystemTime, ReloadOutcome)>,
+    ) {
+        self.store.status()
+    }
+
+    fn current(&self) -> Arc<Snapshot<Proxy>> {
+        self.store.current()
     }
 
     /// Logs a failed handshake, at most [`HANDSHAKE_LOG_BURST`] lines a second per listener,
@@ -272,183 +138,6 @@ impl ListenerRuntime {
         match level {
             tracing::Level::ERROR => tracing::error!("listener \"{name}\": {line}"),
             _ => tracing::warn!("listener \"{name}\": {line}"),
-        }
-    }
-
-    /// Warns about every loaded certificate within [`EXPIRY_WARNING_DAYS`] of its notAfter
-    /// (at load, after a reload, and daily).
-    pub fn warn_expiring(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        for cert in &self.current().certificates {
-            let days = cert.days_left(now);
-            if days < EXPIRY_WARNING_DAYS {
-                let when = if days < 0 {
-                    "has expired".to_string()
-                } else {
-                    format!("expires in {days} days")
-                };
-                tracing::warn!(
-                    "listener \"{}\": {} certificate \"{}\" in {} {when}; renew it (certgate reloads it without a restart)",
-                    self.config.name,
-                    cert.role,
-                    cert.subject,
-                    cert.file.display(),
-                );
-            }
-        }
-    }
-
-    /// Exports (or, when `serving` is false, withdraws) the notAfter series of this listener's
-    /// certificates: only listeners being served are reported, so a refused config or a
-    /// stopped listener leaves no stale series behind for expiry alerts to fire on.
-    pub fn publish_expiry(&self, serving: bool) {
-        let current = self.current();
-        if serving {
-            publish_expiry(&self.metrics, &self.config.name, None, &current);
-        } else {
-            for info in &current.certificates {
-                self.metrics
-                    .certificate_not_after
-                    .remove(&CertificateLabels {
-                        listener: self.config.name.clone(),
-                        role: info.role.to_string(),
-                        subject: info.subject.clone(),
-                    });
-            }
-        }
-    }
-
-    /// The material new connections and requests use now.
-    fn current(&self) -> Arc<Material> {
-        match self.material.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Re-reads the listener's files and, if they changed and check out, swaps in new
-    /// material. Open connections keep the material they started with.
-    pub fn reload(&self) -> ReloadOutcome {
-        self.check_files(false)
-    }
-
-    /// The periodic check: as [`reload`](Self::reload), but files that changed are loaded
-    /// only once they read the same at two checks in a row, so a file in the middle of being
-    /// written (a leaf without its intermediate yet) is not taken.
-    pub fn poll(&self) -> ReloadOutcome {
-        self.check_files(true)
-    }
-
-    fn check_files(&self, settled_only: bool) -> ReloadOutcome {
-        // One reload at a time per listener (file events, the timer, SIGHUP, POST /reload).
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = self.reload_files(settled_only);
-        if outcome != ReloadOutcome::Unchanged {
-            let result = if outcome == ReloadOutcome::Reloaded {
-                "ok"
-            } else {
-                "failed"
-            };
-            let labels = ResultLabels {
-                listener: self.config.name.clone(),
-                result: result.to_string(),
-            };
-            self.metrics.reloads.get_or_create(&labels).inc();
-            *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((std::time::SystemTime::now(), outcome));
-        }
-        outcome
-    }
-
-    /// The certificates in use and the last reload, for `/status`.
-    pub fn status(
-        &self,
-    ) -> (
-        Vec<tls::CertificateInfo>,
-        Option<(std::time::SystemTime, ReloadOutcome)>,
-    ) {
-        let last = *self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
-        (self.current().certificates.clone(), last)
-    }
-
-    fn reload_files(&self, settled_only: bool) -> ReloadOutcome {
-        let name = &self.config.name;
-        let current = self.current();
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        let observed = fingerprint(&self.config);
-        let problem = |error: &ConfigError| {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            error.message.hash(&mut hasher);
-            hasher.finish()
-        };
-        {
-            let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
-            let seen = match &observed {
-                Ok(f) if *f == current.fingerprint => {
-                    // Back to what is loaded: a broken file written again later is news.
-                    *polled = None;
-                    *refused = None;
-                    return ReloadOutcome::Unchanged;
-                }
-                Ok(f) => *f,
-                Err(error) => problem(error),
-            };
-            if settled_only && *polled != Some(seen) {
-                *polled = Some(seen);
-                return ReloadOutcome::Unchanged;
-            }
-        }
-        // Files already refused as they are now were counted and said when they were refused;
-        // until they change again every check (the timer's every 2 s, a SIGHUP) finds nothing
-        // new, so it is not counted again nor moves `last_reload`.
-        let new_fingerprint = match observed {
-            Ok(f) => f,
-            Err(error) => {
-                let problem = problem(&error);
-                if *refused == Some(problem) {
-                    return ReloadOutcome::Unchanged;
-                }
-                *refused = Some(problem);
-                tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
-                return ReloadOutcome::Failed;
-            }
-        };
-        if *refused == Some(new_fingerprint) {
-            return ReloadOutcome::Unchanged;
-        }
-        let mut warnings = Vec::new();
-        match Material::build(
-            &self.config,
-            new_fingerprint,
-            Some(&current),
-            &self.telemetry,
-            &mut warnings,
-        ) {
-            Ok(material) => {
-                publish_expiry(&self.metrics, name, Some(&current), &material);
-                if let (Some(previous), Some(new)) = (&current.chain, &material.chain) {
-                    warnings.extend(chain_warning(&self.config.mode, previous, new));
-                }
-                for warning in warnings {
-                    tracing::warn!("listener \"{name}\": {warning}");
-                }
-                *self.material.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
-                *refused = None;
-                tracing::info!(
-                    "listener \"{name}\": reloaded its certificates; new connections use them"
-                );
-                drop(refused);
-                self.warn_expiring();
-                ReloadOutcome::Reloaded
-            }
-            Err(error) => {
-                *refused = Some(new_fingerprint);
-                tracing::error!("listener \"{name}\": certificate reload failed, still serving the previous ones: {error}");
-                ReloadOutcome::Failed
-            }
         }
     }
 
@@ -603,7 +292,7 @@ impl ListenerRuntime {
                 let (verdict, peer) = server_tls.verdict(connection);
                 let identity_headers = peer
                     .as_ref()
-                    .map(|p| material.proxy.edits.identity_headers(p))
+                    .map(|p| material.handler.edits.identity_headers(p))
                     .unwrap_or_default();
                 let info = TlsInfo {
                     identity_headers,
@@ -658,7 +347,7 @@ impl ListenerRuntime {
         // keep-alive connection moves to the new upstream pool (client mode).
         let this = self.clone();
         let service =
-            service_fn(move |request| this.current().proxy.clone().handle(request, info.clone()));
+            service_fn(move |request| this.current().handler.clone().handle(request, info.clone()));
         let activity = Activity::new();
         let _registered = self.open.register(activity.clone());
         let (closed, result) = self.http.serve(io, service, activity, draining).await;

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod load;
 pub mod pkcs11;
 pub mod server;
+pub mod store;
 pub mod tickets;
 pub mod verify;
 

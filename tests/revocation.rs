@@ -221,22 +221,9 @@ fn a_file_that_is_not_a_crl_is_refused_at_start() {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let (code, output) = run_to_exit(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-        "--crl",
-        &p("ca.pem"),
-    ]);
+    let not_a_crl = files.path("ca.pem").to_string_lossy().into_owned();
+    let args = server_mode_args(&files, "127.0.0.1:9", &["--crl", &not_a_crl]);
+    let (code, output) = run_to_exit(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("--crl"), "{output}");
 }
@@ -428,22 +415,8 @@ fn a_cut_short_crl_is_refused_in_words_naming_the_file() {
         .map(|crl: rustls::pki_types::CertificateRevocationListDer<'_>| crl.to_vec())
         .unwrap();
     let crl = files.write("ca.crl", &der[..der.len() / 2]);
-    let p = |name: &str| files.path(name).to_string_lossy().into_owned();
-    let (code, output) = run_to_exit(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-        "--cert",
-        &p("server.pem"),
-        "--key",
-        &p("server.key"),
-        "--client-ca",
-        &p("ca.pem"),
-        "--crl",
-        &crl,
-    ]);
+    let args = server_mode_args(&files, "127.0.0.1:9", &["--crl", &crl]);
+    let (code, output) = run_to_exit(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 1, "{output}");
     assert!(
         output.contains(&format!("--crl: {crl}: not a well-formed X.509 CRL")),

@@ -249,7 +249,10 @@ impl Upstream {
         body: LimitedBody,
         listener: &str,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        let again = hyper::body::Body::is_end_stream(&body).then(|| parts.clone());
+        // Only an idempotent request without a body can go again; the copy is made only for
+        // those (one never written at all is re-sent by hyper-util itself).
+        let again = (parts.method.is_idempotent() && hyper::body::Body::is_end_stream(&body))
+            .then(|| parts.clone());
         let error = match self.client.request(Request::from_parts(parts, body)).await {
             Ok(response) => return Ok(response),
             Err(error) => error,
@@ -257,12 +260,7 @@ impl Upstream {
         let Some(parts) = again else {
             return Err(error);
         };
-        let retry = match upstream::StaleConnection::find(&error) {
-            Some(upstream::StaleConnection::Unsent) => true,
-            Some(upstream::StaleConnection::Unanswered) => parts.method.is_idempotent(),
-            None => false,
-        };
-        if !retry {
+        if upstream::StaleConnection::find(&error).is_none() {
             return Err(error);
         }
         tracing::debug!(

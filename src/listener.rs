@@ -154,7 +154,6 @@ impl ListenerRuntime {
         let (drain, draining) = watch::channel(false);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut warned_full = false;
-        let mut warned_descriptors = false;
         // Kept so that connections still open after the drain timeout can be closed.
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -186,7 +185,6 @@ impl ListenerRuntime {
             tokio::select! {
                 accepted = tcp.accept() => match accepted {
                     Ok((stream, remote)) => {
-                        warned_descriptors = false;
                         let this = self.clone();
                         let draining = draining.clone();
                         connections.spawn(async move {
@@ -198,12 +196,9 @@ impl ListenerRuntime {
                         // Serving new clients matters more than keeping idle ones: close the
                         // connections idle longest, then accept again.
                         let shed = self.open.shed_idle(SHED_BATCH);
-                        if !warned_descriptors {
-                            self.log_accept_failure(tracing::Level::WARN, format_args!(
-                                "accept failed: {error}; closed {shed} idle connection(s) to make room (raise the descriptor limit: ulimit -n, systemd LimitNOFILE)"
-                            ));
-                            warned_descriptors = true;
-                        }
+                        self.log_accept_failure(tracing::Level::WARN, format_args!(
+                            "accept failed: {error}; closed {shed} idle connection(s) to make room (raise the descriptor limit: ulimit -n, systemd LimitNOFILE)"
+                        ));
                         tokio::time::sleep(if shed > 0 { SHED_PAUSE } else { ACCEPT_BACKOFF }).await;
                     }
                     Err(error) => {

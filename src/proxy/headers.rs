@@ -152,6 +152,8 @@ pub struct HeaderEdits {
     own_headers: Vec<String>,
     /// Inbound headers with `_` in their names are forwarded (nginx's `underscores_in_headers`).
     underscores_in_headers: bool,
+    /// The listener's name, for log lines.
+    listener: String,
     formats: Vec<IdentityFormat>,
     xfcc_mode: XfccMode,
     xfcc_trusted: AccessRules,
@@ -229,6 +231,7 @@ impl HeaderEdits {
             identity_rule_headers,
             own_headers,
             underscores_in_headers: listener.client_limits.underscores_in_headers,
+            listener: listener.name.clone(),
             formats,
             xfcc_mode,
             xfcc_trusted,
@@ -270,7 +273,7 @@ impl HeaderEdits {
     /// Applies every edit to a request about to go upstream.
     pub fn apply(&self, parts: &mut Parts, connection: &ConnectionInfo) {
         if !self.underscores_in_headers {
-            drop_underscored(&mut parts.headers, connection);
+            drop_underscored(&mut parts.headers, connection, &self.listener);
         }
         let identity = connection.tls.as_ref().map(|t| &t.identity_headers);
         // Only a trusted peer's inbound XFCC survives, and only to have ours appended.
@@ -464,7 +467,7 @@ fn request_host(parts: &Parts, connection: &ConnectionInfo) -> String {
 /// Drops inbound headers whose names contain `_`, as nginx does by default; the first one of
 /// a connection is logged (at debug: clients that send them are common and harmless to
 /// everything but a CGI/WSGI backend).
-fn drop_underscored(headers: &mut HeaderMap, connection: &ConnectionInfo) {
+fn drop_underscored(headers: &mut HeaderMap, connection: &ConnectionInfo, listener: &str) {
     // Nothing is allocated unless such a name is present.
     let underscored: Vec<HeaderName> = headers
         .keys()
@@ -479,7 +482,7 @@ fn drop_underscored(headers: &mut HeaderMap, connection: &ConnectionInfo) {
         .swap(true, std::sync::atomic::Ordering::Relaxed)
     {
         tracing::debug!(
-            "{} sent a header with '_' in its name ({first}); dropped, as nginx does (set underscores_in_headers to forward such headers)",
+            "listener \"{listener}\": {} sent a header with '_' in its name ({first}); dropped, as nginx does (set underscores_in_headers to forward such headers)",
             connection.remote
         );
     }

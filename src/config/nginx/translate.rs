@@ -1191,9 +1191,8 @@ fn client_side(
             .parse()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| d.error(format!("invalid value \"{}\"", d.args[0])))?;
-        let size = crate::config::parse_size(&d.args[1])
-            .ok_or_else(|| d.error(format!("invalid value \"{}\"", d.args[1])))?;
+            .ok_or_else(|| bad_buffers(d))?;
+        let size = crate::config::parse_size(&d.args[1]).ok_or_else(|| bad_buffers(d))?;
         section.push(
             "max_header_size",
             SpecValue::Integer(count.saturating_mul(size).min(i64::MAX as u64) as i64),
@@ -1201,6 +1200,13 @@ fn client_side(
         );
     }
     Ok(())
+}
+
+fn bad_buffers(d: &Directive) -> ConfigError {
+    d.error(format!(
+        "invalid \"large_client_header_buffers {}\": use NUMBER SIZE, e.g. 4 8k",
+        d.args.join(" ")
+    ))
 }
 
 /// How a directive's arguments become a key's value.

@@ -532,22 +532,20 @@ impl AdminState {
     /// Logs a refused request, at most [`REFUSAL_LOG_BURST`] lines a second, so a flood of
     /// them cannot fill the disk; what is held back is counted and said.
     fn log_refusal<B>(&self, request: &Request<B>, connection: &Connection, refusal: &Refusal) {
-        if let Some(held_back) = self.refusal_log.admit() {
-            if held_back > 0 {
-                tracing::warn!(
-                    "listener \"admin\": {held_back} more refused requests were not logged"
-                );
-            }
-            tracing::warn!(
-                "listener \"admin\": refused {} {} from {} (arrived on {}) with {}: {}",
+        self.refusal_log.log(
+            tracing::Level::WARN,
+            "admin",
+            "more refused requests were not logged",
+            format_args!(
+                "refused {} {} from {} (arrived on {}) with {}: {}",
                 quote(request.method().as_str().as_bytes()),
                 quote(request.uri().path().as_bytes()),
                 connection.peer,
                 connection.local,
                 refusal.status(),
                 refusal.reason()
-            );
-        }
+            ),
+        );
     }
 
     async fn handle(

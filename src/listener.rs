@@ -114,31 +114,23 @@ impl ListenerRuntime {
     /// Logs a failed handshake, at most [`HANDSHAKE_LOG_BURST`] lines a second per listener,
     /// so a flood of bad clients cannot fill the disk; what is held back is counted and said.
     fn log_handshake_failure(&self, remote: std::net::SocketAddr, reason: &str) {
-        let name = &self.config.name;
-        if let Some(held_back) = self.handshake_log.admit() {
-            if held_back > 0 {
-                tracing::warn!(
-                    "listener \"{name}\": {held_back} more failed handshakes were not logged (see certgate_handshakes_total)"
-                );
-            }
-            tracing::warn!("listener \"{name}\": TLS handshake with {remote} failed: {reason}");
-        }
+        self.handshake_log.log(
+            tracing::Level::WARN,
+            &self.config.name,
+            "more failed handshakes were not logged (see certgate_handshakes_total)",
+            format_args!("TLS handshake with {remote} failed: {reason}"),
+        );
     }
 
     /// Logs a failed accept, at most [`ACCEPT_LOG_BURST`] lines per [`ACCEPT_LOG_WINDOW`]; what
     /// is held back is counted and said with the next line.
     fn log_accept_failure(&self, level: tracing::Level, line: std::fmt::Arguments<'_>) {
-        let name = &self.config.name;
-        let Some(held_back) = self.accept_log.admit() else {
-            return;
-        };
-        if held_back > 0 {
-            tracing::warn!("listener \"{name}\": {held_back} more accept failures were not logged");
-        }
-        match level {
-            tracing::Level::ERROR => tracing::error!("listener \"{name}\": {line}"),
-            _ => tracing::warn!("listener \"{name}\": {line}"),
-        }
+        self.accept_log.log(
+            level,
+            &self.config.name,
+            "more accept failures were not logged",
+            line,
+        );
     }
 
     /// Accepts connections until `shutdown` flips, then lets open requests finish within

@@ -37,6 +37,29 @@ impl LogLimit {
         }
     }
 
+    /// Logs `line` for `listener` at `level` unless over the bound; a line that follows
+    /// held-back ones is preceded by `listener "NAME": N {held_back}` (for example "more
+    /// failed handshakes were not logged (see certgate_handshakes_total)").
+    pub fn log(
+        &self,
+        level: tracing::Level,
+        listener: &str,
+        held_back: &str,
+        line: std::fmt::Arguments<'_>,
+    ) {
+        let Some(count) = self.admit() else {
+            return;
+        };
+        if count > 0 {
+            tracing::warn!("listener \"{listener}\": {count} {held_back}");
+        }
+        if level == tracing::Level::ERROR {
+            tracing::error!("listener \"{listener}\": {line}");
+        } else {
+            tracing::warn!("listener \"{listener}\": {line}");
+        }
+    }
+
     /// Whether a line may be logged now; `Some(n)` says how many were held back before it.
     pub fn admit(&self) -> Option<u32> {
         self.admit_at(Instant::now())

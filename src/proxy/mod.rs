@@ -436,18 +436,11 @@ impl Proxy {
 
     /// Logs a failed or refused request, at most `FAILURE_LOG_BURST` lines a second.
     fn log_failure(&self, client: SocketAddr, reason: &str) {
-        let Some(held_back) = self.failure_log.admit() else {
-            return;
-        };
-        if held_back > 0 {
-            tracing::warn!(
-                "listener \"{}\": {held_back} more failed requests were not logged (see certgate_requests_total)",
-                self.listener
-            );
-        }
-        tracing::warn!(
-            "listener \"{}\": request from {client} failed: {reason}",
-            self.listener
+        self.failure_log.log(
+            tracing::Level::WARN,
+            &self.listener,
+            "more failed requests were not logged (see certgate_requests_total)",
+            format_args!("request from {client} failed: {reason}"),
         );
     }
 

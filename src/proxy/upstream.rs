@@ -276,18 +276,7 @@ impl AllConnectionsBusy {
     pub fn find<'e>(
         error: &'e (dyn std::error::Error + 'static),
     ) -> Option<&'e AllConnectionsBusy> {
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if let Some(busy) = e.downcast_ref::<AllConnectionsBusy>() {
-                return Some(busy);
-            }
-            // io::Error's source() skips the error it wraps; look inside it first.
-            current = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-                None => e.source(),
-            };
-        }
-        None
+        crate::tls::explain::find_in_chain(error)
     }
 }
 

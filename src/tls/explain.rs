@@ -6,18 +6,26 @@ use std::error::Error as StdError;
 
 /// Finds the rustls error inside an error chain (io::Error hides it in `get_ref`).
 pub fn find_rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+    find_in_chain::<Error>(error)
+}
+
+/// The first error of type `T` in an error chain. io::Error's `source()` skips the error it
+/// wraps, so that one is looked inside first.
+pub fn find_in_chain<'a, T: StdError + 'static>(
+    error: &'a (dyn StdError + 'static),
+) -> Option<&'a T> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<Error>() {
-            return Some(tls);
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                current = Some(inner);
-                continue;
-            }
-        }
-        current = e.source();
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

@@ -51,7 +51,13 @@ struct Crl {
     distribution_point: Option<Vec<String>>,
     /// Public keys (SPKI DER) of CA-bundle certificates that verified the signature at load.
     verified_keys: Vec<Vec<u8>>,
+    /// Keys of peer-sent intermediates that verified the signature in a handshake, so each
+    /// is checked once, not in every handshake (at most [`PEER_KEYS_KEPT`]).
+    peer_verified_keys: std::sync::Mutex<Vec<Vec<u8>>>,
 }
+
+/// How many peer-sent issuer keys a CRL remembers as having verified it.
+const PEER_KEYS_KEPT: usize = 16;
 
 /// Which certificates a CRL speaks for (issuingDistributionPoint's onlyContains*).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +145,7 @@ impl CrlSet {
             .copied()
             .filter(|crl| {
                 crl.verified_keys.iter().any(|key| key == issuer_key)
-                    || issuer.is_some_and(|issuer| verify_crl(crl, issuer).is_ok())
+                    || issuer.is_some_and(|issuer| crl.verified_by_peer_sent(issuer, issuer_key))
             })
             .collect();
         let Some(newest) = signed.iter().max_by_key(|crl| crl.this_update) else {
@@ -175,6 +181,24 @@ impl CrlSet {
 }
 
 impl Crl {
+    /// Whether a peer-sent intermediate signed this CRL; a key that did is remembered.
+    fn verified_by_peer_sent(&self, issuer: &X509Certificate<'_>, issuer_key: &[u8]) -> bool {
+        let mut known = self
+            .peer_verified_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.iter().any(|key| key == issuer_key) {
+            return true;
+        }
+        if verify_crl(self, issuer).is_err() {
+            return false;
+        }
+        if known.len() < PEER_KEYS_KEPT {
+            known.push(issuer_key.to_vec());
+        }
+        true
+    }
+
     /// Whether this CRL speaks for `cert`: same issuer, and within its distribution point's
     /// scope (as webpki and OpenSSL decide it).
     fn covers(&self, cert: &X509Certificate<'_>, end_entity: bool) -> bool {
@@ -330,6 +354,7 @@ fn parse(source: &str, der: &CertificateRevocationListDer<'static>) -> Result<Cr
         scope,
         distribution_point,
         verified_keys: Vec::new(),
+        peer_verified_keys: Default::default(),
     })
 }
 

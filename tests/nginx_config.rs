@@ -587,7 +587,7 @@ async fn client_max_body_size_return_and_timeouts_behave_as_in_nginx() {
     );
     server.wait_for_log(&["over max_body_size (4096 bytes)"]);
     // certgate streams: the upstream saw the start of that request before it was cut off
-    // (nginx buffers the whole body first). A README "deliberate differences" entry.
+    // (nginx buffers the whole body first). One of the deliberate differences in docs/nginx.md.
     backend.take();
 
     // return: a fixed answer, and a redirect with its Location; neither reaches the backend.

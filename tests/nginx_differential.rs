@@ -4,7 +4,8 @@
 //!
 //! Needs nginx on the PATH, so it is ignored by a plain `cargo test`; run it with
 //! `cargo test --test nginx_differential -- --ignored` (`.ci/run` does, after installing
-//! nginx). Every difference found must be one of `DELIBERATE`, which the README lists.
+//! nginx). Every difference found must be one of `DELIBERATE`, which docs/nginx.md lists under
+//! "Deliberate differences".
 
 mod support;
 
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 use support::nginx::*;
 use support::*;
 
-/// Differences certgate makes on purpose, as (the difference as reported, why); the README
-/// lists them.
+/// Differences certgate makes on purpose, as (the difference as reported, why); docs/nginx.md
+/// lists them under "Deliberate differences".
 const DELIBERATE: &[(&str, &str)] = &[
     (
         "header connection: nginx [\"close\"], certgate []",

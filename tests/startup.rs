@@ -520,16 +520,45 @@ fn is_a_description(description: &str) -> bool {
         >= 3
 }
 
-#[test]
-fn readme_config_examples_pass_check() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let blocks: Vec<&str> = readme
+/// The ```toml blocks of a Markdown file.
+fn toml_examples(markdown: &str) -> Vec<String> {
+    markdown
         .split("```toml\n")
         .skip(1)
-        .map(|rest| rest.split("```").next().unwrap())
+        .map(|rest| rest.split("```").next().unwrap().to_string())
+        .collect()
+}
+
+/// Every config example in the README and in the topic pages under docs/ passes `certgate
+/// check` (docs/configuration.md, generated from the key table, holds none).
+#[test]
+fn readme_and_docs_config_examples_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut examples: Vec<(String, String)> = toml_examples(&readme)
+        .into_iter()
+        .map(|block| ("README.md".to_string(), block))
         .collect();
-    assert!(blocks.len() >= 2, "the README should show config examples");
+    assert!(
+        !examples.is_empty(),
+        "the README should show a config example"
+    );
+    let mut pages: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    pages.sort();
+    for page in pages {
+        let name = format!("docs/{}", page.file_name().unwrap().to_string_lossy());
+        for block in toml_examples(&std::fs::read_to_string(&page).unwrap()) {
+            examples.push((name.clone(), block));
+        }
+    }
+    assert!(
+        examples.iter().any(|(file, _)| file.starts_with("docs/")),
+        "the pages under docs/ should show config examples (docs/access-rules.md has one)"
+    );
     let files = Files::new();
     let pki = TestPki::new();
     for (name, contents) in [
@@ -541,12 +570,12 @@ fn readme_config_examples_pass_check() {
     }
     files.write_key("server.key", &pki.server.key_pem);
     files.write_key("client.key", &pki.client.key_pem);
-    for (index, block) in blocks.iter().enumerate() {
-        let config = files.write(&format!("readme-{index}.toml"), block);
+    for (index, (file, block)) in examples.iter().enumerate() {
+        let config = files.write(&format!("example-{index}.toml"), block);
         let (code, output) = run_to_exit(&["check", "--config", &config]);
         assert_eq!(
             code, 0,
-            "README example {index} fails check:\n{block}\n{output}"
+            "a config example in {file} fails check:\n{block}\n{output}"
         );
     }
 }

@@ -103,7 +103,12 @@ pub enum ChainRejection {
 
 /// Formats a Unix time the way operators read it in logs: `2026-01-31 12:00:00 UTC`.
 pub fn format_time(time: UnixTime) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(time.as_secs() as i64) {
+    format_unix(time.as_secs() as i64)
+}
+
+/// [`format_time`] for Unix seconds as certificates carry them (signed: before 1970 too).
+pub fn format_unix(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
             t.year(),
@@ -113,7 +118,7 @@ pub fn format_time(time: UnixTime) -> String {
             t.minute(),
             t.second()
         ),
-        Err(_) => format!("{}s after 1970", time.as_secs()),
+        Err(_) => format!("{secs}s after 1970"),
     }
 }
 

@@ -8,8 +8,55 @@ use crate::tls::summary::{self, CertSummary};
 use crate::tls::verify::{ChainVerifier, PeerRole};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use x509_parser::prelude::*;
+
+/// Why `cert inspect` or `cert convert` could not do its work, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CertToolError {
+    #[error(transparent)]
+    Load(#[from] crate::tls::load::LoadError),
+    #[error("{}: certificate #{index} does not parse: {reason}", path.display())]
+    Unparsable {
+        path: PathBuf,
+        /// From 1.
+        index: usize,
+        reason: x509_parser::nom::Err<X509Error>,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{} holds {count} certificates, and a DER file holds one: convert them one at a time or keep PEM", path.display())]
+    SeveralForDer { path: PathBuf, count: usize },
+    #[error("{} holds neither a certificate nor a private key", path.display())]
+    NeitherCertificateNorKey { path: PathBuf },
+    #[error("refusing to write a private key into {}: {problem}", path.display())]
+    ExposedKeyFile {
+        path: PathBuf,
+        problem: crate::tls::load::LoadError,
+    },
+}
+
+/// A file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+impl WriteError {
+    fn at(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+        move |source| WriteError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// One certificate described for a person (and, as JSON, for scripts).
 #[derive(Debug, serde::Serialize)]
@@ -78,18 +125,17 @@ fn usage_names(eku: &ExtendedKeyUsage<'_>) -> Vec<String> {
 }
 
 /// Describes every certificate of a file (PEM bundle or DER).
-pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, String> {
-    let certs = crate::tls::load::certificates(path).map_err(|e| e.to_string())?;
+pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, CertToolError> {
+    let certs = crate::tls::load::certificates(path)?;
     let now = summary::now();
     let mut reports = Vec::new();
     for (index, der) in certs.iter().enumerate() {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
-            format!(
-                "{}: certificate #{} does not parse: {e}",
-                path.display(),
-                index + 1
-            )
-        })?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|reason| CertToolError::Unparsable {
+                path: path.to_path_buf(),
+                index: index + 1,
+                reason,
+            })?;
         let mut key_usage = Vec::new();
         if let Ok(Some(usage)) = cert.key_usage() {
             let u = usage.value;
@@ -205,9 +251,11 @@ fn is_pem(bytes: &[u8]) -> bool {
 
 /// Converts certificates or a key between PEM and DER. `to` defaults to the other encoding.
 /// Keys are written 0600, and never into an existing file others can read.
-pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<String, String> {
-    let bytes =
-        std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<String, CertToolError> {
+    let bytes = std::fs::read(input).map_err(|source| CertToolError::Unreadable {
+        path: input.to_path_buf(),
+        source,
+    })?;
     let from = if is_pem(&bytes) {
         Encoding::Pem
     } else {
@@ -228,18 +276,20 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
     };
     if !certs.is_empty() {
         let out: Vec<u8> = match to {
-            Encoding::Pem => certs.iter().map(|c| pem_encode(c)).collect::<String>().into_bytes(),
+            Encoding::Pem => certs
+                .iter()
+                .map(|c| pem_encode(c))
+                .collect::<String>()
+                .into_bytes(),
             Encoding::Der if certs.len() == 1 => certs[0].to_vec(),
             Encoding::Der => {
-                return Err(format!(
-                    "{} holds {} certificates, and a DER file holds one: convert them one at a time or keep PEM",
-                    input.display(),
-                    certs.len()
-                ))
+                return Err(CertToolError::SeveralForDer {
+                    path: input.to_path_buf(),
+                    count: certs.len(),
+                })
             }
         };
-        std::fs::write(output, out)
-            .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+        std::fs::write(output, out).map_err(WriteError::at(output))?;
         return Ok(format!(
             "wrote {} certificate(s) to {} as {}",
             certs.len(),
@@ -251,18 +301,15 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
         Encoding::Pem => PrivateKeyDer::from_pem_slice(&bytes).ok(),
         Encoding::Der => PrivateKeyDer::try_from(bytes.clone()).ok(),
     }
-    .ok_or_else(|| {
-        format!(
-            "{} holds neither a certificate nor a private key",
-            input.display()
-        )
+    .ok_or_else(|| CertToolError::NeitherCertificateNorKey {
+        path: input.to_path_buf(),
     })?;
     if let Err(problem) = crate::tls::load::key_permissions(output) {
         if output.exists() {
-            return Err(format!(
-                "refusing to write a private key into {}: {problem}",
-                output.display()
-            ));
+            return Err(CertToolError::ExposedKeyFile {
+                path: output.to_path_buf(),
+                problem,
+            });
         }
     }
     let out: Vec<u8> = match to {
@@ -285,7 +332,7 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
 }
 
 /// Writes a file readable by its owner only, from its creation on.
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()
@@ -294,11 +341,11 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(WriteError::at(path))?;
     // An existing file keeps its mode on open: tighten it.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .and_then(|_| file.write_all(contents))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(WriteError::at(path))
 }
 
 /// What `cert check` looks at.

@@ -268,6 +268,18 @@ fn telling(rejection: &ChainRejection) -> u8 {
     }
 }
 
+/// A CA certificate of a bundle that cannot be a trust anchor; `index` counts from 1.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    #[error("CA certificate #{index} is unusable: {error:?}")]
+    Unusable { index: usize, error: webpki::Error },
+    #[error("CA certificate #{index} does not parse: {reason}")]
+    Unparsable {
+        index: usize,
+        reason: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+}
+
 impl ChainVerifier {
     /// Fails with a reason if a CA certificate cannot serve as a trust anchor. Partial
     /// chains are on; see [`ChainVerifier::with_partial_chain`].
@@ -277,18 +289,24 @@ impl ChainVerifier {
         role: PeerRole,
         revocation: Option<CrlSet>,
         provider: &rustls::crypto::CryptoProvider,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AnchorError> {
         use x509_parser::prelude::*;
         let mut roots = Vec::with_capacity(ca_certs.len());
         let mut root_keys = Vec::with_capacity(ca_certs.len());
         let mut root_self_issued = Vec::with_capacity(ca_certs.len());
         let mut bundle_intermediates = Vec::new();
         for (index, cert) in ca_certs.iter().enumerate() {
-            let anchor = webpki::anchor_from_trusted_cert(cert)
-                .map_err(|e| format!("CA certificate #{} is unusable: {e:?}", index + 1))?;
+            let anchor =
+                webpki::anchor_from_trusted_cert(cert).map_err(|error| AnchorError::Unusable {
+                    index: index + 1,
+                    error,
+                })?;
             roots.push(anchor.to_owned());
-            let (_, parsed) = X509Certificate::from_der(cert)
-                .map_err(|e| format!("CA certificate #{} does not parse: {e}", index + 1))?;
+            let (_, parsed) =
+                X509Certificate::from_der(cert).map_err(|reason| AnchorError::Unparsable {
+                    index: index + 1,
+                    reason,
+                })?;
             let self_issued = parsed.subject().as_raw() == parsed.issuer().as_raw();
             root_keys.push(parsed.public_key().raw.to_vec());
             root_self_issued.push(self_issued);

@@ -79,7 +79,7 @@ pub(crate) fn load_revocation(
         let crls = at(file, load::crls(&file.value))?;
         let expired = set
             .add_file(&file.value, &crls, bundle, bundle_path, now)
-            .map_err(|e| ConfigError::at(&file.origin, e))?;
+            .map_err(|e| ConfigError::at(&file.origin, e.to_string()))?;
         for crl in expired {
             warnings.push(format!(
                 "{}: CRL {} from \"{}\" expired at {} (nextUpdate); {}",

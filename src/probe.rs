@@ -13,13 +13,16 @@ use crate::proxy::refusal::{html_title, CertificateRefusal, PAGE_LIMIT};
 use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
 use crate::tls::identity::{distinguished_name, lowercase_hex};
 use crate::tls::summary::{self, CertSummary};
-use crate::tls::verify::{ChainRejection, ChainVerifier, PeerRole, UpstreamCertPolicy};
+use crate::tls::verify::{
+    handshake_signature_methods, ChainRejection, ChainVerifier, HandshakeSignatures, PeerRole,
+    UpstreamCertPolicy,
+};
 use crate::tls::{client, load, protocol_name};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{AlertDescription, DigitallySignedStruct, SignatureScheme};
+use rustls::{AlertDescription, SignatureScheme};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -196,6 +199,12 @@ impl std::fmt::Debug for ObservedCell {
     }
 }
 
+impl RecordingVerifier {
+    fn signatures(&self) -> HandshakeSignatures {
+        self.policy.signatures()
+    }
+}
+
 impl ServerCertVerifier for RecordingVerifier {
     fn verify_server_cert(
         &self,
@@ -218,27 +227,7 @@ impl ServerCertVerifier for RecordingVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.policy.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.policy.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.policy.supported_verify_schemes()
-    }
+    handshake_signature_methods!();
 }
 
 /// Records the server's certificate request and answers it with our certificate, if any.

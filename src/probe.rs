@@ -82,7 +82,7 @@ impl OurCertificate {
         cert: &std::path::Path,
         key: &std::path::Path,
         provider: &rustls::crypto::CryptoProvider,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Diagnosis> {
         let key = load::certified_key(cert, key, provider).map_err(|e| e.to_string())?;
         let mut issuers = Vec::new();
         let mut leaf = None;
@@ -284,9 +284,13 @@ pub async fn probe(request: &ProbeRequest) -> Report {
 
 type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
+/// The sentence that ends a failed probe's report: the cause and the fix, in words for the
+/// operator (the probe's product, not an error for a program to match on).
+type Diagnosis = String;
+
 /// The sections of a probe in order: connect, handshake, what it negotiated, what it
 /// revealed, and the request, if any; an `Err` is the diagnosis that ends the report.
-async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> {
+async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), Diagnosis> {
     let probe = Probe::new(request)?;
     let tcp = probe.connect(report).await?;
     let mut stream = probe.handshake(tcp, report).await?;
@@ -329,7 +333,7 @@ struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    fn new(request: &'a ProbeRequest) -> Result<Probe<'a>, String> {
+    fn new(request: &'a ProbeRequest) -> Result<Probe<'a>, Diagnosis> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let host = host_of(&request.target)?;
         let name = request.server_name.clone().unwrap_or(host);
@@ -394,7 +398,7 @@ impl<'a> Probe<'a> {
     }
 
     /// Dials the target, and says where it got.
-    async fn connect(&self, report: &mut Report) -> Result<tokio::net::TcpStream, String> {
+    async fn connect(&self, report: &mut Report) -> Result<tokio::net::TcpStream, Diagnosis> {
         let tcp = dial(&self.request.target).await?;
         let peer = tcp
             .peer_addr()
@@ -413,7 +417,7 @@ impl<'a> Probe<'a> {
         &self,
         tcp: tokio::net::TcpStream,
         report: &mut Report,
-    ) -> Result<TlsStream, String> {
+    ) -> Result<TlsStream, Diagnosis> {
         let handshake = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             self.connector.connect(self.server_name.clone(), tcp),
@@ -488,7 +492,7 @@ impl<'a> Probe<'a> {
         stream: TlsStream,
         http: &HttpProbe,
         seen: &Observed,
-    ) -> Result<(), String> {
+    ) -> Result<(), Diagnosis> {
         let mut answer = exchange(stream, &http.method, &http.path, &self.name)
             .await
             .map_err(|error| self.request_failure(error, http, seen))?;
@@ -583,7 +587,7 @@ fn judge_answer(
     answer: &Answer,
     seen: &Observed,
     ours: Option<&OurCertificate>,
-) -> Result<(), String> {
+) -> Result<(), Diagnosis> {
     match CertificateRefusal::recognise(answer.status, &answer.page) {
         Some(refusal) => {
             report.push(
@@ -617,7 +621,7 @@ fn judge_answer(
 }
 
 /// Dials the target, with the sentence for each way that fails.
-async fn dial(target: &str) -> Result<tokio::net::TcpStream, String> {
+async fn dial(target: &str) -> Result<tokio::net::TcpStream, Diagnosis> {
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
         Err(_) => Err(format!(
             "no answer from {target} within {}s: a firewall drops the packets, or the host is down",

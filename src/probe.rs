@@ -17,7 +17,7 @@ use crate::tls::verify::{
     handshake_signature_methods, ChainRejection, ChainVerifier, HandshakeSignatures, PeerRole,
     UpstreamCertPolicy,
 };
-use crate::tls::{client, load, protocol_name};
+use crate::tls::{client, load, protocol_name, version_names};
 use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -912,11 +912,7 @@ fn handshake_failure(
 }
 
 fn versions_text(versions: &[&'static rustls::SupportedProtocolVersion]) -> String {
-    versions
-        .iter()
-        .map(|v| protocol_name(v.version))
-        .collect::<Vec<_>>()
-        .join(" and ")
+    version_names(versions).join(" and ")
 }
 
 /// A response to the probe's request: the head, and the start of the body.

@@ -124,12 +124,12 @@ pub(crate) fn check_key_permissions(
 
 /// The TLS configuration a listener was built with, for one log line at start-up.
 pub fn describe_versions(params: &TlsParams) -> String {
-    params
-        .versions
-        .iter()
-        .map(|v| protocol_name(v.version))
-        .collect::<Vec<_>>()
-        .join(", ")
+    version_names(&params.versions).join(", ")
+}
+
+/// OpenSSL's names of protocol versions, in the order given.
+pub fn version_names(versions: &[&'static rustls::SupportedProtocolVersion]) -> Vec<&'static str> {
+    versions.iter().map(|v| protocol_name(v.version)).collect()
 }
 
 /// OpenSSL's name for a protocol version (nginx's `$ssl_protocol`).
@@ -204,4 +204,18 @@ pub fn certificates_of(config: &crate::config::ListenerConfig) -> Vec<Certificat
         }
     }
     infos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alpn_protocols;
+
+    #[test]
+    fn alpn_offers_h2_first_and_only_with_http2() {
+        assert_eq!(
+            alpn_protocols(true),
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(alpn_protocols(false), vec![b"http/1.1".to_vec()]);
+    }
 }

@@ -3,14 +3,60 @@
 //! `inspect` describes every certificate in PEM or DER files; `convert` moves certificates
 //! and keys between PEM and DER, writing keys 0600.
 
-use crate::tls::identity::{
-    distinguished_name, lowercase_hex, pem_block, pem_encode, presented_names,
-};
+use crate::tls::identity::{lowercase_hex, pem_block, pem_encode, presented_names, sha256};
+use crate::tls::summary::{self, CertSummary};
 use crate::tls::verify::{ChainVerifier, PeerRole};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use x509_parser::prelude::*;
+
+/// Why `cert inspect` or `cert convert` could not do its work, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CertToolError {
+    #[error(transparent)]
+    Load(#[from] crate::tls::load::LoadError),
+    #[error("{}: certificate #{index} does not parse: {reason}", path.display())]
+    Unparsable {
+        path: PathBuf,
+        /// From 1.
+        index: usize,
+        reason: x509_parser::nom::Err<X509Error>,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{} holds {count} certificates, and a DER file holds one: convert them one at a time or keep PEM", path.display())]
+    SeveralForDer { path: PathBuf, count: usize },
+    #[error("{} holds neither a certificate nor a private key", path.display())]
+    NeitherCertificateNorKey { path: PathBuf },
+    #[error("refusing to write a private key into {}: {problem}", path.display())]
+    ExposedKeyFile {
+        path: PathBuf,
+        problem: crate::tls::load::LoadError,
+    },
+}
+
+/// A file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+impl WriteError {
+    fn at(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+        move |source| WriteError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// One certificate described for a person (and, as JSON, for scripts).
 #[derive(Debug, serde::Serialize)]
@@ -32,19 +78,6 @@ pub struct CertificateReport {
     pub path_length: Option<u32>,
     pub sha256: String,
     pub spki_sha256: String,
-}
-
-fn time_text(time: &ASN1Time) -> String {
-    let t = time.to_datetime();
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 fn describe_key(cert: &X509Certificate<'_>) -> String {
@@ -74,10 +107,6 @@ fn describe_key(cert: &X509Certificate<'_>) -> String {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    lowercase_hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
-}
-
 /// The purposes an extended key usage extension lists, by their OpenSSL names.
 fn usage_names(eku: &ExtendedKeyUsage<'_>) -> Vec<String> {
     [
@@ -96,18 +125,17 @@ fn usage_names(eku: &ExtendedKeyUsage<'_>) -> Vec<String> {
 }
 
 /// Describes every certificate of a file (PEM bundle or DER).
-pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, String> {
-    let certs = crate::tls::load::certificates(path).map_err(|e| e.to_string())?;
-    let now = rustls::pki_types::UnixTime::now().as_secs() as i64;
+pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, CertToolError> {
+    let certs = crate::tls::load::certificates(path)?;
+    let now = summary::now();
     let mut reports = Vec::new();
     for (index, der) in certs.iter().enumerate() {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
-            format!(
-                "{}: certificate #{} does not parse: {e}",
-                path.display(),
-                index + 1
-            )
-        })?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|reason| CertToolError::Unparsable {
+                path: path.to_path_buf(),
+                index: index + 1,
+                reason,
+            })?;
         let mut key_usage = Vec::new();
         if let Ok(Some(usage)) = cert.key_usage() {
             let u = usage.value;
@@ -133,16 +161,17 @@ pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, String> {
             Ok(Some(bc)) => (Some(bc.value.ca), bc.value.path_len_constraint),
             _ => (None, None),
         };
-        let not_after = cert.validity().not_after.timestamp();
+        let summary = CertSummary::of(&cert);
         reports.push(CertificateReport {
             file: path.display().to_string(),
             index: index + 1,
-            subject: distinguished_name(cert.subject()),
-            issuer: distinguished_name(cert.issuer()),
-            serial: crate::tls::identity::serial_hex(cert.raw_serial()),
-            not_before: time_text(&cert.validity().not_before),
-            not_after: time_text(&cert.validity().not_after),
-            days_left: (not_after - now).div_euclid(86_400),
+            not_before: summary.not_before_text(),
+            not_after: summary.not_after_text(),
+            days_left: summary.days_left(now),
+            spki_sha256: lowercase_hex(&summary.spki_sha256),
+            subject: summary.subject,
+            issuer: summary.issuer,
+            serial: summary.serial,
             sans: presented_names(der)
                 .into_iter()
                 .filter(|n| !n.starts_with("CN:"))
@@ -152,8 +181,7 @@ pub fn inspect(path: &Path) -> Result<Vec<CertificateReport>, String> {
             extended_key_usage,
             ca,
             path_length,
-            sha256: sha256_hex(der),
-            spki_sha256: sha256_hex(cert.public_key().raw),
+            sha256: lowercase_hex(&sha256(der)),
         });
     }
     Ok(reports)
@@ -223,9 +251,11 @@ fn is_pem(bytes: &[u8]) -> bool {
 
 /// Converts certificates or a key between PEM and DER. `to` defaults to the other encoding.
 /// Keys are written 0600, and never into an existing file others can read.
-pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<String, String> {
-    let bytes =
-        std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<String, CertToolError> {
+    let bytes = std::fs::read(input).map_err(|source| CertToolError::Unreadable {
+        path: input.to_path_buf(),
+        source,
+    })?;
     let from = if is_pem(&bytes) {
         Encoding::Pem
     } else {
@@ -246,18 +276,20 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
     };
     if !certs.is_empty() {
         let out: Vec<u8> = match to {
-            Encoding::Pem => certs.iter().map(|c| pem_encode(c)).collect::<String>().into_bytes(),
+            Encoding::Pem => certs
+                .iter()
+                .map(|c| pem_encode(c))
+                .collect::<String>()
+                .into_bytes(),
             Encoding::Der if certs.len() == 1 => certs[0].to_vec(),
             Encoding::Der => {
-                return Err(format!(
-                    "{} holds {} certificates, and a DER file holds one: convert them one at a time or keep PEM",
-                    input.display(),
-                    certs.len()
-                ))
+                return Err(CertToolError::SeveralForDer {
+                    path: input.to_path_buf(),
+                    count: certs.len(),
+                })
             }
         };
-        std::fs::write(output, out)
-            .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+        std::fs::write(output, out).map_err(WriteError::at(output))?;
         return Ok(format!(
             "wrote {} certificate(s) to {} as {}",
             certs.len(),
@@ -269,18 +301,15 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
         Encoding::Pem => PrivateKeyDer::from_pem_slice(&bytes).ok(),
         Encoding::Der => PrivateKeyDer::try_from(bytes.clone()).ok(),
     }
-    .ok_or_else(|| {
-        format!(
-            "{} holds neither a certificate nor a private key",
-            input.display()
-        )
+    .ok_or_else(|| CertToolError::NeitherCertificateNorKey {
+        path: input.to_path_buf(),
     })?;
     if let Err(problem) = crate::tls::load::key_permissions(output) {
         if output.exists() {
-            return Err(format!(
-                "refusing to write a private key into {}: {problem}",
-                output.display()
-            ));
+            return Err(CertToolError::ExposedKeyFile {
+                path: output.to_path_buf(),
+                problem,
+            });
         }
     }
     let out: Vec<u8> = match to {
@@ -303,7 +332,7 @@ pub fn convert(input: &Path, output: &Path, to: Option<Encoding>) -> Result<Stri
 }
 
 /// Writes a file readable by its owner only, from its creation on.
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()
@@ -312,11 +341,11 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(WriteError::at(path))?;
     // An existing file keeps its mode on open: tighten it.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .and_then(|_| file.write_all(contents))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(WriteError::at(path))
 }
 
 /// What `cert check` looks at.
@@ -344,6 +373,30 @@ pub struct CheckLine {
     pub verdict: Verdict,
     pub check: &'static str,
     pub words: String,
+}
+
+/// A report, a line per finding (`cert check`, `probe`); the exit code is the worst verdict.
+#[derive(Default)]
+pub struct Report {
+    pub lines: Vec<CheckLine>,
+}
+
+impl Report {
+    pub(crate) fn push(&mut self, verdict: Verdict, check: &'static str, words: impl Into<String>) {
+        self.lines.push(CheckLine {
+            verdict,
+            check,
+            words: words.into(),
+        });
+    }
+
+    pub fn worst(&self) -> Verdict {
+        self.lines
+            .iter()
+            .map(|l| l.verdict)
+            .max()
+            .unwrap_or(Verdict::Ok)
+    }
 }
 
 impl std::fmt::Display for CheckLine {
@@ -424,24 +477,17 @@ fn claimed_roles(eku: Option<&ExtendedKeyUsage<'_>>) -> (Verdict, String, Vec<Pe
 
 /// Runs every check that the given files allow, in plain words.
 pub fn check(request: &CheckRequest<'_>) -> Vec<CheckLine> {
-    let mut lines = Vec::new();
-    let mut line = |verdict, check, words: String| {
-        lines.push(CheckLine {
-            verdict,
-            check,
-            words,
-        })
-    };
+    let mut report = Report::default();
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let chain = match crate::tls::load::certificates(request.cert) {
         Ok(chain) => chain,
         Err(error) => {
-            line(Verdict::Failure, "certificate", error.to_string());
-            return lines;
+            report.push(Verdict::Failure, "certificate", error.to_string());
+            return report.lines;
         }
     };
     let Ok((_, leaf)) = X509Certificate::from_der(&chain[0]) else {
-        line(
+        report.push(
             Verdict::Failure,
             "certificate",
             format!(
@@ -449,171 +495,195 @@ pub fn check(request: &CheckRequest<'_>) -> Vec<CheckLine> {
                 request.cert.display()
             ),
         );
-        return lines;
+        return report.lines;
     };
-    let subject = distinguished_name(leaf.subject());
-    line(
+    let summary = CertSummary::of(&leaf);
+    report.push(
         Verdict::Ok,
         "certificate",
-        format!("\"{subject}\", {}", describe_key(&leaf)),
+        format!("\"{}\", {}", summary.subject, describe_key(&leaf)),
     );
-
-    // Validity now, and the warning window.
-    let now = rustls::pki_types::UnixTime::now().as_secs() as i64;
-    let (not_before, not_after) = (
-        leaf.validity().not_before.timestamp(),
-        leaf.validity().not_after.timestamp(),
-    );
-    let days_left = (not_after - now).div_euclid(86_400);
-    if now < not_before {
-        line(
-            Verdict::Failure,
-            "validity",
-            format!(
-                "not valid yet: it starts {}",
-                time_text(&leaf.validity().not_before)
-            ),
-        );
-    } else if now > not_after {
-        line(
-            Verdict::Failure,
-            "validity",
-            format!(
-                "expired {} ({} days ago): renew it",
-                time_text(&leaf.validity().not_after),
-                -days_left
-            ),
-        );
-    } else if days_left < request.warn_days {
-        line(
-            Verdict::Warning,
-            "validity",
-            format!(
-                "expires in {days_left} days ({}), within the {}-day warning window: renew it soon",
-                time_text(&leaf.validity().not_after),
-                request.warn_days
-            ),
-        );
-    } else {
-        line(
-            Verdict::Ok,
-            "validity",
-            format!(
-                "valid for {days_left} more days (until {})",
-                time_text(&leaf.validity().not_after)
-            ),
-        );
-    }
-
-    // The key: matches the certificate, and only its owner can read it.
+    check_validity(&mut report, &summary, request.warn_days);
     if let Some(key) = request.key {
-        let shown = crate::tls::pkcs11::redacted(&key.to_string_lossy());
-        match crate::tls::load::certified_key(request.cert, key, &provider) {
-            Ok(_) => line(
-                Verdict::Ok,
-                "key",
-                format!("{shown} matches the certificate"),
-            ),
-            Err(error) => line(Verdict::Failure, "key", error.to_string()),
-        }
-        // A key in a token has no file permissions to check.
-        let on_token = crate::tls::pkcs11::is_uri(&key.to_string_lossy());
-        if !on_token {
-            match crate::tls::load::key_permissions(key) {
-                Ok(()) => line(
-                    Verdict::Ok,
-                    "permissions",
-                    format!("{} is readable by its owner only", key.display()),
-                ),
-                Err(error) => line(Verdict::Warning, "permissions", error.to_string()),
-            }
-        }
+        check_key(&mut report, request.cert, key, &provider);
     }
-
-    // Usage for the role: the one asked for, or without --role each one the certificate's
-    // extended key usage claims (a client certificate is not a broken server certificate).
     let eku = match leaf.extended_key_usage() {
         Ok(Some(eku)) => Some(eku.value),
         _ => None,
     };
-    let roles = match request.role {
-        Some(role) => {
-            let role = if role == "client" {
-                PeerRole::Client
-            } else {
-                PeerRole::Server
-            };
-            let wanted = usage_name(role);
-            match eku {
-                Some(eku) if eku.any || allows(eku, role) => line(
-                    Verdict::Ok,
-                    "usage",
-                    format!("its extended key usage allows {wanted}"),
-                ),
-                Some(_) => line(Verdict::Failure, "usage", format!("its extended key usage does not allow {wanted}: it cannot be used as a TLS {} certificate; issue one with {wanted}", role_name(role))),
-                None => line(
-                    Verdict::Ok,
-                    "usage",
-                    format!("no extended key usage, so {wanted} is allowed"),
-                ),
-            }
-            vec![role]
-        }
-        None => {
-            let (verdict, words, roles) = claimed_roles(eku);
-            line(verdict, "usage", words);
-            roles
-        }
-    };
-
-    // The chain, to the CA, within the depth, for each role checked.
+    let roles = check_usage(&mut report, eku, request.role);
     if let Some(ca) = request.ca {
-        let roots = crate::tls::load::certificates(ca).map_err(|e| e.to_string());
-        let verified = roles.iter().try_for_each(|role| {
-            let roots = roots.as_ref().map_err(Clone::clone)?;
-            ChainVerifier::new(roots, request.verify_depth, *role, None, &provider)?
-                .verify(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
-                .map_err(|rejection| rejection.to_string())
-        });
-        match verified {
-            Ok(()) => line(
-                Verdict::Ok,
-                "chain",
-                format!(
-                    "verifies to {} within depth {}, for {}",
-                    ca.display(),
-                    request.verify_depth,
-                    roles
-                        .iter()
-                        .map(|role| usage_name(*role))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                ),
-            ),
-            Err(reason) => line(Verdict::Failure, "chain", reason),
-        }
+        check_chain(
+            &mut report,
+            &chain,
+            ca,
+            request.verify_depth,
+            &roles,
+            &provider,
+        );
     }
-
-    // The name clients will connect to.
     if let Some(name) = request.name {
-        let covered = rustls::pki_types::ServerName::try_from(name)
-            .ok()
-            .zip(webpki::EndEntityCert::try_from(&chain[0]).ok())
-            .is_some_and(|(server_name, cert)| {
-                cert.verify_is_valid_for_subject_name(&server_name).is_ok()
-            });
-        if covered {
-            line(Verdict::Ok, "name", format!("covers \"{name}\""));
-        } else {
-            line(
-                Verdict::Failure,
-                "name",
-                format!(
-                    "does not cover \"{name}\"; it presents [{}]",
-                    presented_names(&chain[0]).join(", ")
-                ),
-            );
-        }
+        check_name(&mut report, &chain[0], name);
     }
-    lines
+    report.lines
+}
+
+/// Validity now, and the warning window.
+fn check_validity(report: &mut Report, summary: &CertSummary, warn_days: i64) {
+    let now = summary::now();
+    let days_left = summary.days_left(now);
+    let (verdict, words) = if now < summary.not_before {
+        (
+            Verdict::Failure,
+            format!("not valid yet: it starts {}", summary.not_before_text()),
+        )
+    } else if now > summary.not_after {
+        (
+            Verdict::Failure,
+            format!(
+                "expired {} ({} days ago): renew it",
+                summary.not_after_text(),
+                -days_left
+            ),
+        )
+    } else if days_left < warn_days {
+        (
+            Verdict::Warning,
+            format!(
+                "expires in {days_left} days ({}), within the {warn_days}-day warning window: renew it soon",
+                summary.not_after_text()
+            ),
+        )
+    } else {
+        (
+            Verdict::Ok,
+            format!(
+                "valid for {days_left} more days (until {})",
+                summary.not_after_text()
+            ),
+        )
+    };
+    report.push(verdict, "validity", words);
+}
+
+/// The key: matches the certificate, and only its owner can read it.
+fn check_key(
+    report: &mut Report,
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) {
+    let shown = crate::tls::pkcs11::redacted(&key.to_string_lossy());
+    match crate::tls::load::certified_key(cert, key, provider) {
+        Ok(_) => report.push(
+            Verdict::Ok,
+            "key",
+            format!("{shown} matches the certificate"),
+        ),
+        Err(error) => report.push(Verdict::Failure, "key", error.to_string()),
+    }
+    // A key in a token has no file permissions to check.
+    if crate::tls::pkcs11::is_uri(&key.to_string_lossy()) {
+        return;
+    }
+    match crate::tls::load::key_permissions(key) {
+        Ok(()) => report.push(
+            Verdict::Ok,
+            "permissions",
+            format!("{} is readable by its owner only", key.display()),
+        ),
+        Err(error) => report.push(Verdict::Warning, "permissions", error.to_string()),
+    }
+}
+
+/// Usage for the role: the one asked for, or without --role each one the certificate's
+/// extended key usage claims (a client certificate is not a broken server certificate).
+/// Returns the roles checked, for the chain.
+fn check_usage(
+    report: &mut Report,
+    eku: Option<&ExtendedKeyUsage<'_>>,
+    role: Option<&str>,
+) -> Vec<PeerRole> {
+    let Some(role) = role else {
+        let (verdict, words, roles) = claimed_roles(eku);
+        report.push(verdict, "usage", words);
+        return roles;
+    };
+    let role = if role == "client" {
+        PeerRole::Client
+    } else {
+        PeerRole::Server
+    };
+    let wanted = usage_name(role);
+    match eku {
+        Some(eku) if eku.any || allows(eku, role) => report.push(
+            Verdict::Ok,
+            "usage",
+            format!("its extended key usage allows {wanted}"),
+        ),
+        Some(_) => report.push(Verdict::Failure, "usage", format!("its extended key usage does not allow {wanted}: it cannot be used as a TLS {} certificate; issue one with {wanted}", role_name(role))),
+        None => report.push(
+            Verdict::Ok,
+            "usage",
+            format!("no extended key usage, so {wanted} is allowed"),
+        ),
+    }
+    vec![role]
+}
+
+/// The chain, to the CA, within the depth, for each role checked.
+fn check_chain(
+    report: &mut Report,
+    chain: &[CertificateDer<'static>],
+    ca: &Path,
+    verify_depth: u32,
+    roles: &[PeerRole],
+    provider: &rustls::crypto::CryptoProvider,
+) {
+    let roots = crate::tls::load::certificates(ca).map_err(|e| e.to_string());
+    let verified = roles.iter().try_for_each(|role| {
+        let roots = roots.as_ref().map_err(Clone::clone)?;
+        ChainVerifier::new(roots, verify_depth, *role, None, provider)
+            .map_err(|e| e.to_string())?
+            .verify(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
+            .map_err(|rejection| rejection.to_string())
+    });
+    match verified {
+        Ok(()) => report.push(
+            Verdict::Ok,
+            "chain",
+            format!(
+                "verifies to {} within depth {verify_depth}, for {}",
+                ca.display(),
+                roles
+                    .iter()
+                    .map(|role| usage_name(*role))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        ),
+        Err(reason) => report.push(Verdict::Failure, "chain", reason),
+    }
+}
+
+/// The name clients will connect to.
+fn check_name(report: &mut Report, leaf: &CertificateDer<'_>, name: &str) {
+    let covered = rustls::pki_types::ServerName::try_from(name)
+        .ok()
+        .zip(webpki::EndEntityCert::try_from(leaf).ok())
+        .is_some_and(|(server_name, cert)| {
+            cert.verify_is_valid_for_subject_name(&server_name).is_ok()
+        });
+    if covered {
+        report.push(Verdict::Ok, "name", format!("covers \"{name}\""));
+    } else {
+        report.push(
+            Verdict::Failure,
+            "name",
+            format!(
+                "does not cover \"{name}\"; it presents [{}]",
+                presented_names(leaf).join(", ")
+            ),
+        );
+    }
 }

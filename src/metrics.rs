@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +47,16 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
+/// Registers each metric where it is made, so its field, name and help are one entry.
+struct Registrar<'a>(&'a mut Registry);
+
+impl Registrar<'_> {
+    fn metric<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 /// Every metric certgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -65,74 +75,60 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("certgate");
-        let metrics = Metrics {
-            requests: Family::default(),
-            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            handshakes: Family::default(),
-            resumed_handshakes: Family::default(),
-            active_connections: Family::default(),
-            upstream_connect_duration: Family::new_with_constructor(
-                latency_histogram as fn() -> Histogram,
-            ),
-            upstream_errors: Family::default(),
-            upstream_connections: Family::default(),
-            reloads: Family::default(),
-            certificate_not_after: Family::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "requests",
-            "Requests by listener, route and status class",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to response headers",
-            metrics.request_duration.clone(),
-        );
-        registry.register(
-            "handshakes",
-            "TLS handshakes by listener and result (ok or the failure reason)",
-            metrics.handshakes.clone(),
-        );
-        registry.register(
-            "resumed_handshakes",
-            "TLS handshakes that resumed a session",
-            metrics.resumed_handshakes.clone(),
-        );
-        registry.register(
-            "active_connections",
-            "Open downstream connections",
-            metrics.active_connections.clone(),
-        );
-        registry.register(
-            "upstream_connect_duration_seconds",
-            "Time to connect to the upstream (TLS included in client mode)",
-            metrics.upstream_connect_duration.clone(),
-        );
-        registry.register(
-            "upstream_errors",
-            "Requests that failed because of the upstream",
-            metrics.upstream_errors.clone(),
-        );
-        registry.register(
-            "upstream_connections",
-            "Open upstream connections, pooled or in use",
-            metrics.upstream_connections.clone(),
-        );
-        registry.register(
-            "reloads",
-            "Certificate reloads by listener and result (ok or failed)",
-            metrics.reloads.clone(),
-        );
-        registry.register(
-            "certificate_not_after_timestamp_seconds",
-            "notAfter of every loaded certificate, as a Unix timestamp",
-            metrics.certificate_not_after.clone(),
-        );
+        let mut add = Registrar(&mut registry);
+        // Registration order is the exposition's order.
         Arc::new(Metrics {
+            requests: add.metric(
+                "requests",
+                "Requests by listener, route and status class",
+                Family::default(),
+            ),
+            request_duration: add.metric(
+                "request_duration_seconds",
+                "Time from request to response headers",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            handshakes: add.metric(
+                "handshakes",
+                "TLS handshakes by listener and result (ok or the failure reason)",
+                Family::default(),
+            ),
+            resumed_handshakes: add.metric(
+                "resumed_handshakes",
+                "TLS handshakes that resumed a session",
+                Family::default(),
+            ),
+            active_connections: add.metric(
+                "active_connections",
+                "Open downstream connections",
+                Family::default(),
+            ),
+            upstream_connect_duration: add.metric(
+                "upstream_connect_duration_seconds",
+                "Time to connect to the upstream (TLS included in client mode)",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            upstream_errors: add.metric(
+                "upstream_errors",
+                "Requests that failed because of the upstream",
+                Family::default(),
+            ),
+            upstream_connections: add.metric(
+                "upstream_connections",
+                "Open upstream connections, pooled or in use",
+                Family::default(),
+            ),
+            reloads: add.metric(
+                "reloads",
+                "Certificate reloads by listener and result (ok or failed)",
+                Family::default(),
+            ),
+            certificate_not_after: add.metric(
+                "certificate_not_after_timestamp_seconds",
+                "notAfter of every loaded certificate, as a Unix timestamp",
+                Family::default(),
+            ),
             registry,
-            ..metrics
         })
     }
 

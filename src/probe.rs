@@ -7,19 +7,22 @@
 //! fix, built from what the handshake revealed (the CA names the server accepts, our own
 //! certificate's issuer, validity and usage) rather than from the bare TLS alert.
 
-use crate::certtool::{CheckLine, Verdict};
+pub use crate::certtool::Report;
+use crate::certtool::Verdict;
 use crate::proxy::refusal::{html_title, CertificateRefusal, PAGE_LIMIT};
 use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
 use crate::tls::identity::{distinguished_name, lowercase_hex};
+use crate::tls::summary::{self, CertSummary};
 use crate::tls::verify::{
-    format_time, ChainRejection, ChainVerifier, PeerRole, UpstreamCertPolicy,
+    handshake_signature_methods, ChainRejection, ChainVerifier, HandshakeSignatures, PeerRole,
+    UpstreamCertPolicy,
 };
-use crate::tls::{load, protocol_name};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use crate::tls::{client, load, protocol_name, version_names};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{AlertDescription, DigitallySignedStruct, SignatureScheme};
+use rustls::{AlertDescription, SignatureScheme};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,38 +66,13 @@ impl Default for HttpProbe {
     }
 }
 
-/// The report, a line per finding; the exit code is the worst verdict.
-#[derive(Default)]
-pub struct Report {
-    pub lines: Vec<CheckLine>,
-}
-
-impl Report {
-    fn push(&mut self, verdict: Verdict, check: &'static str, words: impl Into<String>) {
-        self.lines.push(CheckLine {
-            verdict,
-            check,
-            words: words.into(),
-        });
-    }
-
-    pub fn worst(&self) -> Verdict {
-        self.lines
-            .iter()
-            .map(|l| l.verdict)
-            .max()
-            .unwrap_or(Verdict::Ok)
-    }
-}
-
 /// Our own client certificate, as far as the diagnosis needs it.
 struct OurCertificate {
     key: Arc<CertifiedKey>,
-    subject: String,
+    /// The leaf's.
+    summary: CertSummary,
     /// Issuer of each certificate we send, leaf first.
     issuers: Vec<String>,
-    not_before: i64,
-    not_after: i64,
     /// The extended key usages when the extension is present and lacks clientAuth.
     wrong_usage: Option<String>,
 }
@@ -104,7 +82,7 @@ impl OurCertificate {
         cert: &std::path::Path,
         key: &std::path::Path,
         provider: &rustls::crypto::CryptoProvider,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Diagnosis> {
         let key = load::certified_key(cert, key, provider).map_err(|e| e.to_string())?;
         let mut issuers = Vec::new();
         let mut leaf = None;
@@ -128,9 +106,7 @@ impl OurCertificate {
             _ => None,
         };
         Ok(OurCertificate {
-            subject: distinguished_name(leaf.subject()),
-            not_before: leaf.validity().not_before.timestamp(),
-            not_after: leaf.validity().not_after.timestamp(),
+            summary: CertSummary::of(&leaf),
             wrong_usage,
             issuers,
             key: key.clone(),
@@ -140,29 +116,26 @@ impl OurCertificate {
     /// Why a server would refuse this certificate, judged locally; None when nothing is
     /// visibly wrong with it.
     fn visible_problem(&self, accepted: &[String]) -> Option<String> {
-        let now = UnixTime::now().as_secs() as i64;
-        if now > self.not_after {
+        let now = summary::now();
+        let leaf = &self.summary;
+        if now > leaf.not_after {
             return Some(format!(
                 "our certificate \"{}\" expired {}: renew it",
-                self.subject,
-                format_time(UnixTime::since_unix_epoch(Duration::from_secs(
-                    self.not_after as u64
-                )))
+                leaf.subject,
+                leaf.not_after_text()
             ));
         }
-        if now < self.not_before {
+        if now < leaf.not_before {
             return Some(format!(
                 "our certificate \"{}\" is not valid until {}: check the clocks, or wait",
-                self.subject,
-                format_time(UnixTime::since_unix_epoch(Duration::from_secs(
-                    self.not_before.max(0) as u64
-                )))
+                leaf.subject,
+                leaf.not_before_text()
             ));
         }
         if let Some(usage) = &self.wrong_usage {
             return Some(format!(
                 "our certificate \"{}\" is not for client authentication (extended key usage: {usage}): issue one with clientAuth",
-                self.subject
+                self.summary.subject
             ));
         }
         if self.issuer_unlisted(accepted) {
@@ -226,6 +199,12 @@ impl std::fmt::Debug for ObservedCell {
     }
 }
 
+impl RecordingVerifier {
+    fn signatures(&self) -> HandshakeSignatures {
+        self.policy.signatures()
+    }
+}
+
 impl ServerCertVerifier for RecordingVerifier {
     fn verify_server_cert(
         &self,
@@ -248,27 +227,7 @@ impl ServerCertVerifier for RecordingVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.policy.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.policy.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.policy.supported_verify_schemes()
-    }
+    handshake_signature_methods!();
 }
 
 /// Records the server's certificate request and answers it with our certificate, if any.
@@ -323,123 +282,21 @@ pub async fn probe(request: &ProbeRequest) -> Report {
     report
 }
 
-async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let host = host_of(&request.target)?;
-    let name_text = request.server_name.clone().unwrap_or(host);
-    let server_name = ServerName::try_from(name_text.clone())
-        .map_err(|_| format!("\"{name_text}\" is not a valid server name"))?;
+type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-    let ours = match (&request.cert, &request.key) {
-        (Some(cert), Some(key)) => Some(OurCertificate::load(cert, key, &provider)?),
-        (None, None) => None,
-        _ => return Err("--cert and --key go together: give both or neither".into()),
-    };
-    let chain = match &request.ca {
-        Some(path) => {
-            let cas = load::certificates(path).map_err(|e| e.to_string())?;
-            Some(
-                ChainVerifier::new(
-                    &cas,
-                    request.verify_depth,
-                    PeerRole::Server,
-                    None,
-                    &provider,
-                )
-                .map_err(|e| format!("{}: {e}", path.display()))?,
-            )
-        }
-        None => None,
-    };
+/// The sentence that ends a failed probe's report: the cause and the fix, in words for the
+/// operator (the probe's product, not an error for a program to match on).
+type Diagnosis = String;
 
-    let observed = Arc::new(Mutex::new(ObservedCell::default()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&request.versions)
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
-            policy: UpstreamCertPolicy {
-                chain,
-                rules: Default::default(),
-                algorithms: provider.signature_verification_algorithms,
-            },
-            observed: observed.clone(),
-        }))
-        .with_client_cert_resolver(Arc::new(RecordingResolver {
-            ours: ours.as_ref().map(|o| o.key.clone()),
-            observed: observed.clone(),
-        }));
-    // With a request, HTTP/1.1, whose failures carry the TLS error that explains them (h2
-    // reports only "connection error"); without, offer h2 too, to show what the server
-    // would pick.
-    config.alpn_protocols = match request.http {
-        Some(_) => vec![b"http/1.1".to_vec()],
-        None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-    };
-    config.resumption = rustls::client::Resumption::disabled();
+/// The sections of a probe in order: connect, handshake, what it negotiated, what it
+/// revealed, and the request, if any; an `Err` is the diagnosis that ends the report.
+async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), Diagnosis> {
+    let probe = Probe::new(request)?;
+    let tcp = probe.connect(report).await?;
+    let mut stream = probe.handshake(tcp, report).await?;
+    let tls13 = report_negotiated(report, &stream);
 
-    let tcp = dial(&request.target).await?;
-    let peer = tcp
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| request.target.clone());
-    report.push(
-        Verdict::Ok,
-        "connect",
-        format!("connected to {peer}, server name \"{name_text}\""),
-    );
-
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        connector.connect(server_name.clone(), tcp),
-    )
-    .await;
-    let take = |observed: &Arc<Mutex<ObservedCell>>| {
-        std::mem::take(&mut observed.lock().unwrap_or_else(|e| e.into_inner()).0)
-    };
-    let mut stream = match handshake {
-        Err(_) => {
-            report_observed(report, &take(&observed), ours.as_ref());
-            return Err(format!(
-                "the TLS handshake did not finish within {}s: is {} a TLS port?",
-                HANDSHAKE_TIMEOUT.as_secs(),
-                request.target
-            ));
-        }
-        Ok(Err(error)) => {
-            let seen = take(&observed);
-            report_observed(report, &seen, ours.as_ref());
-            return Err(handshake_failure(&error, &seen, ours.as_ref(), request));
-        }
-        Ok(Ok(stream)) => stream,
-    };
-
-    let tls13 = {
-        let connection = stream.get_ref().1;
-        let version = connection.protocol_version();
-        let suite = connection
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default();
-        let group = connection
-            .negotiated_key_exchange_group()
-            .map(|g| format!("{:?}", g.name()))
-            .unwrap_or_else(|| "-".into());
-        let alpn = connection
-            .alpn_protocol()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_else(|| "none".into());
-        let version_name = version.map(protocol_name).unwrap_or("unknown");
-        report.push(
-            Verdict::Ok,
-            "tls",
-            format!("{version_name}, cipher {suite}, key exchange {group}, ALPN {alpn}"),
-        );
-        version == Some(rustls::ProtocolVersion::TLSv1_3)
-    };
-
-    let seen = take(&observed);
+    let seen = probe.take_observed();
     // In TLS 1.3 the server judges our certificate after our Finished, and nginx judges it
     // only when a request comes, in either version. With a request its answer tells the
     // verdict; without, wait briefly for an alert or tickets (reading ahead before a request
@@ -450,14 +307,164 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
     } else {
         None
     };
-    report_observed(report, &seen, ours.as_ref());
+    report_observed(report, &seen, probe.ours.as_ref());
     if let Some(error) = refusal {
-        return Err(handshake_failure(&error, &seen, ours.as_ref(), request));
+        return Err(probe.handshake_failure(&error, &seen));
     }
-    let Some(http) = request.http.as_ref().filter(|_| will_request) else {
+    match request.http.as_ref().filter(|_| will_request) {
+        Some(http) => probe.send(report, stream, http, &seen).await,
+        None => {
+            probe.report_unrequested(report, &stream, &seen, tls13);
+            Ok(())
+        }
+    }
+}
+
+/// One probe's fixed parts: what it dials and names, our certificate, the TLS client, and
+/// where the client's verifier and resolver record what the handshake reveals.
+struct Probe<'a> {
+    request: &'a ProbeRequest,
+    /// The name sent (SNI), checked against the server's certificate, and sent as Host.
+    name: String,
+    server_name: ServerName<'static>,
+    ours: Option<OurCertificate>,
+    connector: tokio_rustls::TlsConnector,
+    observed: Arc<Mutex<ObservedCell>>,
+}
+
+impl<'a> Probe<'a> {
+    fn new(request: &'a ProbeRequest) -> Result<Probe<'a>, Diagnosis> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let host = host_of(&request.target)?;
+        let name = request.server_name.clone().unwrap_or(host);
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|_| format!("\"{name}\" is not a valid server name"))?;
+
+        let ours = match (&request.cert, &request.key) {
+            (Some(cert), Some(key)) => Some(OurCertificate::load(cert, key, &provider)?),
+            (None, None) => None,
+            _ => return Err("--cert and --key go together: give both or neither".into()),
+        };
+        let chain = match &request.ca {
+            Some(path) => {
+                let cas = load::certificates(path).map_err(|e| e.to_string())?;
+                Some(
+                    ChainVerifier::new(
+                        &cas,
+                        request.verify_depth,
+                        PeerRole::Server,
+                        None,
+                        &provider,
+                    )
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+
+        let observed = Arc::new(Mutex::new(ObservedCell::default()));
+        let verifier = Arc::new(RecordingVerifier {
+            policy: UpstreamCertPolicy {
+                chain,
+                rules: Default::default(),
+                algorithms: provider.signature_verification_algorithms,
+            },
+            observed: observed.clone(),
+        });
+        let resolver = Arc::new(RecordingResolver {
+            ours: ours.as_ref().map(|o| o.key.clone()),
+            observed: observed.clone(),
+        });
+        // With a request, HTTP/1.1, whose failures carry the TLS error that explains them
+        // (h2 reports only "connection error"); without, offer h2 too, to show what the
+        // server would pick.
+        let config = client::config(
+            provider,
+            &request.versions,
+            verifier,
+            Some(resolver),
+            request.http.is_none(),
+            rustls::client::Resumption::disabled(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Probe {
+            request,
+            name,
+            server_name,
+            ours,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            observed,
+        })
+    }
+
+    /// Dials the target, and says where it got.
+    async fn connect(&self, report: &mut Report) -> Result<tokio::net::TcpStream, Diagnosis> {
+        let tcp = dial(&self.request.target).await?;
+        let peer = tcp
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| self.request.target.clone());
+        report.push(
+            Verdict::Ok,
+            "connect",
+            format!("connected to {peer}, server name \"{}\"", self.name),
+        );
+        Ok(tcp)
+    }
+
+    /// The TLS handshake; when it fails, what it revealed and the sentence for why.
+    async fn handshake(
+        &self,
+        tcp: tokio::net::TcpStream,
+        report: &mut Report,
+    ) -> Result<TlsStream, Diagnosis> {
+        let handshake = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            self.connector.connect(self.server_name.clone(), tcp),
+        )
+        .await;
+        let failure = match handshake {
+            Ok(Ok(stream)) => return Ok(stream),
+            Err(_) => None,
+            Ok(Err(error)) => Some(error),
+        };
+        let seen = self.take_observed();
+        report_observed(report, &seen, self.ours.as_ref());
+        Err(match failure {
+            None => format!(
+                "the TLS handshake did not finish within {}s: is {} a TLS port?",
+                HANDSHAKE_TIMEOUT.as_secs(),
+                self.request.target
+            ),
+            Some(error) => self.handshake_failure(&error, &seen),
+        })
+    }
+
+    /// What the verifier and the resolver recorded in the last handshake.
+    fn take_observed(&self) -> Observed {
+        std::mem::take(&mut self.observed.lock().unwrap_or_else(|e| e.into_inner()).0)
+    }
+
+    fn handshake_failure(
+        &self,
+        error: &(dyn std::error::Error + 'static),
+        seen: &Observed,
+    ) -> String {
+        handshake_failure(error, seen, self.ours.as_ref(), self.request)
+    }
+
+    /// Without a request: what can be told of the server's verdict on our certificate, and
+    /// a failure when the request was not sent because the server's certificate failed.
+    fn report_unrequested(
+        &self,
+        report: &mut Report,
+        stream: &TlsStream,
+        seen: &Observed,
+        tls13: bool,
+    ) {
         if seen.requested.is_some() {
             let tickets = stream.get_ref().1.tls13_tickets_received();
-            let words = match &ours {
+            let words = match &self.ours {
                 Some(_) if tls13 && tickets == 0 => {
                     "no refusal within 2s (the server sent no session ticket to confirm acceptance)"
                 }
@@ -466,7 +473,7 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
             };
             report.push(Verdict::Ok, "client cert", words);
         }
-        if let Some(http) = &request.http {
+        if let Some(http) = &self.request.http {
             report.push(
                 Verdict::Failure,
                 "http",
@@ -476,59 +483,111 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
                 ),
             );
         }
-        return Ok(());
-    };
-    let failed = |error: GetError| match error {
-        GetError::Failed(error) if find_rustls_error(&error).is_some() => {
-            handshake_failure(&error, &seen, ours.as_ref(), request)
-        }
-        GetError::Failed(error) => format!("{} {} failed: {error}", http.method, http.path),
-        GetError::Other(reason) => reason,
-    };
-    let mut answer = exchange(stream, &http.method, &http.path, &name_text)
-        .await
-        .map_err(failed)?;
-    report_answer(report, &http.method, &http.path, &answer);
-    // nginx gives the reason of a 400 only in its page, which a HEAD does not get: ask again
-    // with GET on a new connection (a refusal closes the first one).
-    if http.method == hyper::Method::HEAD
-        && answer.status == hyper::StatusCode::BAD_REQUEST
-        && answer.body_len == 0
-    {
-        let again = async {
-            let tcp = dial(&request.target).await?;
-            let stream =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp))
-                    .await
-                    .map_err(|_| "the second handshake did not finish in time".to_string())?
-                    .map_err(|e| format!("the second handshake failed: {e}"))?;
-            exchange(stream, &hyper::Method::GET, &http.path, &name_text)
-                .await
-                .map_err(failed)
-        };
-        match again.await {
-            Ok(page) => {
-                report.push(
-                    Verdict::Ok,
+    }
+
+    /// Sends the request, reports the answer, and judges our certificate by it.
+    async fn send(
+        &self,
+        report: &mut Report,
+        stream: TlsStream,
+        http: &HttpProbe,
+        seen: &Observed,
+    ) -> Result<(), Diagnosis> {
+        let mut answer = exchange(stream, &http.method, &http.path, &self.name)
+            .await
+            .map_err(|error| self.request_failure(error, http, seen))?;
+        report_answer(report, &http.method, &http.path, &answer);
+        // nginx gives the reason of a 400 only in its page, which a HEAD does not get: ask
+        // again with GET on a new connection (a refusal closes the first one).
+        if http.method == hyper::Method::HEAD
+            && answer.status == hyper::StatusCode::BAD_REQUEST
+            && answer.body_len == 0
+        {
+            match self.get_again(http, seen).await {
+                Ok(page) => {
+                    report.push(
+                        Verdict::Ok,
+                        "http",
+                        format!(
+                            "asked again with GET {} to read why (a HEAD gets no page): {}",
+                            http.path,
+                            answer_summary(&page)
+                        ),
+                    );
+                    answer = page;
+                }
+                Err(reason) => report.push(
+                    Verdict::Warning,
                     "http",
                     format!(
-                        "asked again with GET {} to read why (a HEAD gets no page): {}",
-                        http.path,
-                        answer_summary(&page)
+                        "asked again with GET {} to read why, which failed: {reason}",
+                        http.path
                     ),
-                );
-                answer = page;
-            }
-            Err(reason) => report.push(
-                Verdict::Warning,
-                "http",
-                format!(
-                    "asked again with GET {} to read why, which failed: {reason}",
-                    http.path
                 ),
-            ),
+            }
+        }
+        judge_answer(report, &answer, seen, self.ours.as_ref())
+    }
+
+    /// `GET PATH` on a new connection, for the page a HEAD did not get.
+    async fn get_again(&self, http: &HttpProbe, seen: &Observed) -> Result<Answer, String> {
+        let tcp = dial(&self.request.target).await?;
+        let stream = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            self.connector.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| "the second handshake did not finish in time".to_string())?
+        .map_err(|e| format!("the second handshake failed: {e}"))?;
+        exchange(stream, &hyper::Method::GET, &http.path, &self.name)
+            .await
+            .map_err(|error| self.request_failure(error, http, seen))
+    }
+
+    /// The sentence for a request that got no answer: a TLS refusal is diagnosed as one.
+    fn request_failure(&self, error: GetError, http: &HttpProbe, seen: &Observed) -> String {
+        match error {
+            GetError::Failed(error) if find_rustls_error(&error).is_some() => {
+                self.handshake_failure(&error, seen)
+            }
+            GetError::Failed(error) => format!("{} {} failed: {error}", http.method, http.path),
+            GetError::Other(reason) => reason,
         }
     }
+}
+
+/// The line for what the handshake negotiated; true for TLS 1.3.
+fn report_negotiated(report: &mut Report, stream: &TlsStream) -> bool {
+    let connection = stream.get_ref().1;
+    let version = connection.protocol_version();
+    let suite = connection
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    let group = connection
+        .negotiated_key_exchange_group()
+        .map(|g| format!("{:?}", g.name()))
+        .unwrap_or_else(|| "-".into());
+    let alpn = connection
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| "none".into());
+    let version_name = version.map(protocol_name).unwrap_or("unknown");
+    report.push(
+        Verdict::Ok,
+        "tls",
+        format!("{version_name}, cipher {suite}, key exchange {group}, ALPN {alpn}"),
+    );
+    version == Some(rustls::ProtocolVersion::TLSv1_3)
+}
+
+/// The server's verdict on our certificate, read from its answer to the request.
+fn judge_answer(
+    report: &mut Report,
+    answer: &Answer,
+    seen: &Observed,
+    ours: Option<&OurCertificate>,
+) -> Result<(), Diagnosis> {
     match CertificateRefusal::recognise(answer.status, &answer.page) {
         Some(refusal) => {
             report.push(
@@ -539,34 +598,30 @@ async fn run(request: &ProbeRequest, report: &mut Report) -> Result<(), String> 
                     refusal.nginx_words()
                 ),
             );
-            Err(http_refusal(refusal, &seen, ours.as_ref()))
+            return Err(http_refusal(refusal, seen, ours));
         }
+        _ if seen.requested.is_none() => {}
         None if answer.status == hyper::StatusCode::BAD_REQUEST => {
             // The http line has warned already; say what it means for our certificate.
-            if seen.requested.is_some() {
-                report.push(
+            report.push(
                 Verdict::Warning,
                 "client cert",
                 "not known: the server answered 400 to the request, which is not a refusal of a certificate (nginx words those \"The SSL certificate error\" and \"No required SSL certificate was sent\")",
             );
-            }
-            Ok(())
         }
         None => {
-            if seen.requested.is_some() {
-                let words = match &ours {
-                    Some(_) => "our certificate was accepted (the server answered the request)",
-                    None => "none sent, and the server answered the request without one",
-                };
-                report.push(Verdict::Ok, "client cert", words);
-            }
-            Ok(())
+            let words = match ours {
+                Some(_) => "our certificate was accepted (the server answered the request)",
+                None => "none sent, and the server answered the request without one",
+            };
+            report.push(Verdict::Ok, "client cert", words);
         }
     }
+    Ok(())
 }
 
 /// Dials the target, with the sentence for each way that fails.
-async fn dial(target: &str) -> Result<tokio::net::TcpStream, String> {
+async fn dial(target: &str) -> Result<tokio::net::TcpStream, Diagnosis> {
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
         Err(_) => Err(format!(
             "no answer from {target} within {}s: a firewall drops the packets, or the host is down",
@@ -594,7 +649,7 @@ fn http_refusal(
             Some(problem) => format!("the server refused our certificate{answered}: {problem}"),
             None => format!(
                 "the server refused our certificate \"{}\"{answered} although it is valid and its issuer's name is one the server accepts: the server's error log has the reason (\"client SSL certificate verify error\": a CRL, the chain depth, or another CA that carries the same name)",
-                ours.subject
+                ours.summary.subject
             ),
         },
         (CertificateRefusal::Missing, Some(ours)) => {
@@ -604,7 +659,7 @@ fn http_refusal(
             };
             format!(
                 "the server says no client certificate was sent{answered}, though we had \"{}\": {why}",
-                ours.subject
+                ours.summary.subject
             )
         }
     }
@@ -668,9 +723,9 @@ async fn await_verdict(
 
 /// Lines for the server's chain, its verification, and the server's certificate request.
 fn report_observed(report: &mut Report, seen: &Observed, ours: Option<&OurCertificate>) {
-    let now = UnixTime::now().as_secs() as i64;
+    let now = summary::now();
     for (index, der) in seen.server_chain.iter().enumerate() {
-        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        let Some(cert) = CertSummary::parse(der) else {
             report.push(
                 Verdict::Warning,
                 "server chain",
@@ -678,18 +733,15 @@ fn report_observed(report: &mut Report, seen: &Observed, ours: Option<&OurCertif
             );
             continue;
         };
-        let not_after = cert.validity().not_after.timestamp();
         report.push(
             Verdict::Ok,
             "server chain",
             format!(
                 "{index}: \"{}\" issued by \"{}\", valid until {} ({} days left)",
-                distinguished_name(cert.subject()),
-                distinguished_name(cert.issuer()),
-                format_time(UnixTime::since_unix_epoch(Duration::from_secs(
-                    not_after.max(0) as u64
-                ))),
-                (not_after - now).div_euclid(86_400)
+                cert.subject,
+                cert.issuer,
+                cert.not_after_text(),
+                cert.days_left(now)
             ),
         );
     }
@@ -732,7 +784,7 @@ fn report_observed(report: &mut Report, seen: &Observed, ours: Option<&OurCertif
             let sent = match ours {
                 Some(ours) => format!(
                     "sent \"{}\" (issued by \"{}\")",
-                    ours.subject, ours.issuers[0]
+                    ours.summary.subject, ours.issuers[0]
                 ),
                 None => "none sent (no --cert)".to_string(),
             };
@@ -826,11 +878,11 @@ fn handshake_failure(
                         Some(problem) => format!("the server refused our certificate: {problem}"),
                         None if alert == AlertDescription::CertificateRevoked => format!(
                             "the server refused our certificate \"{}\" as revoked: get a new one",
-                            ours.subject
+                            ours.summary.subject
                         ),
                         None => format!(
                             "the server refused our certificate \"{}\" (alert {alert:?}) although it is valid and its issuer's name is one the server accepts: the server's log has the reason (an allow rule, a CRL, the chain depth, or another CA that carries the same name)",
-                            ours.subject
+                            ours.summary.subject
                         ),
                     }
                 }
@@ -860,11 +912,7 @@ fn handshake_failure(
 }
 
 fn versions_text(versions: &[&'static rustls::SupportedProtocolVersion]) -> String {
-    versions
-        .iter()
-        .map(|v| protocol_name(v.version))
-        .collect::<Vec<_>>()
-        .join(" and ")
+    version_names(versions).join(" and ")
 }
 
 /// A response to the probe's request: the head, and the start of the body.

@@ -4,8 +4,9 @@
 //! `intermediate.key` when it was made with an intermediate, which then issues every leaf.
 //! The directory is created 0700 and every key 0600 from the moment it exists.
 
-use super::{Authority, KeyType, LeafSpec, Usage};
-use crate::certtool::write_private;
+use super::{Authority, AuthorityError, KeyType, LeafSpec, Usage};
+use crate::certtool::{write_private, WriteError};
+use crate::tls::summary::days_left;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -50,14 +51,46 @@ pub struct IssueRequest<'a> {
     pub out: &'a Path,
 }
 
+/// Why `pki init` or `pki issue` made nothing (or stopped), naming the file or value.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiDirError {
+    #[error("--days {0}: give a number of days from 1 to 36500")]
+    Days(i64),
+    #[error("{} already exists: refusing to overwrite it (remove it first, or pick another directory)", .0.display())]
+    Exists(PathBuf),
+    #[error("cannot create {}: {source}", path.display())]
+    CannotCreate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make the CA: {0}")]
+    CannotMake(rcgen::Error),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot read {}: {source} (is it a directory made by certgate pki init?)", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", dir.display())]
+    Authority {
+        dir: PathBuf,
+        source: AuthorityError,
+    },
+    #[error("the CA certificate does not parse: {0}")]
+    UnparsableCa(x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("--days {days} would outlive the issuing CA, which expires in {ca_days_left} days: pick fewer days or a new CA")]
+    OutlivesCa { days: i64, ca_days_left: i64 },
+    #[error("cannot issue \"{name}\": {source}")]
+    CannotIssue { name: String, source: rcgen::Error },
+}
+
 /// Validity in days must be at least one and at most a hundred years.
-fn check_days(days: i64) -> Result<(), String> {
+fn check_days(days: i64) -> Result<(), PkiDirError> {
     if (1..=36_500).contains(&days) {
         Ok(())
     } else {
-        Err(format!(
-            "--days {days}: give a number of days from 1 to 36500"
-        ))
+        Err(PkiDirError::Days(days))
     }
 }
 
@@ -66,23 +99,23 @@ fn until(days: i64) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<(), String> {
-    std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn write_public(path: &Path, contents: &str) -> Result<(), WriteError> {
+    std::fs::write(path, contents).map_err(|source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Refuses to overwrite, so a second `init` can never replace a CA that issued certificates.
-fn must_not_exist(paths: &[&PathBuf]) -> Result<(), String> {
+fn must_not_exist(paths: &[&PathBuf]) -> Result<(), PkiDirError> {
     match paths.iter().find(|p| p.exists()) {
-        Some(existing) => Err(format!(
-            "{} already exists: refusing to overwrite it (remove it first, or pick another directory)",
-            existing.display()
-        )),
+        Some(existing) => Err(PkiDirError::Exists(existing.to_path_buf())),
         None => Ok(()),
     }
 }
 
 /// Creates a root CA (and an intermediate on request) in a new or empty directory.
-pub fn init(request: &InitRequest<'_>) -> Result<Vec<String>, String> {
+pub fn init(request: &InitRequest<'_>) -> Result<Vec<String>, PkiDirError> {
     check_days(request.days)?;
     use std::os::unix::fs::DirBuilderExt;
     let dir = request.dir;
@@ -92,8 +125,11 @@ pub fn init(request: &InitRequest<'_>) -> Result<Vec<String>, String> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let error = |e: rcgen::Error| format!("cannot make the CA: {e}");
+        .map_err(|source| PkiDirError::CannotCreate {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let error = PkiDirError::CannotMake;
     let root = Authority::root_for_days(
         ORGANIZATION,
         request.common_name,
@@ -133,25 +169,27 @@ pub fn init(request: &InitRequest<'_>) -> Result<Vec<String>, String> {
     Ok(lines)
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read {}: {e} (is it a directory made by certgate pki init?)",
-            path.display()
-        )
+fn read(path: &Path) -> Result<String, PkiDirError> {
+    std::fs::read_to_string(path).map_err(|source| PkiDirError::Unreadable {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
 /// The authority that issues leaves in a CA directory, and the intermediate to ship with them.
-fn issuing_authority(dir: &Path) -> Result<(Authority, Option<String>), String> {
+fn issuing_authority(dir: &Path) -> Result<(Authority, Option<String>), PkiDirError> {
     let (cert, key) = if dir.join(INTERMEDIATE.0).exists() {
         INTERMEDIATE
     } else {
         ROOT
     };
     let (cert, key) = (dir.join(cert), dir.join(key));
-    let authority = Authority::from_pem(&read(&cert)?, &read(&key)?)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let authority = Authority::from_pem(&read(&cert)?, &read(&key)?).map_err(|source| {
+        PkiDirError::Authority {
+            dir: dir.to_path_buf(),
+            source,
+        }
+    })?;
     let chain = (cert.file_name() == Some(INTERMEDIATE.0.as_ref()))
         .then(|| authority.issued.cert_pem.clone());
     Ok((authority, chain))
@@ -180,20 +218,19 @@ fn file_stem(name: &str) -> String {
 }
 
 /// Issues a leaf certificate from a CA directory into `out`.
-pub fn issue(request: &IssueRequest<'_>) -> Result<Vec<String>, String> {
+pub fn issue(request: &IssueRequest<'_>) -> Result<Vec<String>, PkiDirError> {
     check_days(request.days)?;
     let (authority, intermediate) = issuing_authority(request.ca_dir)?;
     let ca_not_after = x509_parser::parse_x509_certificate(&authority.issued.cert_der)
         .map(|(_, c)| c.validity().not_after.timestamp())
-        .map_err(|e| format!("the CA certificate does not parse: {e}"))?;
+        .map_err(PkiDirError::UnparsableCa)?;
     let now = OffsetDateTime::now_utc();
     let not_after = now + Duration::days(request.days);
     if not_after.unix_timestamp() > ca_not_after {
-        return Err(format!(
-            "--days {} would outlive the issuing CA, which expires in {} days: pick fewer days or a new CA",
-            request.days,
-            (ca_not_after - now.unix_timestamp()).div_euclid(86_400)
-        ));
+        return Err(PkiDirError::OutlivesCa {
+            days: request.days,
+            ca_days_left: days_left(ca_not_after, now.unix_timestamp()),
+        });
     }
     let mut names: Vec<String> = Vec::new();
     if usable_as_san(request.name) {
@@ -206,7 +243,10 @@ pub fn issue(request: &IssueRequest<'_>) -> Result<Vec<String>, String> {
     let spec = LeafSpec { names, ..spec };
     let leaf = authority
         .leaf(&spec)
-        .map_err(|e| format!("cannot issue \"{}\": {e}", request.name))?;
+        .map_err(|source| PkiDirError::CannotIssue {
+            name: request.name.to_string(),
+            source,
+        })?;
 
     let stem = file_stem(request.name);
     let (cert_path, key_path) = (

@@ -85,6 +85,22 @@ pub struct Authority {
     organization: String,
 }
 
+/// Why a CA could not be read back from its PEM files.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("the CA key: {0}")]
+    Key(rcgen::Error),
+    #[error("the CA certificate: {0}")]
+    CertificatePem(rustls::pki_types::pem::Error),
+    #[error("the CA certificate does not parse: {0}")]
+    Unparsable(x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("the CA key does not belong to the CA certificate")]
+    KeyMismatch,
+    /// rcgen cannot issue with this certificate.
+    #[error("the CA certificate: {0}")]
+    CertificateRefused(rcgen::Error),
+}
+
 /// The organization of the throwaway authorities of the demo and the tests.
 pub const TEST_ORGANIZATION: &str = "certgate test PKI";
 
@@ -221,14 +237,14 @@ impl Authority {
     }
 
     /// A CA read back from its PEM certificate and PKCS#8 PEM key, as `pki init` wrote them.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, String> {
-        let key = KeyPair::from_pem(key_pem).map_err(|e| format!("the CA key: {e}"))?;
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, AuthorityError> {
+        let key = KeyPair::from_pem(key_pem).map_err(AuthorityError::Key)?;
         let cert_der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| format!("the CA certificate: {e}"))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
-            .map_err(|e| format!("the CA certificate does not parse: {e}"))?;
+            .map_err(AuthorityError::CertificatePem)?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&cert_der).map_err(AuthorityError::Unparsable)?;
         if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err("the CA key does not belong to the CA certificate".into());
+            return Err(AuthorityError::KeyMismatch);
         }
         let issued = Issued {
             cert_pem: cert_pem.to_string(),
@@ -243,8 +259,8 @@ impl Authority {
             .and_then(|o| o.as_str().ok())
             .unwrap_or(TEST_ORGANIZATION)
             .to_string();
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
-            .map_err(|e| format!("the CA certificate: {e}"))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der, key).map_err(AuthorityError::CertificateRefused)?;
         Ok(Authority {
             issued,
             issuer,

@@ -4,6 +4,7 @@
 use super::verify::{ChainVerifier, PeerRole, UpstreamCertPolicy};
 use super::{at, check_key_permissions, load, load_identity, load_revocation, provider};
 use crate::config::{ClientListener, ConfigError, ListenerConfig};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
@@ -56,33 +57,58 @@ pub fn build(
             None
         }
     };
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&listener.tls.versions)
-        .map_err(|e| ConfigError::general(format!("listener '{}': {e}", listener.name)))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(UpstreamCertPolicy {
-            chain,
-            rules: client.upstream_rules.clone(),
-            algorithms: provider.signature_verification_algorithms,
-        }));
-    let mut config = match &client.identity {
+    let certificate: Option<Arc<dyn ResolvesClientCert>> = match &client.identity {
         Some((cert, key)) => {
             check_key_permissions(key, listener.strict_key_permissions, warnings)?;
             let identity = load_identity(cert, key, &provider)?;
-            builder.with_client_cert_resolver(Arc::new(FixedClientCertificate(identity)))
+            Some(Arc::new(FixedClientCertificate(identity)))
         }
-        None => builder.with_no_client_auth(),
+        None => None,
     };
-    config.alpn_protocols = if client.http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    config.enable_sni = client.send_sni;
-    config.resumption = if client.session_reuse {
+    let verifier = Arc::new(UpstreamCertPolicy {
+        chain,
+        rules: client.upstream_rules.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let resumption = if client.session_reuse {
         rustls::client::Resumption::in_memory_sessions(SESSION_CACHE_SIZE)
     } else {
         rustls::client::Resumption::disabled()
     };
+    let mut config = config(
+        provider,
+        &listener.tls.versions,
+        verifier,
+        certificate,
+        client.http2,
+        resumption,
+    )
+    .map_err(|e| ConfigError::general(format!("listener '{}': {e}", listener.name)))?;
+    config.enable_sni = client.send_sni;
     Ok(Arc::new(config))
+}
+
+/// A rustls client config: the one place client mode and the probe put one together.
+/// Which server certificates pass is the verifier's call (client mode's policy, or the
+/// probe's, which accepts any and records what it saw), as which certificate we present
+/// is the resolver's; `http2` offers h2 before HTTP/1.1 in ALPN.
+pub fn config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    verifier: Arc<dyn ServerCertVerifier>,
+    certificate: Option<Arc<dyn ResolvesClientCert>>,
+    http2: bool,
+    resumption: rustls::client::Resumption,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match certificate {
+        Some(resolver) => builder.with_client_cert_resolver(resolver),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = super::alpn_protocols(http2);
+    config.resumption = resumption;
+    Ok(config)
 }

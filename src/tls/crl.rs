@@ -67,6 +67,61 @@ enum Scope {
     Authorities,
 }
 
+/// A CRL certgate will not use, naming its file (and its place in the file when the file
+/// holds several).
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {problem}")]
+pub struct CrlError {
+    pub file: String,
+    pub problem: CrlProblem,
+}
+
+/// What is wrong with a CRL, in the words of the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlProblem {
+    #[error("not a well-formed X.509 CRL ({}); fetch or regenerate it (openssl ca -gencrl), PEM or DER", malformed_why(.0))]
+    Malformed(x509_parser::nom::Err<X509Error>),
+    #[error("the CRL says it is version {0} (CRLs are version 1 or 2); regenerate it")]
+    Version(u32),
+    #[error("it is a delta CRL (deltaCRLIndicator), which lists only changes since a base CRL; configure the CA's complete CRL instead")]
+    Delta,
+    #[error("its issuingDistributionPoint extension is malformed; regenerate the CRL")]
+    MalformedDistributionPoint,
+    #[error("it is an indirect CRL (it revokes certificates of other CAs), which certgate does not support; configure each CA's own CRL")]
+    Indirect,
+    #[error("it covers only some revocation reasons (onlySomeReasons), so a certificate it does not list may still be revoked; configure the CA's complete CRL")]
+    SomeReasons,
+    #[error("it revokes attribute certificates only (onlyContainsAttributeCerts), not TLS certificates; configure the CA's CRL for certificates")]
+    AttributeCertificates,
+    #[error("its issuingDistributionPoint says it covers only end-entity and only CA certificates at once; regenerate the CRL")]
+    ContradictoryScope,
+    #[error("it has a critical extension certgate does not know ({oid}); RFC 5280 forbids using such a CRL, so none of its entries would count")]
+    UnknownCriticalExtension { oid: String },
+    #[error("the entry for serial {serial} names another issuer (certificateIssuer): indirect CRLs are not supported; configure each CA's own CRL")]
+    EntryIssuer { serial: String },
+    #[error("the entry for serial {serial} has a critical extension certgate does not know ({oid}); RFC 5280 forbids using such a CRL")]
+    UnknownCriticalEntryExtension { serial: String, oid: String },
+    /// `ca` names the CA of the bundle (and the bundle's file).
+    #[error("{}; use the CRL that this CA published (openssl ca -gencrl with the CA's own key)", why.sentence(ca))]
+    Signature { ca: String, why: SignatureProblem },
+}
+
+/// Why a CRL does not parse, without the DER layer's parser states.
+fn malformed_why(error: &x509_parser::nom::Err<X509Error>) -> String {
+    match error {
+        x509_parser::nom::Err::Incomplete(_) => {
+            "it ends in the middle (the file is cut short)".to_string()
+        }
+        x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => match e {
+            // The DER layer's own messages name tags and parser states.
+            X509Error::Der(_) | X509Error::NomError(_) => {
+                "its DER encoding is broken or cut short".to_string()
+            }
+            other => other.to_string(),
+        },
+    }
+}
+
 /// A CRL found past its nextUpdate while loading, for the start-up warning.
 pub struct ExpiredCrl {
     pub issuer: String,
@@ -95,7 +150,7 @@ impl CrlSet {
         bundle: &[CertificateDer<'_>],
         bundle_path: Option<&Path>,
         now: i64,
-    ) -> Result<Vec<ExpiredCrl>, String> {
+    ) -> Result<Vec<ExpiredCrl>, CrlError> {
         let bundle: Vec<X509Certificate<'_>> = bundle
             .iter()
             .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
@@ -106,8 +161,12 @@ impl CrlSet {
                 1 => path.display().to_string(),
                 _ => format!("{} (CRL #{})", path.display(), index + 1),
             };
-            let mut crl = parse(&source, der)?;
-            crl.verified_keys = check_signature(&crl, &bundle, bundle_path)?;
+            let refuse = |problem| CrlError {
+                file: source.clone(),
+                problem,
+            };
+            let mut crl = parse(&source, der).map_err(refuse)?;
+            crl.verified_keys = check_signature(&crl, &bundle, bundle_path).map_err(refuse)?;
             if let Some(next_update) = crl.next_update.filter(|n| *n <= now) {
                 expired.push(ExpiredCrl {
                     issuer: crl.issuer_name.clone(),
@@ -252,62 +311,37 @@ fn point_names(name: &DistributionPointName<'_>) -> Vec<String> {
 }
 
 /// Parses one CRL, refusing in words what certgate could not apply faithfully.
-fn parse(source: &str, der: &CertificateRevocationListDer<'static>) -> Result<Crl, String> {
-    let refuse = |why: String| format!("{source}: {why}");
-    let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| {
-        let why = match e {
-            x509_parser::nom::Err::Incomplete(_) => "it ends in the middle (the file is cut short)".to_string(),
-            x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => match e {
-                // The DER layer's own messages name tags and parser states.
-                X509Error::Der(_) | X509Error::NomError(_) => {
-                    "its DER encoding is broken or cut short".to_string()
-                }
-                other => other.to_string(),
-            },
-        };
-        refuse(format!(
-            "not a well-formed X.509 CRL ({why}); fetch or regenerate it (openssl ca -gencrl), PEM or DER"
-        ))
-    })?;
+fn parse(source: &str, der: &CertificateRevocationListDer<'static>) -> Result<Crl, CrlProblem> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).map_err(CrlProblem::Malformed)?;
     if let Some(version) = crl.version().filter(|v| *v != X509Version::V2) {
-        return Err(refuse(format!(
-            "the CRL says it is version {} (CRLs are version 1 or 2); regenerate it",
-            version.0 + 1
-        )));
+        return Err(CrlProblem::Version(version.0 + 1));
     }
     let mut scope = Scope::All;
     let mut distribution_point = None;
     for extension in crl.extensions() {
         let oid = &extension.oid;
         if *oid == OID_X509_EXT_DELTA_CRL_INDICATOR {
-            return Err(refuse(
-                "it is a delta CRL (deltaCRLIndicator), which lists only changes since a base CRL; configure the CA's complete CRL instead".into(),
-            ));
+            return Err(CrlProblem::Delta);
         }
         if *oid == OID_X509_EXT_ISSUER_DISTRIBUTION_POINT {
             let ParsedExtension::IssuingDistributionPoint(point) = extension.parsed_extension()
             else {
-                return Err(refuse(
-                    "its issuingDistributionPoint extension is malformed; regenerate the CRL"
-                        .into(),
-                ));
+                return Err(CrlProblem::MalformedDistributionPoint);
             };
             if point.indirect_crl {
-                return Err(refuse("it is an indirect CRL (it revokes certificates of other CAs), which certgate does not support; configure each CA's own CRL".into()));
+                return Err(CrlProblem::Indirect);
             }
             if point.only_some_reasons.is_some() {
-                return Err(refuse("it covers only some revocation reasons (onlySomeReasons), so a certificate it does not list may still be revoked; configure the CA's complete CRL".into()));
+                return Err(CrlProblem::SomeReasons);
             }
             if point.only_contains_attribute_certs {
-                return Err(refuse("it revokes attribute certificates only (onlyContainsAttributeCerts), not TLS certificates; configure the CA's CRL for certificates".into()));
+                return Err(CrlProblem::AttributeCertificates);
             }
             scope = match (point.only_contains_user_certs, point.only_contains_ca_certs) {
                 (true, false) => Scope::EndEntities,
                 (false, true) => Scope::Authorities,
                 (false, false) => Scope::All,
-                (true, true) => {
-                    return Err(refuse("its issuingDistributionPoint says it covers only end-entity and only CA certificates at once; regenerate the CRL".into()))
-                }
+                (true, true) => return Err(CrlProblem::ContradictoryScope),
             };
             distribution_point = point.distribution_point.as_ref().map(point_names);
             continue;
@@ -315,28 +349,26 @@ fn parse(source: &str, der: &CertificateRevocationListDer<'static>) -> Result<Cr
         let known =
             *oid == OID_X509_EXT_CRL_NUMBER || *oid == OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER;
         if extension.critical && !known {
-            return Err(refuse(format!(
-                "it has a critical extension certgate does not know ({oid}); RFC 5280 forbids using such a CRL, so none of its entries would count"
-            )));
+            return Err(CrlProblem::UnknownCriticalExtension {
+                oid: oid.to_string(),
+            });
         }
     }
     let mut revoked = Vec::new();
     for entry in crl.iter_revoked_certificates() {
         for extension in entry.extensions() {
             if extension.oid == OID_X509_EXT_ISSUER {
-                return Err(refuse(format!(
-                    "the entry for serial {} names another issuer (certificateIssuer): indirect CRLs are not supported; configure each CA's own CRL",
-                    serial_hex(entry.raw_serial())
-                )));
+                return Err(CrlProblem::EntryIssuer {
+                    serial: serial_hex(entry.raw_serial()),
+                });
             }
             let known = extension.oid == OID_X509_EXT_REASON_CODE
                 || extension.oid == OID_X509_EXT_INVALIDITY_DATE;
             if extension.critical && !known {
-                return Err(refuse(format!(
-                    "the entry for serial {} has a critical extension certgate does not know ({}); RFC 5280 forbids using such a CRL",
-                    serial_hex(entry.raw_serial()),
-                    extension.oid
-                )));
+                return Err(CrlProblem::UnknownCriticalEntryExtension {
+                    serial: serial_hex(entry.raw_serial()),
+                    oid: extension.oid.to_string(),
+                });
             }
         }
         revoked.push(minimal(entry.raw_serial()).to_vec());
@@ -365,7 +397,7 @@ fn check_signature(
     crl: &Crl,
     bundle: &[X509Certificate<'_>],
     bundle_path: Option<&Path>,
-) -> Result<Vec<Vec<u8>>, String> {
+) -> Result<Vec<Vec<u8>>, CrlProblem> {
     let candidates: Vec<&X509Certificate<'_>> = bundle
         .iter()
         .filter(|ca| ca.subject().as_raw() == crl.issuer.as_slice())
@@ -388,10 +420,22 @@ fn check_signature(
             .map(|p| format!(" in {}", p.display()))
             .unwrap_or_default()
     );
-    Err(format!(
-        "{}: {}; use the CRL that this CA published (openssl ca -gencrl with the CA's own key)",
-        crl.source,
-        match problem {
+    Err(CrlProblem::Signature { ca, why: problem })
+}
+
+/// Why a CA's key does not vouch for a CRL.
+#[derive(Debug)]
+pub enum SignatureProblem {
+    Mismatch,
+    NotCrlSigner,
+    /// The signature algorithm's OID.
+    Unsupported(String),
+}
+
+impl SignatureProblem {
+    /// The sentence for `ca` ("the CA \"NAME\" in FILE").
+    fn sentence(&self, ca: &str) -> String {
+        match self {
             SignatureProblem::Mismatch => format!(
                 "the CRL's signature does not verify against {ca}: it was signed by another key"
             ),
@@ -402,14 +446,7 @@ fn check_signature(
                 "the CRL is signed with an algorithm certgate cannot verify ({algorithm}), so it cannot be checked against {ca}"
             ),
         }
-    ))
-}
-
-/// Why a CA's key does not vouch for a CRL.
-enum SignatureProblem {
-    Mismatch,
-    NotCrlSigner,
-    Unsupported(String),
+    }
 }
 
 /// Whether `issuer` signed `crl` and may sign CRLs.

@@ -8,8 +8,11 @@ pub mod load;
 pub mod pkcs11;
 pub mod server;
 pub mod store;
+pub mod summary;
 pub mod tickets;
 pub mod verify;
+
+pub use summary::CertSummary;
 
 use crate::config::{ConfigError, Located, Revocation, TlsParams};
 use std::path::PathBuf;
@@ -21,6 +24,18 @@ pub fn provider(params: &TlsParams) -> Arc<rustls::crypto::CryptoProvider> {
         cipher_suites: params.cipher_suites.clone(),
         ..rustls::crypto::aws_lc_rs::default_provider()
     })
+}
+
+/// The application protocols certgate speaks over TLS, in ALPN, preferred first.
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The ALPN list to offer: [`ALPN_PROTOCOLS`], without h2 when HTTP/2 is off.
+pub fn alpn_protocols(http2: bool) -> Vec<Vec<u8>> {
+    ALPN_PROTOCOLS
+        .iter()
+        .filter(|protocol| http2 || **protocol != b"h2")
+        .map(|protocol| protocol.to_vec())
+        .collect()
 }
 
 /// Turns a file problem into a config error pointing at the key that named the file.
@@ -64,7 +79,7 @@ pub(crate) fn load_revocation(
         let crls = at(file, load::crls(&file.value))?;
         let expired = set
             .add_file(&file.value, &crls, bundle, bundle_path, now)
-            .map_err(|e| ConfigError::at(&file.origin, e))?;
+            .map_err(|e| ConfigError::at(&file.origin, e.to_string()))?;
         for crl in expired {
             warnings.push(format!(
                 "{}: CRL {} from \"{}\" expired at {} (nextUpdate); {}",
@@ -109,12 +124,12 @@ pub(crate) fn check_key_permissions(
 
 /// The TLS configuration a listener was built with, for one log line at start-up.
 pub fn describe_versions(params: &TlsParams) -> String {
-    params
-        .versions
-        .iter()
-        .map(|v| protocol_name(v.version))
-        .collect::<Vec<_>>()
-        .join(", ")
+    version_names(&params.versions).join(", ")
+}
+
+/// OpenSSL's names of protocol versions, in the order given.
+pub fn version_names(versions: &[&'static rustls::SupportedProtocolVersion]) -> Vec<&'static str> {
+    versions.iter().map(|v| protocol_name(v.version)).collect()
 }
 
 /// OpenSSL's name for a protocol version (nginx's `$ssl_protocol`).
@@ -141,7 +156,7 @@ pub struct CertificateInfo {
 
 impl CertificateInfo {
     pub fn days_left(&self, now: i64) -> i64 {
-        (self.not_after - now).div_euclid(86_400)
+        summary::days_left(self.not_after, now)
     }
 }
 
@@ -175,18 +190,32 @@ pub fn certificates_of(config: &crate::config::ListenerConfig) -> Vec<Certificat
             continue;
         };
         for der in certs.iter().take(if leaf_only { 1 } else { usize::MAX }) {
-            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            let Some(summary) = CertSummary::parse(der) else {
                 continue;
             };
             infos.push(CertificateInfo {
                 role,
-                subject: identity::distinguished_name(cert.subject()),
-                issuer: identity::distinguished_name(cert.issuer()),
+                subject: summary.subject,
+                issuer: summary.issuer,
                 sans: identity::presented_names(der),
-                not_after: cert.validity().not_after.timestamp(),
+                not_after: summary.not_after,
                 file: path.to_path_buf(),
             });
         }
     }
     infos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alpn_protocols;
+
+    #[test]
+    fn alpn_offers_h2_first_and_only_with_http2() {
+        assert_eq!(
+            alpn_protocols(true),
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(alpn_protocols(false), vec![b"http/1.1".to_vec()]);
+    }
 }

@@ -88,7 +88,7 @@ impl ServerTls {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(Arc::new(FixedCertificate(identity)));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = super::alpn_protocols(true);
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
         if server.session_tickets {
             let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {

@@ -32,60 +32,48 @@ pub enum PeerRole {
 }
 
 /// Why a peer's certificate chain was refused, in terms an operator can act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChainRejection {
-    Expired {
-        not_after: UnixTime,
-        now: UnixTime,
-    },
-    NotYetValid {
-        not_before: UnixTime,
-        now: UnixTime,
-    },
-    UnknownIssuer {
-        issuer: String,
-    },
-    TooDeep {
-        verify_depth: u32,
-    },
-    WrongUsage {
-        required: &'static str,
-    },
+    #[error("certificate expired: notAfter {} (now {})", format_time(*not_after), format_time(*now))]
+    Expired { not_after: UnixTime, now: UnixTime },
+    #[error("certificate not yet valid: notBefore {} (now {})", format_time(*not_before), format_time(*now))]
+    NotYetValid { not_before: UnixTime, now: UnixTime },
+    #[error("unknown issuer: no trusted CA for issuer \"{issuer}\"; add that CA to the CA bundle or send the intermediate certificates")]
+    UnknownIssuer { issuer: String },
+    #[error("certificate chain longer than verify depth: more than {verify_depth} intermediate CA(s) between the certificate and the trusted CA; raise verify_depth if this chain is expected")]
+    TooDeep { verify_depth: u32 },
+    #[error("wrong key usage: the certificate's extended key usage does not allow {required}")]
+    WrongUsage { required: &'static str },
+    #[error("name mismatch: expected \"{expected}\", certificate presents [{}]", presented.join(", "))]
     NameMismatch {
         expected: String,
         presented: Vec<String>,
     },
     /// Revoked by a CRL; the serial (uppercase hex) and subject of the revoked certificate.
-    Revoked {
-        serial: String,
-        subject: String,
-    },
+    #[error("certificate revoked: serial {serial} (\"{subject}\") is on the CRL")]
+    Revoked { serial: String, subject: String },
     /// CRLs are configured but none covers this CA (nginx refuses this too).
-    NoCrl {
-        issuer: String,
-    },
+    #[error("no CRL for issuer \"{issuer}\": with CRLs configured, every CA in the chain needs one (as with nginx's ssl_crl); add that CA's CRL")]
+    NoCrl { issuer: String },
     /// The CRL for this chain is past its nextUpdate and expired CRLs are refused.
-    CrlExpired {
-        next_update: UnixTime,
-    },
+    #[error("the CRL for this chain expired at {} (nextUpdate); renew the CRL file, or set crl_expired = \"allow\"", format_time(*next_update))]
+    CrlExpired { next_update: UnixTime },
     /// The only CRLs naming this issuer are not signed by the issuer's key.
-    CrlSignature {
-        issuer: String,
-        file: String,
-    },
+    #[error("the CRL for issuer \"{issuer}\" ({file}) is not signed by that CA: its signature does not verify against the CA's key; replace it with the CRL this CA published")]
+    CrlSignature { issuer: String, file: String },
     /// The chain ends at a CA of the bundle that is not a self-issued root, and
     /// `partial_chain` is off.
-    PartialChain {
-        anchor: String,
-    },
+    #[error("the chain ends at \"{anchor}\", a CA in the bundle that is not a self-signed root, and partial_chain is off (OpenSSL's and nginx's rule): add that CA's root to the CA bundle, or set partial_chain = true to trust it on its own")]
+    PartialChain { anchor: String },
     /// The peer's certificate has a key type rustls cannot use (RSA-PSS).
-    UnsupportedKey {
-        role: PeerRole,
-    },
+    #[error("the {}'s certificate has an RSA-PSS key (id-RSASSA-PSS), a key type certgate (rustls) does not support; issue it a certificate with an RSA (rsaEncryption), ECDSA or Ed25519 key", match role { PeerRole::Client => "client", PeerRole::Server => "upstream" })]
+    UnsupportedKey { role: PeerRole },
     /// A certificate of the chain is signed with an algorithm or key type certgate cannot
     /// verify.
+    #[error("a certificate of the chain is signed with an algorithm or by a key type certgate (rustls) cannot verify (an RSA-PSS key, an RSA key under 2048 bits, DSA, SHA-1, ...)")]
     UnsupportedAlgorithm,
     /// An upstream certificate without a DNS subjectAltName, and CN matching is off.
+    #[error("name mismatch: expected \"{expected}\", but the certificate has no {}subjectAltName (its subject has CN={}); certgate does not match names against CN: reissue the certificate with a DNS subjectAltName, or set verify_name_in_cn = true (--verify-name-in-cn) for this legacy upstream", if *other_sans { "DNS " } else { "" }, common_names.join(", CN="))]
     NoSubjectAltName {
         expected: String,
         common_names: Vec<String>,
@@ -93,17 +81,22 @@ pub enum ChainRejection {
         other_sans: bool,
     },
     /// The chain verified, but no allow rule of the listener admits this identity.
-    NotAllowed {
-        peer: String,
-        rules: String,
-    },
+    #[error("certificate not allowed by this listener's rules: {peer}; allowed: {rules}")]
+    NotAllowed { peer: String, rules: String },
+    #[error("bad signature in the certificate chain")]
     BadSignature,
+    #[error("malformed certificate: {0}")]
     Malformed(String),
 }
 
 /// Formats a Unix time the way operators read it in logs: `2026-01-31 12:00:00 UTC`.
 pub fn format_time(time: UnixTime) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(time.as_secs() as i64) {
+    format_unix(time.as_secs() as i64)
+}
+
+/// [`format_time`] for Unix seconds as certificates carry them (signed: before 1970 too).
+pub fn format_unix(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
             t.year(),
@@ -113,96 +106,9 @@ pub fn format_time(time: UnixTime) -> String {
             t.minute(),
             t.second()
         ),
-        Err(_) => format!("{}s after 1970", time.as_secs()),
+        Err(_) => format!("{secs}s after 1970"),
     }
 }
-
-impl fmt::Display for ChainRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ChainRejection::Expired { not_after, now } => write!(
-                f,
-                "certificate expired: notAfter {} (now {})",
-                format_time(*not_after),
-                format_time(*now)
-            ),
-            ChainRejection::NotYetValid { not_before, now } => write!(
-                f,
-                "certificate not yet valid: notBefore {} (now {})",
-                format_time(*not_before),
-                format_time(*now)
-            ),
-            ChainRejection::UnknownIssuer { issuer } => write!(
-                f,
-                "unknown issuer: no trusted CA for issuer \"{issuer}\"; add that CA to the CA bundle or send the intermediate certificates"
-            ),
-            ChainRejection::TooDeep { verify_depth } => write!(
-                f,
-                "certificate chain longer than verify depth: more than {verify_depth} intermediate CA(s) between the certificate and the trusted CA; raise verify_depth if this chain is expected"
-            ),
-            ChainRejection::WrongUsage { required } => write!(
-                f,
-                "wrong key usage: the certificate's extended key usage does not allow {required}"
-            ),
-            ChainRejection::NameMismatch { expected, presented } => write!(
-                f,
-                "name mismatch: expected \"{expected}\", certificate presents [{}]",
-                presented.join(", ")
-            ),
-            ChainRejection::Revoked { serial, subject } => write!(
-                f,
-                "certificate revoked: serial {serial} (\"{subject}\") is on the CRL"
-            ),
-            ChainRejection::NoCrl { issuer } => write!(
-                f,
-                "no CRL for issuer \"{issuer}\": with CRLs configured, every CA in the chain needs one (as with nginx's ssl_crl); add that CA's CRL"
-            ),
-            ChainRejection::CrlExpired { next_update } => write!(
-                f,
-                "the CRL for this chain expired at {} (nextUpdate); renew the CRL file, or set crl_expired = \"allow\"",
-                format_time(*next_update)
-            ),
-            ChainRejection::NotAllowed { peer, rules } => write!(
-                f,
-                "certificate not allowed by this listener's rules: {peer}; allowed: {rules}"
-            ),
-            ChainRejection::CrlSignature { issuer, file } => write!(
-                f,
-                "the CRL for issuer \"{issuer}\" ({file}) is not signed by that CA: its signature does not verify against the CA's key; replace it with the CRL this CA published"
-            ),
-            ChainRejection::PartialChain { anchor } => write!(
-                f,
-                "the chain ends at \"{anchor}\", a CA in the bundle that is not a self-signed root, and partial_chain is off (OpenSSL's and nginx's rule): add that CA's root to the CA bundle, or set partial_chain = true to trust it on its own"
-            ),
-            ChainRejection::UnsupportedKey { role } => write!(
-                f,
-                "the {}'s certificate has an RSA-PSS key (id-RSASSA-PSS), a key type certgate (rustls) does not support; issue it a certificate with an RSA (rsaEncryption), ECDSA or Ed25519 key",
-                match role {
-                    PeerRole::Client => "client",
-                    PeerRole::Server => "upstream",
-                }
-            ),
-            ChainRejection::UnsupportedAlgorithm => write!(
-                f,
-                "a certificate of the chain is signed with an algorithm or by a key type certgate (rustls) cannot verify (an RSA-PSS key, an RSA key under 2048 bits, DSA, SHA-1, ...)"
-            ),
-            ChainRejection::NoSubjectAltName {
-                expected,
-                common_names,
-                other_sans,
-            } => write!(
-                f,
-                "name mismatch: expected \"{expected}\", but the certificate has no {}subjectAltName (its subject has CN={}); certgate does not match names against CN: reissue the certificate with a DNS subjectAltName, or set verify_name_in_cn = true (--verify-name-in-cn) for this legacy upstream",
-                if *other_sans { "DNS " } else { "" },
-                common_names.join(", CN=")
-            ),
-            ChainRejection::BadSignature => write!(f, "bad signature in the certificate chain"),
-            ChainRejection::Malformed(reason) => write!(f, "malformed certificate: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for ChainRejection {}
 
 impl From<ChainRejection> for rustls::Error {
     /// Uses rustls' own variants where they carry the detail, so the peer gets the precise
@@ -263,6 +169,18 @@ fn telling(rejection: &ChainRejection) -> u8 {
     }
 }
 
+/// A CA certificate of a bundle that cannot be a trust anchor; `index` counts from 1.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    #[error("CA certificate #{index} is unusable: {error:?}")]
+    Unusable { index: usize, error: webpki::Error },
+    #[error("CA certificate #{index} does not parse: {reason}")]
+    Unparsable {
+        index: usize,
+        reason: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+}
+
 impl ChainVerifier {
     /// Fails with a reason if a CA certificate cannot serve as a trust anchor. Partial
     /// chains are on; see [`ChainVerifier::with_partial_chain`].
@@ -272,18 +190,24 @@ impl ChainVerifier {
         role: PeerRole,
         revocation: Option<CrlSet>,
         provider: &rustls::crypto::CryptoProvider,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AnchorError> {
         use x509_parser::prelude::*;
         let mut roots = Vec::with_capacity(ca_certs.len());
         let mut root_keys = Vec::with_capacity(ca_certs.len());
         let mut root_self_issued = Vec::with_capacity(ca_certs.len());
         let mut bundle_intermediates = Vec::new();
         for (index, cert) in ca_certs.iter().enumerate() {
-            let anchor = webpki::anchor_from_trusted_cert(cert)
-                .map_err(|e| format!("CA certificate #{} is unusable: {e:?}", index + 1))?;
+            let anchor =
+                webpki::anchor_from_trusted_cert(cert).map_err(|error| AnchorError::Unusable {
+                    index: index + 1,
+                    error,
+                })?;
             roots.push(anchor.to_owned());
-            let (_, parsed) = X509Certificate::from_der(cert)
-                .map_err(|e| format!("CA certificate #{} does not parse: {e}", index + 1))?;
+            let (_, parsed) =
+                X509Certificate::from_der(cert).map_err(|reason| AnchorError::Unparsable {
+                    index: index + 1,
+                    reason,
+                })?;
             let self_issued = parsed.subject().as_raw() == parsed.issuer().as_raw();
             root_keys.push(parsed.public_key().raw.to_vec());
             root_self_issued.push(self_issued);
@@ -505,7 +429,25 @@ impl ChainVerifier {
         }
     }
 
-    fn verify_tls12(
+    /// How handshake signatures of this role's peers are checked.
+    pub fn signatures(&self) -> HandshakeSignatures {
+        HandshakeSignatures {
+            algorithms: self.algorithms,
+            role: self.role,
+        }
+    }
+}
+
+/// Checks the signature a peer makes in the handshake with its certificate's key, as every
+/// certgate verifier does: an RSA-PSS key refused by name, then the provider's algorithms.
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeSignatures {
+    pub algorithms: WebPkiSupportedAlgorithms,
+    pub role: PeerRole,
+}
+
+impl HandshakeSignatures {
+    pub fn verify_tls12(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
@@ -515,7 +457,7 @@ impl ChainVerifier {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
-    fn verify_tls13(
+    pub fn verify_tls13(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
@@ -524,7 +466,45 @@ impl ChainVerifier {
         refuse_pss_signature(dss, self.role)?;
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
+
+    /// The schemes to offer a peer: what the provider verifies, then the RSA-PSS key
+    /// schemes.
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        let mut schemes = self.algorithms.supported_schemes();
+        schemes.extend(RSA_PSS_PSS_SCHEMES);
+        schemes
+    }
 }
+
+/// The handshake-signature methods of rustls' `ServerCertVerifier` and `ClientCertVerifier`
+/// traits, the same in every certgate verifier: each answers through the verifier's own
+/// `signatures()` (a [`HandshakeSignatures`]).
+macro_rules! handshake_signature_methods {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.signatures().verify_tls12(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.signatures().verify_tls13(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.signatures().schemes()
+        }
+    };
+}
+pub(crate) use handshake_signature_methods;
 
 /// The TLS signature schemes of RSA-PSS keys (id-RSASSA-PSS; RFC 8446's rsa_pss_pss_*),
 /// which rustls does not implement. certgate offers them all the same, so that a peer whose
@@ -535,13 +515,6 @@ const RSA_PSS_PSS_SCHEMES: [SignatureScheme; 3] = [
     SignatureScheme::Unknown(0x080a),
     SignatureScheme::Unknown(0x080b),
 ];
-
-/// The schemes to offer a peer: what the provider verifies, then the RSA-PSS key schemes.
-fn offered_schemes(algorithms: &WebPkiSupportedAlgorithms) -> Vec<SignatureScheme> {
-    let mut schemes = algorithms.supported_schemes();
-    schemes.extend(RSA_PSS_PSS_SCHEMES);
-    schemes
-}
 
 /// Refuses a handshake signature made with an RSA-PSS key, naming the key type.
 fn refuse_pss_signature(dss: &DigitallySignedStruct, role: PeerRole) -> Result<(), rustls::Error> {
@@ -674,6 +647,10 @@ pub struct ClientCertPolicy {
 }
 
 impl ClientCertPolicy {
+    fn signatures(&self) -> HandshakeSignatures {
+        self.chain.signatures()
+    }
+
     /// Chain, then allow-list.
     pub fn admit(
         &self,
@@ -734,27 +711,7 @@ impl ClientCertVerifier for ClientCertPolicy {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        offered_schemes(&self.chain.algorithms)
-    }
+    handshake_signature_methods!();
 }
 
 /// Client mode's view of upstream certificates: chain, depth, name, then the listener's
@@ -769,6 +726,14 @@ pub struct UpstreamCertPolicy {
 }
 
 impl UpstreamCertPolicy {
+    /// Handshake signatures are checked even when verification is off.
+    pub fn signatures(&self) -> HandshakeSignatures {
+        HandshakeSignatures {
+            algorithms: self.algorithms,
+            role: PeerRole::Server,
+        }
+    }
+
     /// The verdict on an upstream's certificate: chain (when verification is on), name, rules.
     pub fn check(
         &self,
@@ -801,27 +766,5 @@ impl ServerCertVerifier for UpstreamCertPolicy {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        refuse_pss_signature(dss, PeerRole::Server)?;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        refuse_pss_signature(dss, PeerRole::Server)?;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        offered_schemes(&self.algorithms)
-    }
+    handshake_signature_methods!();
 }

@@ -102,7 +102,8 @@ impl NameParts {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// SHA-256 of DER (a certificate's fingerprint, a key's pin).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
@@ -116,24 +117,25 @@ impl PeerIdentity {
         intermediates: &[CertificateDer<'_>],
     ) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+        let summary = super::CertSummary::of(&cert);
         let mut identity = PeerIdentity {
             leaf: leaf.to_vec(),
             intermediates: intermediates.iter().map(|c| c.to_vec()).collect(),
             escaped_pem: escape_uri_component(&pem_encode(leaf)),
-            subject_dn: distinguished_name(cert.subject()),
-            issuer_dn: distinguished_name(cert.issuer()),
-            serial: serial_hex(cert.raw_serial()),
+            subject_dn: summary.subject,
+            issuer_dn: summary.issuer,
+            serial: summary.serial,
             serial_decimal: cert.tbs_certificate.serial.to_str_radix(10),
             fingerprint_sha1: lowercase_hex(
                 aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, leaf)
                     .as_ref(),
             ),
             sha256: sha256(leaf),
-            spki_sha256: sha256(cert.public_key().raw),
+            spki_sha256: summary.spki_sha256,
             subject: NameParts::from_name(cert.subject()),
             issuer: NameParts::from_name(cert.issuer()),
-            not_before: cert.validity().not_before.timestamp(),
-            not_after: cert.validity().not_after.timestamp(),
+            not_before: summary.not_before,
+            not_after: summary.not_after,
             ..PeerIdentity::default()
         };
         if let Ok(Some(san)) = cert.subject_alternative_name() {

@@ -6,7 +6,8 @@
 //! listener sheds the connections idle longest ([`OpenConnections::shed_idle`]), as nginx
 //! reuses its idle keep-alive connections.
 //!
-//! The listener and the admin listener both serve through [`HttpServer`].
+//! The listener's HTTP handler (`proxy/handler.rs`) and the admin listener both serve
+//! through [`HttpServer`].
 
 use crate::config::ClientLimits;
 use bytes::Bytes;
@@ -26,6 +27,11 @@ use tokio::sync::{watch, Notify};
 /// How long a connection told to close (idle, shed or draining) may take to say goodbye
 /// (an HTTP/2 GOAWAY, the end of a response) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A byte stream a connection is served on: TCP, or TLS over it.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for IO {}
 
 /// HTTP/1.1 and HTTP/2 server settings for one listener, and the limits its connections live by.
 pub struct HttpServer {
@@ -74,7 +80,7 @@ impl HttpServer {
 
     /// Serves one connection until the peer closes it or a deadline, the shedder or `drain`
     /// closes it.
-    pub async fn serve<IO, S, B>(
+    pub async fn serve<IO: Stream, S, B>(
         &self,
         io: IO,
         service: S,
@@ -82,7 +88,6 @@ impl HttpServer {
         mut drain: watch::Receiver<bool>,
     ) -> (Closed, Result<(), Box<dyn std::error::Error + Send + Sync>>)
     where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -156,12 +161,12 @@ const LINGER: Duration = Duration::from_secs(5);
 /// before closing. A socket closed under a client still writing its body answers with a
 /// reset, and many clients (hyper's, for one) then report the broken write rather than the
 /// response waiting for them.
-struct Lingering<IO: tokio::io::AsyncRead + Unpin + Send + 'static> {
+struct Lingering<IO: Stream> {
     io: Option<IO>,
     shut_down: bool,
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Lingering<IO> {
+impl<IO: Stream> Lingering<IO> {
     fn new(io: IO) -> Self {
         Lingering {
             io: Some(io),
@@ -174,7 +179,7 @@ impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Lingering<IO> {
     }
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Drop for Lingering<IO> {
+impl<IO: Stream> Drop for Lingering<IO> {
     fn drop(&mut self) {
         // Only a close of ours lingers: when the peer closed, or we dropped a silent or shed
         // connection, there is nothing it still needs to read.
@@ -197,10 +202,7 @@ impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Drop for Lingering<IO> {
     }
 }
 
-impl<IO> tokio::io::AsyncRead for Lingering<IO>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+impl<IO: Stream> tokio::io::AsyncRead for Lingering<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -210,10 +212,7 @@ where
     }
 }
 
-impl<IO> tokio::io::AsyncWrite for Lingering<IO>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+impl<IO: Stream> tokio::io::AsyncWrite for Lingering<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,6 +1,7 @@
 //! The per-request work of a listener: edit headers, forward upstream, stream the answer back.
 
 pub mod body;
+pub mod handler;
 pub mod headers;
 pub mod path;
 pub mod refusal;

@@ -17,7 +17,7 @@
 //! own).
 
 use crate::config::{ClientLimits, HttpUpstream, ModeConfig};
-use crate::connection::{Activity, HttpServer};
+use crate::connection::HttpServer;
 use crate::listener::{
     AcceptLoop, Accepted, ConnectionHandler, ConnectionInfo, Downstream, ListenerRuntime,
     EXPIRY_WARNING_DAYS,
@@ -740,30 +740,23 @@ impl ConnectionHandler for AdminHandler {
         self: Arc<Self>,
         connection: Accepted,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        let Accepted {
-            stream,
-            info,
-            drain,
-            open,
-        } = connection;
         let ends = Connection {
-            local: info.local,
-            peer: info.remote,
+            local: connection.info.local,
+            peer: connection.info.remote,
         };
         Box::pin(async move {
             let state = self.state.clone();
             let service =
                 hyper::service::service_fn(move |request| state.clone().handle(ends, request));
-            let activity = Activity::new();
-            let _registered = open.register(activity.clone());
-            match stream {
-                Downstream::Plain(tcp) => {
-                    let _ = self.http.serve(tcp, service, activity, drain).await;
-                }
-                Downstream::Tls(tls) => {
-                    let _ = self.http.serve(tls, service, activity, drain).await;
-                }
-            }
+            let _ = self
+                .http
+                .serve_accepted(
+                    connection.stream,
+                    &connection.open,
+                    service,
+                    connection.drain,
+                )
+                .await;
         })
     }
 }

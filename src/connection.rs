@@ -10,6 +10,7 @@
 //! through [`HttpServer`].
 
 use crate::config::ClientLimits;
+use crate::listener::Downstream;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
@@ -32,6 +33,36 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
 
 impl<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for IO {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What answers a connection's requests (a listener's proxy, the admin routes).
+pub trait HttpService<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Send
+        + 'static
+{
+}
+
+/// The body of a response a connection sends.
+pub trait ResponseBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static> ResponseBody for B {}
 
 /// HTTP/1.1 and HTTP/2 server settings for one listener, and the limits its connections live by.
 pub struct HttpServer {
@@ -78,21 +109,40 @@ impl HttpServer {
         }
     }
 
+    /// Serves an accepted connection with `service`, registered in `open` so that it can be
+    /// shed while idle. Each stream type gets its own hyper connection: no dispatch per read
+    /// or write.
+    pub async fn serve_accepted<S, B>(
+        &self,
+        stream: Downstream,
+        open: &OpenConnections,
+        service: S,
+        drain: watch::Receiver<bool>,
+    ) -> (Closed, Result<(), BoxError>)
+    where
+        S: HttpService<B>,
+        B: ResponseBody,
+    {
+        let activity = Activity::new();
+        let _registered = open.register(activity.clone());
+        match stream {
+            Downstream::Tls(tls) => self.serve(tls, service, activity, drain).await,
+            Downstream::Plain(tcp) => self.serve(tcp, service, activity, drain).await,
+        }
+    }
+
     /// Serves one connection until the peer closes it or a deadline, the shedder or `drain`
     /// closes it.
-    pub async fn serve<IO: Stream, S, B>(
+    async fn serve<IO: Stream, S, B>(
         &self,
         io: IO,
         service: S,
         activity: Arc<Activity>,
         mut drain: watch::Receiver<bool>,
-    ) -> (Closed, Result<(), Box<dyn std::error::Error + Send + Sync>>)
+    ) -> (Closed, Result<(), BoxError>)
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let tracked = Tracked {
             inner: service,

@@ -2,10 +2,10 @@
 //! connection under its deadlines (`connection.rs`) and hands each request to the
 //! listener's [`Proxy`].
 
-use super::{ConnectionInfo, Proxy};
+use super::Proxy;
 use crate::config::ListenerConfig;
-use crate::connection::{Activity, Closed, HttpServer, OpenConnections, Stream};
-use crate::listener::{Accepted, ConnectionHandler, Downstream};
+use crate::connection::{Closed, HttpServer};
+use crate::listener::{Accepted, ConnectionHandler};
 use crate::metrics::Telemetry;
 use crate::tls::store::TlsStore;
 use hyper::service::service_fn;
@@ -13,7 +13,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// One listener's HTTP serving: the server settings and the proxy requests go to.
 pub struct HttpProxy {
@@ -100,13 +99,13 @@ impl HttpProxy {
         }
     }
 
-    async fn serve_http<IO: Stream>(
-        self: Arc<Self>,
-        io: IO,
-        mut info: ConnectionInfo,
-        drain: watch::Receiver<bool>,
-        open: Arc<OpenConnections>,
-    ) {
+    async fn serve_http(self: Arc<Self>, connection: Accepted) {
+        let Accepted {
+            stream,
+            mut info,
+            drain,
+            open,
+        } = connection;
         // The identity headers are fixed for the connection, by the rules in use when it
         // was made.
         if let Some(tls) = &mut info.tls {
@@ -119,9 +118,10 @@ impl HttpProxy {
         let this = self.clone();
         let service =
             service_fn(move |request| this.proxies.current().handle(request, info.clone()));
-        let activity = Activity::new();
-        let _registered = open.register(activity.clone());
-        let (closed, result) = self.http.serve(io, service, activity, drain).await;
+        let (closed, result) = self
+            .http
+            .serve_accepted(stream, &open, service, drain)
+            .await;
         let name = &self.listener;
         match (closed, result) {
             (Closed::NoRequest, _) => tracing::debug!(
@@ -144,17 +144,6 @@ impl HttpProxy {
 
 impl ConnectionHandler for HttpProxy {
     fn serve(self: Arc<Self>, connection: Accepted) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let Accepted {
-            stream,
-            info,
-            drain,
-            open,
-        } = connection;
-        // Each stream type gets its own hyper connection, as before the seam: no dispatch
-        // per read or write.
-        match stream {
-            Downstream::Tls(tls) => Box::pin(self.serve_http(tls, info, drain, open)),
-            Downstream::Plain(tcp) => Box::pin(self.serve_http(tcp, info, drain, open)),
-        }
+        Box::pin(self.serve_http(connection))
     }
 }

@@ -128,10 +128,10 @@ impl StaleConnection {
     }
 }
 
-/// Calls the transport's own method; `$this` is the `&mut UpstreamStream`.
+/// Calls the transport's own method; `$transport` is a `&Transport` or `&mut Transport`.
 macro_rules! delegate {
-    ($this:expr, $stream:ident => $call:expr) => {
-        match &mut $this.transport {
+    ($transport:expr, $stream:ident => $call:expr) => {
+        match $transport {
             Transport::Tcp($stream) => $call,
             Transport::Unix($stream) => $call,
             Transport::Tls($stream) => $call,
@@ -147,9 +147,24 @@ impl AsyncRead for UpstreamStream {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = self.get_mut();
-        let polled = delegate!(this, s => Pin::new(s).poll_read(cx, buf));
+        let polled = delegate!(&mut this.transport, s => Pin::new(s).poll_read(cx, buf));
         if let Poll::Ready(Ok(())) = polled {
             this.carried.read(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl UpstreamStream {
+    /// A write to the transport, recorded in [`Carried`].
+    fn counted_write(
+        &mut self,
+        write: impl FnOnce(&mut Transport) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.carried.writing();
+        let polled = write(&mut self.transport);
+        if let Poll::Ready(Ok(written)) = polled {
+            self.carried.wrote(written);
         }
         polled
     }
@@ -161,21 +176,16 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.carried.writing();
-        let polled = delegate!(this, s => Pin::new(s).poll_write(cx, buf));
-        if let Poll::Ready(Ok(written)) = polled {
-            this.carried.wrote(written);
-        }
-        polled
+        self.get_mut()
+            .counted_write(|transport| delegate!(transport, s => Pin::new(s).poll_write(cx, buf)))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+        delegate!(&mut self.get_mut().transport, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+        delegate!(&mut self.get_mut().transport, s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -183,21 +193,13 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.carried.writing();
-        let polled = delegate!(this, s => Pin::new(s).poll_write_vectored(cx, bufs));
-        if let Poll::Ready(Ok(written)) = polled {
-            this.carried.wrote(written);
-        }
-        polled
+        self.get_mut().counted_write(
+            |transport| delegate!(transport, s => Pin::new(s).poll_write_vectored(cx, bufs)),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.transport {
-            Transport::Tcp(s) => s.is_write_vectored(),
-            Transport::Unix(s) => s.is_write_vectored(),
-            Transport::Tls(s) => s.is_write_vectored(),
-        }
+        delegate!(&self.transport, s => s.is_write_vectored())
     }
 }
 

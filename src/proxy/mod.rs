@@ -28,7 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use upstream::{AllConnectionsBusy, ConnectionLimit, Connector};
+use upstream::{AllConnectionsBusy, Connector, Target};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -187,14 +187,6 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections a pool keeps per upstream.
 const POOL_MAX_IDLE: usize = 256;
 
-/// The connection limit of one upstream pool of `listener`.
-fn connection_limit(listener: &ListenerConfig) -> ConnectionLimit {
-    ConnectionLimit::new(
-        listener.upstream_max_connections,
-        listener.upstream_queue_timeout,
-    )
-}
-
 /// One upstream and its connection pool.
 struct Upstream {
     client: Client<Connector, LimitedBody>,
@@ -244,13 +236,7 @@ impl Upstream {
             HttpUpstream::Unix(_) => "unix-socket",
         };
         Upstream::new(
-            Connector::plain(
-                upstream,
-                listener.connect_timeout,
-                connection_limit(listener),
-                metrics.clone(),
-                &listener.name,
-            ),
+            Connector::new(Target::plain(upstream), listener, metrics),
             Scheme::HTTP,
             authority,
             upstream.to_string(),
@@ -401,18 +387,13 @@ impl Proxy {
         telemetry: &Telemetry,
     ) -> Proxy {
         let metrics = &telemetry.metrics;
-        let name = listener.name.as_str();
         let (upstream, mut routes) = match (&listener.mode, client_tls) {
             (ModeConfig::Client(client), Some(tls)) => (
                 Upstream::new(
-                    Connector::tls(
-                        &client.upstream_authority,
-                        client.server_name.clone(),
-                        tls,
-                        listener.connect_timeout,
-                        connection_limit(listener),
-                        metrics.clone(),
-                        name,
+                    Connector::new(
+                        Target::tls(&client.upstream_authority, client.server_name.clone(), tls),
+                        listener,
+                        metrics,
                     ),
                     Scheme::HTTPS,
                     &client.upstream_authority,

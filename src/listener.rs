@@ -11,9 +11,11 @@
 //!   its [`ConnectionInfo`], the drain signal and the table idle connections register in.
 //! - A handler serves the connection however its protocol wants. Today there is one,
 //!   [`crate::proxy::handler::HttpProxy`] (hyper through `connection.rs`, each request to
-//!   [`crate::proxy::Proxy`]); a relay for upgraded connections or a TCP tunnel
-//!   (`protocol = "tcp"`, copying bytes both ways) is another implementation picked in
-//!   [`handler_for`], with no change to the accept or handshake code.
+//!   [`crate::proxy::Proxy`]). A TCP tunnel (`protocol = "tcp"`, copying bytes both ways
+//!   to an upstream) is another implementation picked in [`handler_for`]; a relay for
+//!   upgraded connections (WebSocket, CONNECT) runs inside the HTTP handler once hyper
+//!   hands over the upgraded stream (`connection.rs` serves with upgrades on), and can
+//!   share the tunnel's byte copying. Neither touches the accept or handshake code.
 //!
 //! Thread-per-core (issue #15) plugs in here without another restructuring: the TLS store is
 //! built once per listener and shared (`Arc`, read per connection), while
@@ -237,6 +239,9 @@ pub struct ListenerRuntime {
     /// `listener` label of this listener's metrics, made once.
     label: ListenerLabel,
     handshake_log: LogLimit,
+    /// Our own handshake failures have their own bound, so that a flood of bad clients
+    /// cannot hide them.
+    own_failure_log: LogLimit,
 }
 
 impl ListenerRuntime {
@@ -265,6 +270,7 @@ impl ListenerRuntime {
             metrics: telemetry.metrics.clone(),
             label: Metrics::listener(&config.name),
             handshake_log: LogLimit::new(HANDSHAKE_LOG_BURST),
+            own_failure_log: LogLimit::new(HANDSHAKE_LOG_BURST),
         }
     }
 
@@ -407,8 +413,10 @@ impl ListenerRuntime {
         let tls_error = explain::find_rustls_error(error);
         self.count_handshake(tls_error.map(explain::reason_label).unwrap_or("other"));
         if let Some(failed) = tls_error.and_then(explain::signing_failure) {
-            self.log_handshake_failure(
+            self.own_failure_log.log(
                 tracing::Level::ERROR,
+                &self.config.name,
+                "more handshakes our key failed to sign were not logged (see certgate_handshakes_total{result=\"signing_failed\"})",
                 format_args!(
                     "our key in the token failed to sign the TLS handshake with {remote}: {failed}; check the token and its PIN (pkcs11-tool --list-objects), then reload"
                 ),

@@ -197,3 +197,27 @@ pub fn reason_label(error: &Error) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_signing_failure_is_told_apart_from_a_peer_failure() {
+        let ours = Error::Other(rustls::OtherError(std::sync::Arc::new(SigningFailed {
+            reason: "pkcs11:object=k: the token was removed".into(),
+        })));
+        assert_eq!(reason_label(&ours), "signing_failed");
+        assert!(signing_failure(&ours).is_some());
+        assert!(tls_error(&ours).starts_with("our key failed to sign: pkcs11:object=k"));
+
+        let theirs = Error::General("PKCS#11 signature failed".into());
+        assert_eq!(reason_label(&theirs), "other");
+        assert!(signing_failure(&theirs).is_none());
+        let other = Error::Other(rustls::OtherError(std::sync::Arc::new(
+            std::io::Error::other("not ours"),
+        )));
+        assert!(signing_failure(&other).is_none());
+        assert_eq!(reason_label(&other), "other");
+    }
+}

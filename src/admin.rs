@@ -17,8 +17,11 @@
 //! own).
 
 use crate::config::{ClientLimits, HttpUpstream, ModeConfig};
-use crate::connection::{self, Activity, HttpServer, OpenConnections};
-use crate::listener::{ListenerRuntime, EXPIRY_WARNING_DAYS};
+use crate::connection::HttpServer;
+use crate::listener::{
+    AcceptLoop, Accepted, ConnectionHandler, ConnectionInfo, Downstream, ListenerRuntime,
+    EXPIRY_WARNING_DAYS,
+};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -450,7 +453,7 @@ impl AdminState {
             .iter()
             .map(|(runtime, address)| {
                 let config = &runtime.config;
-                let (certificates, last_reload) = runtime.status();
+                let (certificates, last_reload) = runtime.tls.status();
                 let certificates: Vec<serde_json::Value> = certificates
                     .iter()
                     .map(|c| {
@@ -521,7 +524,7 @@ impl AdminState {
         for (runtime, _) in &self.current() {
             let runtime = runtime.clone();
             let name = runtime.config.name.clone();
-            let outcome = tokio::task::spawn_blocking(move || runtime.reload())
+            let outcome = tokio::task::spawn_blocking(move || runtime.tls.reload())
                 .await
                 .ok();
             outcomes.insert(name, serde_json::json!(outcome));
@@ -614,7 +617,7 @@ impl AdminState {
         let now = now_unix();
         let mut rows: Vec<(i64, String)> = Vec::new();
         for (runtime, _) in &self.current() {
-            for cert in runtime.status().0 {
+            for cert in runtime.tls.status().0 {
                 let days = cert.days_left(now);
                 let class = if days < EXPIRY_WARNING_DAYS {
                     " class=\"expiring\""
@@ -693,48 +696,75 @@ async fn connect_tcp(authority: &str) -> Result<(), String> {
     }
 }
 
-/// Serves the admin listener until `shutdown` flips.
-/// Serves the admin listener until `shutdown` flips. Its connections live by the same
-/// deadlines and header limit as a listener's with nginx's defaults, so idle or half-sent
-/// connections cannot pile up here either.
-pub async fn serve(tcp: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
-    let http = Arc::new(HttpServer::new(&ClientLimits::default()));
-    let open = Arc::new(OpenConnections::default());
-    loop {
-        tokio::select! {
-            accepted = tcp.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        if connection::out_of_descriptors(&error) {
-                            open.shed_idle(SHED_BATCH);
-                        }
-                        // Do not spin.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                // A socket whose own address cannot be read is already gone.
-                let Ok(local) = stream.local_addr() else {
-                    continue;
-                };
-                let connection = Connection { local, peer };
-                let state = state.clone();
-                let (http, open, draining) = (http.clone(), open.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| state.clone().handle(connection, request));
-                    let activity = Activity::new();
-                    let _registered = open.register(activity.clone());
-                    let _ = http.serve(stream, service, activity, draining).await;
-                });
-            }
-            _ = shutdown.changed() => break,
+/// Serves the admin listener until `shutdown` flips, on the listeners' serving core: the
+/// same accept loop (connection limit, shedding when descriptors run out) and, through
+/// [`AdminHandler`], the same deadlines and header limit as a listener's with nginx's
+/// defaults, so idle or half-sent connections cannot pile up here either.
+pub async fn serve(tcp: TcpListener, state: Arc<AdminState>, shutdown: watch::Receiver<bool>) {
+    let accept = AcceptLoop::new("admin", SHED_BATCH);
+    let handler = Arc::new(AdminHandler {
+        http: HttpServer::new(&ClientLimits::default()),
+        state,
+    });
+    let open = accept.open().clone();
+    let connection = move |stream: tokio::net::TcpStream, remote, drain| {
+        let handler = handler.clone();
+        let open = open.clone();
+        async move {
+            // A socket whose own address cannot be read is already gone.
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            let accepted = Accepted {
+                stream: Downstream::Plain(stream),
+                info: ConnectionInfo::new(remote, local, None),
+                drain,
+                open,
+            };
+            handler.serve(accepted).await
         }
+    };
+    accept
+        .run(tcp, shutdown, DRAIN_TIMEOUT, None, connection)
+        .await;
+}
+
+/// The admin listener's HTTP serving.
+pub struct AdminHandler {
+    http: HttpServer,
+    state: Arc<AdminState>,
+}
+
+impl ConnectionHandler for AdminHandler {
+    fn serve(
+        self: Arc<Self>,
+        connection: Accepted,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let ends = Connection {
+            local: connection.info.local,
+            peer: connection.info.remote,
+        };
+        Box::pin(async move {
+            let state = self.state.clone();
+            let service =
+                hyper::service::service_fn(move |request| state.clone().handle(ends, request));
+            let _ = self
+                .http
+                .serve_accepted(
+                    connection.stream,
+                    &connection.open,
+                    service,
+                    connection.drain,
+                )
+                .await;
+        })
     }
 }
 
 /// Idle admin connections closed at once when descriptors run out.
 const SHED_BATCH: usize = 8;
+/// How long admin requests may take to finish once the process stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

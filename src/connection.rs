@@ -6,9 +6,11 @@
 //! listener sheds the connections idle longest ([`OpenConnections::shed_idle`]), as nginx
 //! reuses its idle keep-alive connections.
 //!
-//! The listener and the admin listener both serve through [`HttpServer`].
+//! The listener's HTTP handler (`proxy/handler.rs`) and the admin listener both serve
+//! through [`HttpServer`].
 
 use crate::config::ClientLimits;
+use crate::listener::Downstream;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
@@ -26,6 +28,41 @@ use tokio::sync::{watch, Notify};
 /// How long a connection told to close (idle, shed or draining) may take to say goodbye
 /// (an HTTP/2 GOAWAY, the end of a response) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A byte stream a connection is served on: TCP, or TLS over it.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for IO {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What answers a connection's requests (a listener's proxy, the admin routes).
+pub trait HttpService<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Send
+        + 'static
+{
+}
+
+/// The body of a response a connection sends.
+pub trait ResponseBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static> ResponseBody for B {}
 
 /// HTTP/1.1 and HTTP/2 server settings for one listener, and the limits its connections live by.
 pub struct HttpServer {
@@ -72,22 +109,40 @@ impl HttpServer {
         }
     }
 
+    /// Serves an accepted connection with `service`, registered in `open` so that it can be
+    /// shed while idle. Each stream type gets its own hyper connection: no dispatch per read
+    /// or write.
+    pub async fn serve_accepted<S, B>(
+        &self,
+        stream: Downstream,
+        open: &OpenConnections,
+        service: S,
+        drain: watch::Receiver<bool>,
+    ) -> (Closed, Result<(), BoxError>)
+    where
+        S: HttpService<B>,
+        B: ResponseBody,
+    {
+        let activity = Activity::new();
+        let _registered = open.register(activity.clone());
+        match stream {
+            Downstream::Tls(tls) => self.serve(tls, service, activity, drain).await,
+            Downstream::Plain(tcp) => self.serve(tcp, service, activity, drain).await,
+        }
+    }
+
     /// Serves one connection until the peer closes it or a deadline, the shedder or `drain`
     /// closes it.
-    pub async fn serve<IO, S, B>(
+    async fn serve<IO: Stream, S, B>(
         &self,
         io: IO,
         service: S,
         activity: Arc<Activity>,
         mut drain: watch::Receiver<bool>,
-    ) -> (Closed, Result<(), Box<dyn std::error::Error + Send + Sync>>)
+    ) -> (Closed, Result<(), BoxError>)
     where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let tracked = Tracked {
             inner: service,
@@ -156,12 +211,12 @@ const LINGER: Duration = Duration::from_secs(5);
 /// before closing. A socket closed under a client still writing its body answers with a
 /// reset, and many clients (hyper's, for one) then report the broken write rather than the
 /// response waiting for them.
-struct Lingering<IO: tokio::io::AsyncRead + Unpin + Send + 'static> {
+struct Lingering<IO: Stream> {
     io: Option<IO>,
     shut_down: bool,
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Lingering<IO> {
+impl<IO: Stream> Lingering<IO> {
     fn new(io: IO) -> Self {
         Lingering {
             io: Some(io),
@@ -174,7 +229,7 @@ impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Lingering<IO> {
     }
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Drop for Lingering<IO> {
+impl<IO: Stream> Drop for Lingering<IO> {
     fn drop(&mut self) {
         // Only a close of ours lingers: when the peer closed, or we dropped a silent or shed
         // connection, there is nothing it still needs to read.
@@ -197,10 +252,7 @@ impl<IO: tokio::io::AsyncRead + Unpin + Send + 'static> Drop for Lingering<IO> {
     }
 }
 
-impl<IO> tokio::io::AsyncRead for Lingering<IO>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+impl<IO: Stream> tokio::io::AsyncRead for Lingering<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -210,10 +262,7 @@ where
     }
 }
 
-impl<IO> tokio::io::AsyncWrite for Lingering<IO>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+impl<IO: Stream> tokio::io::AsyncWrite for Lingering<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

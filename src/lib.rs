@@ -84,7 +84,7 @@ impl Serving {
         if let Some(closed) = self.socket_closed.take() {
             let _ = closed.await;
         }
-        self.runtime.publish_expiry(false);
+        self.runtime.tls.publish_expiry(false);
     }
 }
 
@@ -306,7 +306,7 @@ fn start_serving(bound: Bound, drain_timeout: Duration) -> Serving {
         config.mode(),
         config.upstream_display()
     );
-    runtime.publish_expiry(true);
+    runtime.tls.publish_expiry(true);
     let (stop, stopped) = watch::channel(false);
     let (closed, socket_closed) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(runtime.clone().serve(tcp, stopped, drain_timeout, closed));

@@ -1,27 +1,52 @@
-//! Accept loops: TLS handshakes (server mode) with the listener's current TLS snapshot
-//! (`tls/store.rs`), HTTP serving through the connection core, accept-error backoff,
-//! shedding and drain.
+//! The serving core: a listener accepts, limits, handshakes and drains; what runs on an
+//! accepted, handshaken connection is a [`ConnectionHandler`] chosen by the listener's mode.
+//!
+//! - [`AcceptLoop`] owns one listening socket: the connection limit ([`MAX_CONNECTIONS`],
+//!   past which accepting pauses), accept-error backoff, shedding the idlest connections when
+//!   descriptors run out, and the drain on shutdown. The admin listener uses it too.
+//! - [`ListenerRuntime`] adds the TLS handshake, made with the listener's current snapshot
+//!   from [`TlsStore`] (read per connection, so a reload reaches the next handshake), the
+//!   handshake metrics and failure log, and hands the connection to its handler as an
+//!   [`Accepted`]: the stream ([`Downstream`]: TLS in server mode, plain TCP in client mode),
+//!   its [`ConnectionInfo`], the drain signal and the table idle connections register in.
+//! - A handler serves the connection however its protocol wants. Today there is one,
+//!   [`crate::proxy::handler::HttpProxy`] (hyper through `connection.rs`, each request to
+//!   [`crate::proxy::Proxy`]). A TCP tunnel (`protocol = "tcp"`, copying bytes both ways
+//!   to an upstream) is another implementation picked in [`handler_for`]; a relay for
+//!   upgraded connections (WebSocket, CONNECT) runs inside the HTTP handler once hyper
+//!   hands over the upgraded stream (`connection.rs` serves with upgrades on), and can
+//!   share the tunnel's byte copying. Neither touches the accept or handshake code.
+//!
+//! Thread-per-core (issue #15) plugs in here without another restructuring: the TLS store is
+//! built once per listener and shared (`Arc`, read per connection), while
+//! [`ListenerRuntime::for_worker`] builds everything else (the handler with its upstream
+//! pool, the accept loop's limits and open-connection table) and can be called once per
+//! worker, each worker running its runtime on its own `SO_REUSEPORT` socket. Nothing on this
+//! path is process-wide: metrics and the TLS snapshot come in as arguments.
 
 use crate::config::{ConfigError, ListenerConfig};
-use crate::connection::{self, Activity, Closed, HttpServer, OpenConnections};
+use crate::connection::{self, OpenConnections};
 use crate::log_limit::LogLimit;
-use crate::metrics::{ConnectionGauge, Metrics, ResultLabels, Telemetry};
-use crate::proxy::{ConnectionInfo, Proxy, TlsInfo};
-use crate::tls::store::{Snapshot, TlsStore};
-use crate::tls::{self, explain};
-use hyper::service::service_fn;
+use crate::metrics::{ConnectionGauge, ListenerLabel, Metrics, ResultLabels, Telemetry};
+pub use crate::proxy::{ConnectionInfo, TlsInfo};
+use crate::tls::store::TlsStore;
+use crate::tls::{self, explain, server::ServerTls};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections per listener beyond which accepting pauses (nginx: worker_connections).
-const MAX_CONNECTIONS: usize = 16 * 1024;
+pub const MAX_CONNECTIONS: usize = 16 * 1024;
 /// After an accept error wait before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Out of descriptors, this many idle connections are closed at once (nginx drains 32).
+/// Out of descriptors, this many idle connections of a listener are closed at once (nginx
+/// drains 32).
 const SHED_BATCH: usize = 32;
 /// After shedding, the closing connections need a moment to give their descriptors back.
 const SHED_PAUSE: Duration = Duration::from_millis(10);
@@ -35,91 +60,69 @@ const ACCEPT_LOG_BURST: u32 = 1;
 const ACCEPT_LOG_WINDOW: Duration = Duration::from_secs(10);
 
 pub use crate::tls::store::{ReloadOutcome, EXPIRY_WARNING_DAYS};
-/// A listener ready to serve: its config, current TLS material and HTTP settings.
-pub struct ListenerRuntime {
-    pub config: ListenerConfig,
-    /// HTTP/1 and HTTP/2 server settings and limits, shared by every connection.
-    http: HttpServer,
-    /// Open connections, for shedding the idle ones when descriptors run out.
-    open: OpenConnections,
-    /// The TLS snapshot and the request handler made with it, swapped whole on reload.
-    store: TlsStore<Proxy>,
-    metrics: Arc<Metrics>,
-    handshake_log: LogLimit,
+
+/// An accepted connection, after its handshake in server mode.
+// The TLS variant is much larger, but a `Downstream` is moved once, into its handler, and
+// boxing it would add an indirection to every read and write.
+#[allow(clippy::large_enum_variant)]
+pub enum Downstream {
+    Tls(tokio_rustls::server::TlsStream<TcpStream>),
+    Plain(TcpStream),
+}
+
+/// What the core hands a handler with each connection.
+pub struct Accepted {
+    pub stream: Downstream,
+    pub info: ConnectionInfo,
+    /// Flips (or its sender goes away) when the listener drains: finish what is in flight
+    /// and close. Connections still open after the drain timeout are dropped.
+    pub drain: watch::Receiver<bool>,
+    /// Where the connection registers its activity, so that the core can ask the idlest to
+    /// close when descriptors run out.
+    pub open: Arc<OpenConnections>,
+}
+
+/// What runs on an accepted connection: serves it until it closes or `drain` says to stop.
+pub trait ConnectionHandler: Send + Sync + 'static {
+    fn serve(self: Arc<Self>, connection: Accepted) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// The handler for `config`'s mode, built on `tls` (which it may read per request).
+fn handler_for(
+    config: &ListenerConfig,
+    tls: &Arc<TlsStore>,
+    telemetry: &Telemetry,
+) -> Arc<dyn ConnectionHandler> {
+    // Every mode serves HTTP today; `protocol = "tcp"` (issue #17) would pick a tunnel here.
+    Arc::new(crate::proxy::handler::HttpProxy::new(
+        config, tls, telemetry,
+    ))
+}
+
+/// Accepting on one listening socket: the connection limit, accept-error backoff, shedding
+/// idle connections when descriptors run out, and the drain.
+pub struct AcceptLoop {
+    /// Who the log lines name.
+    name: String,
+    shed_batch: usize,
+    open: Arc<OpenConnections>,
     accept_log: LogLimit,
 }
 
-impl ListenerRuntime {
-    /// Loads and checks every file the listener needs; binds nothing.
-    pub fn build(
-        config: &ListenerConfig,
-        telemetry: &Telemetry,
-        warnings: &mut Vec<String>,
-    ) -> Result<ListenerRuntime, ConfigError> {
-        let metrics = &telemetry.metrics;
-        let (handler_config, handler_telemetry) = (config.clone(), telemetry.clone());
-        let make_handler: tls::store::MakeHandler<Proxy> =
-            Box::new(move |client_tls, previous| match (client_tls, previous) {
-                // Server mode's backend pool does not depend on certificates: keep it warm.
-                (None, Some(previous)) => previous.clone(),
-                (client_tls, _) => {
-                    Arc::new(Proxy::new(&handler_config, client_tls, &handler_telemetry))
-                }
-            });
-        Ok(ListenerRuntime {
-            http: HttpServer::new(&config.client_limits),
-            open: OpenConnections::default(),
-            config: config.clone(),
-            store: TlsStore::build(config, metrics, make_handler, warnings)?,
-            metrics: metrics.clone(),
-            handshake_log: LogLimit::new(HANDSHAKE_LOG_BURST),
+impl AcceptLoop {
+    /// `shed_batch`: how many idle connections to close at once when descriptors run out.
+    pub fn new(name: &str, shed_batch: usize) -> AcceptLoop {
+        AcceptLoop {
+            name: name.to_string(),
+            shed_batch,
+            open: Arc::default(),
             accept_log: LogLimit::per_window(ACCEPT_LOG_BURST, ACCEPT_LOG_WINDOW),
-        })
+        }
     }
 
-    /// Warns about every loaded certificate near or past its notAfter.
-    pub fn warn_expiring(&self) {
-        self.store.warn_expiring()
-    }
-
-    /// Exports (or withdraws) the notAfter series of this listener's certificates.
-    pub fn publish_expiry(&self, serving: bool) {
-        self.store.publish_expiry(serving)
-    }
-
-    /// Re-reads the listener's files now (SIGHUP, POST /reload, a file event).
-    pub fn reload(&self) -> ReloadOutcome {
-        self.store.reload()
-    }
-
-    /// The periodic check, which loads a change only once the files are quiet.
-    pub fn poll(&self) -> ReloadOutcome {
-        self.store.poll()
-    }
-
-    /// The certificates in use and the last reload, for `/status`.
-    pub fn status(
-        &self,
-    ) -> (
-        Vec<tls::CertificateInfo>,
-        Option<(std::time::SystemTime, ReloadOutcome)>,
-    ) {
-        self.store.status()
-    }
-
-    fn current(&self) -> Arc<Snapshot<Proxy>> {
-        self.store.current()
-    }
-
-    /// Logs a failed handshake, at most [`HANDSHAKE_LOG_BURST`] lines a second per listener,
-    /// so a flood of bad clients cannot fill the disk; what is held back is counted and said.
-    fn log_handshake_failure(&self, remote: std::net::SocketAddr, reason: &str) {
-        self.handshake_log.log(
-            tracing::Level::WARN,
-            &self.config.name,
-            "more failed handshakes were not logged (see certgate_handshakes_total)",
-            format_args!("TLS handshake with {remote} failed: {reason}"),
-        );
+    /// The connections open on this socket, for their handlers to register in.
+    pub fn open(&self) -> &Arc<OpenConnections> {
+        &self.open
     }
 
     /// Logs a failed accept, at most [`ACCEPT_LOG_BURST`] lines per [`ACCEPT_LOG_WINDOW`]; what
@@ -127,21 +130,26 @@ impl ListenerRuntime {
     fn log_accept_failure(&self, level: tracing::Level, line: std::fmt::Arguments<'_>) {
         self.accept_log.log(
             level,
-            &self.config.name,
+            &self.name,
             "more accept failures were not logged",
             line,
         );
     }
 
-    /// Accepts connections until `shutdown` flips, then lets open requests finish within
-    /// `drain_timeout`.
-    pub async fn serve(
-        self: Arc<Self>,
+    /// Accepts connections until `shutdown` flips, running `connection` on each as its own
+    /// task; then closes the socket (and says so on `socket_closed`) and lets open
+    /// connections finish within `drain_timeout`.
+    pub async fn run<F, Fut>(
+        &self,
         tcp: TcpListener,
         mut shutdown: watch::Receiver<bool>,
         drain_timeout: Duration,
-        socket_closed: tokio::sync::oneshot::Sender<()>,
-    ) {
+        socket_closed: Option<oneshot::Sender<()>>,
+        mut connection: F,
+    ) where
+        F: FnMut(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         // Flipped to tell open connections to finish their requests and close.
         let (drain, draining) = watch::channel(false);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -161,7 +169,7 @@ impl ListenerRuntime {
                     if !warned_full {
                         tracing::warn!(
                             "listener \"{}\": {MAX_CONNECTIONS} connections open, the limit; new ones wait",
-                            self.config.name
+                            self.name
                         );
                         warned_full = true;
                     }
@@ -177,17 +185,16 @@ impl ListenerRuntime {
             tokio::select! {
                 accepted = tcp.accept() => match accepted {
                     Ok((stream, remote)) => {
-                        let this = self.clone();
-                        let draining = draining.clone();
+                        let serving = connection(stream, remote, draining.clone());
                         connections.spawn(async move {
-                            this.connection(stream, remote, draining).await;
+                            serving.await;
                             drop(slot);
                         });
                     }
                     Err(error) if connection::out_of_descriptors(&error) => {
                         // Serving new clients matters more than keeping idle ones: close the
                         // connections idle longest, then accept again.
-                        let shed = self.open.shed_idle(SHED_BATCH);
+                        let shed = self.open.shed_idle(self.shed_batch);
                         self.log_accept_failure(tracing::Level::WARN, format_args!(
                             "accept failed: {error}; closed {shed} idle connection(s) to make room (raise the descriptor limit: ulimit -n, systemd LimitNOFILE)"
                         ));
@@ -203,158 +210,241 @@ impl ListenerRuntime {
         }
         drop(tcp);
         // The address is free again: a replacement listener may bind it while we drain.
-        let _ = socket_closed.send(());
+        if let Some(socket_closed) = socket_closed {
+            let _ = socket_closed.send(());
+        }
         let _ = drain.send(true);
         let drained = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(drain_timeout, drained).await.is_err() {
             tracing::warn!(
                 "listener \"{}\": {} connection(s) still open after {}s; closing them",
-                self.config.name,
+                self.name,
                 connections.len(),
                 drain_timeout.as_secs()
             );
             connections.abort_all();
         }
     }
+}
 
-    async fn connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        remote: std::net::SocketAddr,
-        draining: watch::Receiver<bool>,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(remote);
-        let name = &self.config.name;
-        let material = self.current();
-        let listener_label = Metrics::listener(name);
-        let _open = ConnectionGauge::open(
-            self.metrics
-                .active_connections
-                .get_or_create_owned(&listener_label),
-        );
-        let handshake = |result: &str| {
-            let labels = ResultLabels {
-                listener: name.clone(),
-                result: result.to_string(),
-            };
-            self.metrics.handshakes.get_or_create(&labels).inc();
-        };
-        match &material.server_tls {
-            None => {
-                let info = Arc::new(ConnectionInfo::new(remote, local, None));
-                self.serve_http(stream, info, draining).await;
-            }
-            Some(server_tls) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.config.clone());
-                let tls_stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => tls_stream,
-                        Ok(Err(error)) => {
-                            handshake(
-                                explain::find_rustls_error(&error)
-                                    .map(explain::reason_label)
-                                    .unwrap_or("other"),
-                            );
-                            let reason = match explain::find_rustls_error(&error) {
-                                Some(tls_error) => explain::tls_error(tls_error),
-                                None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-                                    "the peer closed the connection during the handshake"
-                                        .to_string()
-                                }
-                                None => error.to_string(),
-                            };
-                            self.log_handshake_failure(remote, &reason);
-                            return;
-                        }
-                        Err(_) => {
-                            handshake("timeout");
-                            let reason =
-                                format!("no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs());
-                            self.log_handshake_failure(remote, &reason);
-                            return;
-                        }
-                    };
-                let connection = tls_stream.get_ref().1;
-                let (verdict, peer) = server_tls.verdict(connection);
-                let identity_headers = peer
-                    .as_ref()
-                    .map(|p| material.handler.edits.identity_headers(p))
-                    .unwrap_or_default();
-                let info = TlsInfo {
-                    identity_headers,
-                    protocol: connection
-                        .protocol_version()
-                        .map(tls::protocol_name)
-                        .unwrap_or(""),
-                    cipher: connection
-                        .negotiated_cipher_suite()
-                        .map(|s| crate::config::ciphers::openssl_name(s.suite()))
-                        .unwrap_or(""),
-                    verdict,
-                    peer,
-                };
-                handshake("ok");
-                let handshake = match connection.handshake_kind() {
-                    Some(rustls::HandshakeKind::Resumed) => {
-                        self.metrics
-                            .resumed_handshakes
-                            .get_or_create(&listener_label)
-                            .inc();
-                        "resumed"
-                    }
-                    _ => "full",
-                };
-                let alpn = connection
-                    .alpn_protocol()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or("none".into());
-                tracing::debug!(
-                    "listener \"{name}\": {remote} connected with {} {} ({handshake} handshake, ALPN {alpn}), client certificate {}",
-                    info.protocol,
-                    info.cipher,
-                    info.verdict
-                );
-                let info = Arc::new(ConnectionInfo::new(remote, local, Some(info)));
-                self.serve_http(tls_stream, info, draining).await;
-            }
+/// A listener ready to serve: its config, its TLS store, and what serves its connections.
+pub struct ListenerRuntime {
+    pub config: ListenerConfig,
+    /// The TLS snapshot, swapped whole on reload; reloads, `/status` and the expiry metric
+    /// go to it directly.
+    pub tls: Arc<TlsStore>,
+    handler: Arc<dyn ConnectionHandler>,
+    accept: AcceptLoop,
+    metrics: Arc<Metrics>,
+    /// `listener` label of this listener's metrics, made once.
+    label: ListenerLabel,
+    handshake_log: LogLimit,
+    /// Our own handshake failures have their own bound, so that a flood of bad clients
+    /// cannot hide them.
+    own_failure_log: LogLimit,
+}
+
+impl ListenerRuntime {
+    /// Loads and checks every file the listener needs; binds nothing.
+    pub fn build(
+        config: &ListenerConfig,
+        telemetry: &Telemetry,
+        warnings: &mut Vec<String>,
+    ) -> Result<ListenerRuntime, ConfigError> {
+        let tls = Arc::new(TlsStore::build(config, &telemetry.metrics, warnings)?);
+        Ok(ListenerRuntime::for_worker(config, tls, telemetry))
+    }
+
+    /// A runtime serving on `tls`, which other workers may share: its own handler (with its
+    /// upstream pool), connection limit and open-connection table.
+    pub fn for_worker(
+        config: &ListenerConfig,
+        tls: Arc<TlsStore>,
+        telemetry: &Telemetry,
+    ) -> ListenerRuntime {
+        ListenerRuntime {
+            handler: handler_for(config, &tls, telemetry),
+            accept: AcceptLoop::new(&config.name, SHED_BATCH),
+            config: config.clone(),
+            tls,
+            metrics: telemetry.metrics.clone(),
+            label: Metrics::listener(&config.name),
+            handshake_log: LogLimit::new(HANDSHAKE_LOG_BURST),
+            own_failure_log: LogLimit::new(HANDSHAKE_LOG_BURST),
         }
     }
 
-    async fn serve_http<IO>(
-        self: &Arc<Self>,
-        io: IO,
-        info: Arc<ConnectionInfo>,
-        draining: watch::Receiver<bool>,
-    ) where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let remote = info.remote;
-        // The handler is looked up per request, so that after a reload even a long-lived
-        // keep-alive connection moves to the new upstream pool (client mode).
+    /// Accepts connections until `shutdown` flips, then lets open requests finish within
+    /// `drain_timeout`.
+    pub async fn serve(
+        self: Arc<Self>,
+        tcp: TcpListener,
+        shutdown: watch::Receiver<bool>,
+        drain_timeout: Duration,
+        socket_closed: oneshot::Sender<()>,
+    ) {
         let this = self.clone();
-        let service =
-            service_fn(move |request| this.current().handler.clone().handle(request, info.clone()));
-        let activity = Activity::new();
-        let _registered = self.open.register(activity.clone());
-        let (closed, result) = self.http.serve(io, service, activity, draining).await;
-        let name = &self.config.name;
-        match (closed, result) {
-            (Closed::NoRequest, _) => tracing::debug!(
-                "listener \"{name}\": closed the connection from {remote}: no request within client_header_timeout ({:?})",
-                self.config.client_limits.header_timeout
-            ),
-            (Closed::Idle, _) => tracing::debug!(
-                "listener \"{name}\": closed the idle connection from {remote} (keepalive_timeout / http2_idle_timeout)"
-            ),
-            (Closed::Shed, _) => tracing::debug!(
-                "listener \"{name}\": closed the idle connection from {remote} to free a descriptor"
-            ),
-            (_, Err(error)) => {
-                tracing::debug!("listener \"{name}\": connection from {remote} ended: {error}")
+        let connection =
+            move |stream, remote, drain| this.clone().connection(stream, remote, drain);
+        self.accept
+            .run(
+                tcp,
+                shutdown,
+                drain_timeout,
+                Some(socket_closed),
+                connection,
+            )
+            .await;
+    }
+
+    /// One accepted connection: its handshake (server mode), then its handler.
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        drain: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(remote);
+        let _open = ConnectionGauge::open(
+            self.metrics
+                .active_connections
+                .get_or_create_owned(&self.label),
+        );
+        let snapshot = self.tls.current();
+        let (stream, tls) = match &snapshot.server_tls {
+            None => (Downstream::Plain(stream), None),
+            Some(server_tls) => match self.handshake(server_tls, stream, remote).await {
+                Some((stream, tls)) => (Downstream::Tls(stream), Some(tls)),
+                None => return,
+            },
+        };
+        // The snapshot is not kept for the connection's lifetime: a reload's old material
+        // goes away with the handshakes that used it.
+        drop(snapshot);
+        let accepted = Accepted {
+            stream,
+            info: ConnectionInfo::new(remote, local, tls),
+            drain,
+            open: self.accept.open().clone(),
+        };
+        self.handler.clone().serve(accepted).await;
+    }
+
+    fn count_handshake(&self, result: &str) {
+        let labels = ResultLabels {
+            listener: self.config.name.clone(),
+            result: result.to_string(),
+        };
+        self.metrics.handshakes.get_or_create(&labels).inc();
+    }
+
+    /// The TLS handshake of server mode, counted, and its failure logged; None if it failed.
+    async fn handshake(
+        &self,
+        server_tls: &ServerTls,
+        stream: TcpStream,
+        remote: SocketAddr,
+    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, TlsInfo)> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.config.clone());
+        let tls_stream =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => tls_stream,
+                Ok(Err(error)) => {
+                    self.handshake_failed(remote, &error);
+                    return None;
+                }
+                Err(_) => {
+                    self.count_handshake("timeout");
+                    self.log_handshake_failure(
+                        tracing::Level::WARN,
+                        format_args!(
+                            "TLS handshake with {remote} failed: no handshake within {}s",
+                            HANDSHAKE_TIMEOUT.as_secs()
+                        ),
+                    );
+                    return None;
+                }
+            };
+        let connection = tls_stream.get_ref().1;
+        let (verdict, peer) = server_tls.verdict(connection);
+        let info = TlsInfo {
+            // Set by a handler that sends identity headers, from its own rules.
+            identity_headers: Default::default(),
+            protocol: connection
+                .protocol_version()
+                .map(tls::protocol_name)
+                .unwrap_or(""),
+            cipher: connection
+                .negotiated_cipher_suite()
+                .map(|s| crate::config::ciphers::openssl_name(s.suite()))
+                .unwrap_or(""),
+            verdict,
+            peer,
+        };
+        self.count_handshake("ok");
+        let kind = match connection.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => {
+                self.metrics
+                    .resumed_handshakes
+                    .get_or_create(&self.label)
+                    .inc();
+                "resumed"
             }
-            _ => {}
+            _ => "full",
+        };
+        let alpn = connection
+            .alpn_protocol()
+            .map(String::from_utf8_lossy)
+            .unwrap_or("none".into());
+        tracing::debug!(
+            "listener \"{}\": {remote} connected with {} {} ({kind} handshake, ALPN {alpn}), client certificate {}",
+            self.config.name,
+            info.protocol,
+            info.cipher,
+            info.verdict
+        );
+        Some((tls_stream, info))
+    }
+
+    /// Counts and logs a failed handshake, saying whose failure it was: a peer's refusal or
+    /// mistake is a warning; our own key failing to sign is an error the operator must fix.
+    fn handshake_failed(&self, remote: SocketAddr, error: &std::io::Error) {
+        let tls_error = explain::find_rustls_error(error);
+        self.count_handshake(tls_error.map(explain::reason_label).unwrap_or("other"));
+        if let Some(failed) = tls_error.and_then(explain::signing_failure) {
+            self.own_failure_log.log(
+                tracing::Level::ERROR,
+                &self.config.name,
+                "more handshakes our key failed to sign were not logged (see certgate_handshakes_total{result=\"signing_failed\"})",
+                format_args!(
+                    "our key in the token failed to sign the TLS handshake with {remote}: {failed}; check the token and its PIN (pkcs11-tool --list-objects), then reload"
+                ),
+            );
+            return;
         }
+        let reason = match tls_error {
+            Some(tls_error) => explain::tls_error(tls_error),
+            None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "the peer closed the connection during the handshake".to_string()
+            }
+            None => error.to_string(),
+        };
+        self.log_handshake_failure(
+            tracing::Level::WARN,
+            format_args!("TLS handshake with {remote} failed: {reason}"),
+        );
+    }
+
+    /// Logs a failed handshake, at most [`HANDSHAKE_LOG_BURST`] lines a second per listener,
+    /// so a flood of bad clients cannot fill the disk; what is held back is counted and said.
+    fn log_handshake_failure(&self, level: tracing::Level, line: std::fmt::Arguments<'_>) {
+        self.handshake_log.log(
+            level,
+            &self.config.name,
+            "more failed handshakes were not logged (see certgate_handshakes_total)",
+            line,
+        );
     }
 }
 
@@ -389,13 +479,20 @@ mod tests {
         ListenerRuntime::build(&config.listeners[0], &Telemetry::new(), &mut Vec::new()).unwrap()
     }
 
-    #[test]
-    fn the_periodic_check_loads_a_change_only_once_it_reads_the_same_twice() {
+    /// A server-mode listener's TLS store on files in a new directory, its CA and server
+    /// certificate.
+    fn served() -> (tempfile::TempDir, Authority, Issued, Arc<TlsStore>) {
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: &str| write(dir.path(), name, text);
         let ca = Authority::root("test CA", KeyType::EcdsaP256).unwrap();
         let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
-        let runtime = server_runtime(dir.path(), &ca, &server);
+        let tls = server_runtime(dir.path(), &ca, &server).tls;
+        (dir, ca, server, tls)
+    }
+
+    #[test]
+    fn the_periodic_check_loads_a_change_only_once_it_reads_the_same_twice() {
+        let (dir, ca, server, runtime) = served();
+        let write = |name: &str, text: &str| write(dir.path(), name, text);
         assert_eq!(runtime.poll(), ReloadOutcome::Unchanged);
 
         let next = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
@@ -421,11 +518,8 @@ mod tests {
 
     #[test]
     fn a_refused_file_is_a_failed_reload_once_until_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, _ca, server, runtime) = served();
         let write = |name: &str, text: &str| write(dir.path(), name, text);
-        let ca = Authority::root("test CA", KeyType::EcdsaP256).unwrap();
-        let server = ca.leaf(&LeafSpec::new("localhost", Usage::Server)).unwrap();
-        let runtime = server_runtime(dir.path(), &ca, &server);
 
         write("server.pem", "-----BEGIN CERTIFICATE-----\ntruncated");
         assert_eq!(runtime.reload(), ReloadOutcome::Failed);

@@ -10,7 +10,8 @@
 //! A file written in place is read only once it has been quiet for [`QUIET`]: a chain file
 //! written leaf first and its intermediate a second later must not be served as a lone leaf
 //! in between. The periodic check waits the same way (the files must read the same at two
-//! checks in a row, see [`ListenerRuntime::poll`]); a request is explicit and reads at once.
+//! checks in a row, see [`crate::tls::store::TlsStore::poll`]); a request is explicit and
+//! reads at once.
 //!
 //! `CERTGATE_RELOAD_WATCH=off` ([`WATCH_ENV`]) leaves only the requests, for tests and
 //! debugging.
@@ -97,7 +98,7 @@ pub fn spawn(
         // When the last change event is QUIET old; None without one pending.
         let mut quiet_at: Option<tokio::time::Instant> = None;
         for listener in &listeners {
-            listener.warn_expiring();
+            listener.tls.warn_expiring();
         }
         loop {
             let quiet = async {
@@ -126,15 +127,15 @@ pub fn spawn(
                 let listener = listener.clone();
                 // Reading and parsing files is blocking work.
                 let _ = match check {
-                    Check::Now => tokio::task::spawn_blocking(move || listener.reload()).await,
-                    Check::Poll => tokio::task::spawn_blocking(move || listener.poll()).await,
+                    Check::Now => tokio::task::spawn_blocking(move || listener.tls.reload()).await,
+                    Check::Poll => tokio::task::spawn_blocking(move || listener.tls.poll()).await,
                     Check::Nothing => continue,
                 };
             }
             if last_expiry_warning.elapsed() >= EXPIRY_WARNING_INTERVAL {
                 last_expiry_warning = tokio::time::Instant::now();
                 for listener in &listeners {
-                    listener.warn_expiring();
+                    listener.tls.warn_expiring();
                 }
             }
         }

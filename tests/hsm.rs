@@ -104,36 +104,48 @@ async fn client_mode_presents_a_token_key_to_the_upstream_in_tls_12_and_13() {
                 .leaf(&LeafSpec::new("token-client", Usage::Client).key_type(key_type))
                 .unwrap();
             hsm.import(&client_cert.key_pem, "client-key", "02");
-            let cert_path = files.write("token-client.pem", &client_cert.cert_pem);
             let upstream = RecordingBackend::tls(&pki.server, &pki.ca.issued).await;
-            let ca = files.path("ca.pem").to_string_lossy().into_owned();
-            let uri = hsm.uri("client-key");
-            let proxy = Certgate::start_env(
-                &[
-                    "client",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--upstream",
-                    &format!("https://localhost:{}", upstream.address.port()),
-                    "--cert",
-                    &cert_path,
-                    "--key",
-                    &uri,
-                    "--ca",
-                    &ca,
-                    "--min-tls-version",
-                    name,
-                    "--max-tls-version",
-                    name,
-                ],
-                1,
-                &hsm.env(),
-            );
+            let proxy = token_client(&files, &hsm, &client_cert, upstream.address, name);
             let answer = http_get(proxy.addr(), "/", &[]).await;
             assert_eq!(answer.status, 200, "{key_type:?} {name}:\n{}", proxy.logs());
             assert_eq!(upstream.take().len(), 1, "{key_type:?} {name}");
         }
     }
+}
+
+/// Client mode with `client_cert`'s key on the token as "client-key", to `upstream`, with TLS
+/// version `version` only.
+fn token_client(
+    files: &Files,
+    hsm: &SoftHsm,
+    client_cert: &Issued,
+    upstream: std::net::SocketAddr,
+    version: &str,
+) -> Certgate {
+    let cert_path = files.write("token-client.pem", &client_cert.cert_pem);
+    let ca = files.path("ca.pem").to_string_lossy().into_owned();
+    let uri = hsm.uri("client-key");
+    Certgate::start_env(
+        &[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("https://localhost:{}", upstream.port()),
+            "--cert",
+            &cert_path,
+            "--key",
+            &uri,
+            "--ca",
+            &ca,
+            "--min-tls-version",
+            version,
+            "--max-tls-version",
+            version,
+        ],
+        1,
+        &hsm.env(),
+    )
 }
 
 /// Starts server mode expecting it to fail; returns its output.
@@ -300,11 +312,42 @@ async fn a_token_that_stops_answering_fails_handshakes_with_the_reason_and_nothi
     std::fs::create_dir(&tokens).unwrap();
     let refused = https_get(server.addr(), pki.client_config(), "/", &[]).await;
     assert!(refused.is_err(), "{refused:?}");
+    // Our failure, said as ours (an error naming the listener and the key), not the peer's.
     server.wait_for_log(&[
-        "TLS handshake with",
-        "failed: PKCS#11 signature failed: pkcs11:token=certgate;object=server-key",
+        "ERROR",
+        "listener \"server-1\": our key in the token failed to sign the TLS handshake with 127.0.0.1:",
+        ": pkcs11:token=certgate;object=server-key",
+        "check the token and its PIN",
     ]);
+    let logs = server.logs();
+    assert!(!logs.contains("\": TLS handshake with"), "{logs}");
 
     // The process is still there, and a connection made before keeps working.
     assert_eq!(open.send_request(get("/")).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+async fn a_token_that_cannot_sign_the_upstream_handshake_is_our_500_not_the_upstreams_502() {
+    let (files, pki, hsm) = (Files::new(), TestPki::new(), SoftHsm::new());
+    pki.write(&files);
+    let client_cert = pki
+        .ca
+        .leaf(&LeafSpec::new("token-client", Usage::Client))
+        .unwrap();
+    hsm.import(&client_cert.key_pem, "client-key", "02");
+    let upstream = RecordingBackend::tls(&pki.server, &pki.ca.issued).await;
+    let proxy = token_client(&files, &hsm, &client_cert, upstream.address, "TLSv1.3");
+
+    let tokens = hsm.dir.path().join("tokens");
+    std::fs::rename(&tokens, hsm.dir.path().join("tokens.away")).unwrap();
+    std::fs::create_dir(&tokens).unwrap();
+    let answer = http_get(proxy.addr(), "/", &[]).await;
+    assert_eq!(answer.status, 500, "{}", proxy.logs());
+    proxy.wait_for_log(&[
+        "ERROR",
+        "certgate's own failure: our key in the token failed to sign the TLS handshake with upstream",
+        "pkcs11:token=certgate;object=client-key",
+    ]);
+    assert!(upstream.take().is_empty());
 }

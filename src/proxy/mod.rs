@@ -1,6 +1,7 @@
 //! The per-request work of a listener: edit headers, forward upstream, stream the answer back.
 
 pub mod body;
+pub mod handler;
 pub mod headers;
 pub mod path;
 pub mod refusal;
@@ -27,7 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use upstream::{AllConnectionsBusy, ConnectionLimit, Connector};
+use upstream::{AllConnectionsBusy, Connector, Target};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -64,76 +65,92 @@ impl ConnectionInfo {
     }
 }
 
-/// Which side failed, so the status code and log reason follow from one match.
-#[derive(Debug)]
+/// Whose failure a failed request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's (4xx): a request that is unusable, refused or too large.
+    Downstream,
+    /// The upstream's (502, 503, 504): unreachable, too slow, too busy, or it refused us.
+    Upstream,
+    /// Ours (500): certgate could not do its part, whatever the client sent.
+    Internal,
+}
+
+/// Why a request failed, by side, so that the status code, the log line and the metrics
+/// follow from one match ([`ProxyError::side`], [`ProxyError::status`]). Each carries the
+/// log line's reason.
+#[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The upstream could not be reached or failed mid-request.
+    #[error("{0}")]
     Upstream(String),
     /// The request body is larger than the listener's `max_body_size`.
+    #[error("{0}")]
     TooLarge(String),
     /// The upstream did not answer in time.
+    #[error("{0}")]
     UpstreamTimeout(String),
     /// Every connection `upstream_max_connections` allows was in use and none came free in
     /// time: the upstream cannot keep up (or a client is trying to make it).
+    #[error("{0}")]
     UpstreamBusy(String),
     /// A route's allow-list refused the client; the reason is for the log only.
+    #[error("{0}")]
     Forbidden(String),
     /// The request itself is unusable (a path nginx would refuse too).
+    #[error("{0}")]
     BadRequest(String),
     /// The client's request body could not be read (bad chunked framing, a reset stream):
     /// the client's fault, even though it surfaces as a failed upstream request.
+    #[error("{0}")]
     ClientBody(String),
+    /// Our own failure: a request we could not turn into an upstream one although it was
+    /// valid, or our client key that could not sign the upstream handshake.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ProxyError {
-    fn reason(&self) -> &str {
-        match self {
-            ProxyError::Upstream(reason)
-            | ProxyError::UpstreamTimeout(reason)
-            | ProxyError::UpstreamBusy(reason)
-            | ProxyError::Forbidden(reason)
-            | ProxyError::BadRequest(reason)
-            | ProxyError::ClientBody(reason)
-            | ProxyError::TooLarge(reason) => reason,
-        }
-    }
-
-    /// Whether the upstream is to blame, for `certgate_upstream_errors_total`.
-    fn blames_upstream(&self) -> bool {
+    /// Whose failure it was, for the log level and `certgate_upstream_errors_total`.
+    pub fn side(&self) -> Side {
         match self {
             ProxyError::Upstream(_)
             | ProxyError::UpstreamTimeout(_)
-            | ProxyError::UpstreamBusy(_) => true,
+            | ProxyError::UpstreamBusy(_) => Side::Upstream,
             ProxyError::TooLarge(_)
             | ProxyError::Forbidden(_)
             | ProxyError::BadRequest(_)
-            | ProxyError::ClientBody(_) => false,
+            | ProxyError::ClientBody(_) => Side::Downstream,
+            ProxyError::Internal(_) => Side::Internal,
         }
     }
-}
 
-impl ProxyError {
+    /// The status the client is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     fn into_response(self) -> Response<ProxyBody> {
-        let (status, body) = match self {
-            ProxyError::Upstream(reason) => (StatusCode::BAD_GATEWAY, format!("{reason}\n")),
-            ProxyError::UpstreamTimeout(reason) => {
-                (StatusCode::GATEWAY_TIMEOUT, format!("{reason}\n"))
-            }
-            ProxyError::UpstreamBusy(reason) => {
-                (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
-            }
-            ProxyError::BadRequest(reason) | ProxyError::ClientBody(reason) => {
-                (StatusCode::BAD_REQUEST, format!("{reason}\n"))
-            }
-            ProxyError::TooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large\n".to_string(),
-            ),
+        let status = self.status();
+        let body = match self {
+            ProxyError::TooLarge(_) => "request body too large\n".to_string(),
             // The body does not reveal the rules.
-            ProxyError::Forbidden(_) => (
-                StatusCode::FORBIDDEN,
-                "forbidden: this client certificate may not access this path\n".to_string(),
-            ),
+            ProxyError::Forbidden(_) => {
+                "forbidden: this client certificate may not access this path\n".to_string()
+            }
+            // What went wrong inside is for our log, not for the client.
+            ProxyError::Internal(_) => {
+                "internal error; the proxy's log has the reason\n".to_string()
+            }
+            other => format!("{other}\n"),
         };
         let mut response = Response::new(
             Full::new(Bytes::from(body))
@@ -157,6 +174,9 @@ struct Outcome<'s> {
     upstream: &'s str,
     /// From sending the request upstream to its response headers.
     upstream_time: Option<Duration>,
+    /// A request answered although a side failed: the upstream refused our certificate in
+    /// a 400 page that is passed on.
+    failed: Option<Side>,
 }
 
 /// Failed requests logged per second per listener (the rest are counted in metrics).
@@ -166,14 +186,6 @@ const FAILURE_LOG_BURST: u32 = 20;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many idle connections a pool keeps per upstream.
 const POOL_MAX_IDLE: usize = 256;
-
-/// The connection limit of one upstream pool of `listener`.
-fn connection_limit(listener: &ListenerConfig) -> ConnectionLimit {
-    ConnectionLimit::new(
-        listener.upstream_max_connections,
-        listener.upstream_queue_timeout,
-    )
-}
 
 /// One upstream and its connection pool.
 struct Upstream {
@@ -224,13 +236,7 @@ impl Upstream {
             HttpUpstream::Unix(_) => "unix-socket",
         };
         Upstream::new(
-            Connector::plain(
-                upstream,
-                listener.connect_timeout,
-                connection_limit(listener),
-                metrics.clone(),
-                &listener.name,
-            ),
+            Connector::new(Target::plain(upstream), listener, metrics),
             Scheme::HTTP,
             authority,
             upstream.to_string(),
@@ -292,6 +298,12 @@ impl Upstream {
                 return ProxyError::ClientBody(format!("400: {why}"))
             }
             None => {}
+        }
+        if let Some(failed) = explain::find_rustls_error(error).and_then(explain::signing_failure) {
+            return ProxyError::Internal(format!(
+                "our key in the token failed to sign the TLS handshake with upstream {}: {failed}; check the token and its PIN (pkcs11-tool --list-objects), then reload",
+                self.display
+            ));
         }
         match AllConnectionsBusy::find(error) {
             Some(busy) => ProxyError::UpstreamBusy(format!(
@@ -375,18 +387,13 @@ impl Proxy {
         telemetry: &Telemetry,
     ) -> Proxy {
         let metrics = &telemetry.metrics;
-        let name = listener.name.as_str();
         let (upstream, mut routes) = match (&listener.mode, client_tls) {
             (ModeConfig::Client(client), Some(tls)) => (
                 Upstream::new(
-                    Connector::tls(
-                        &client.upstream_authority,
-                        client.server_name.clone(),
-                        tls,
-                        listener.connect_timeout,
-                        connection_limit(listener),
-                        metrics.clone(),
-                        name,
+                    Connector::new(
+                        Target::tls(&client.upstream_authority, client.server_name.clone(), tls),
+                        listener,
+                        metrics,
                     ),
                     Scheme::HTTPS,
                     &client.upstream_authority,
@@ -434,13 +441,18 @@ impl Proxy {
         }
     }
 
-    /// Logs a failed or refused request, at most `FAILURE_LOG_BURST` lines a second.
-    fn log_failure(&self, client: SocketAddr, reason: &str) {
+    /// Logs a failed or refused request, at most `FAILURE_LOG_BURST` lines a second; our own
+    /// failures are errors, and say they are ours.
+    fn log_failure(&self, client: SocketAddr, side: Side, reason: &dyn std::fmt::Display) {
+        let (level, whose) = match side {
+            Side::Internal => (tracing::Level::ERROR, "certgate's own failure: "),
+            Side::Downstream | Side::Upstream => (tracing::Level::WARN, ""),
+        };
         self.failure_log.log(
-            tracing::Level::WARN,
+            level,
             &self.listener,
             "more failed requests were not logged (see certgate_requests_total)",
-            format_args!("request from {client} failed: {reason}"),
+            format_args!("request from {client} failed: {whose}{reason}"),
         );
     }
 
@@ -478,16 +490,17 @@ impl Proxy {
         let response = match self.forward(request, &connection, &mut outcome).await {
             Ok(response) => response,
             Err(error) => {
-                self.log_failure(connection.remote, error.reason());
-                if error.blames_upstream() {
-                    self.metrics
-                        .upstream_errors
-                        .get_or_create(&Metrics::listener(&self.listener))
-                        .inc();
-                }
+                self.log_failure(connection.remote, error.side(), &error);
+                outcome.failed = Some(error.side());
                 error.into_response()
             }
         };
+        if outcome.failed == Some(Side::Upstream) {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&Metrics::listener(&self.listener))
+                .inc();
+        }
         let labels = RequestLabels {
             listener: self.listener.clone(),
             route: outcome.route.to_string(),
@@ -644,8 +657,9 @@ impl Proxy {
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
+        // From a request hyper parsed and the upstream's validated authority: a failure is ours.
         parts.uri = Uri::from_parts(uri)
-            .map_err(|e| ProxyError::BadRequest(format!("cannot build upstream URI: {e}")))?;
+            .map_err(|e| ProxyError::Internal(format!("cannot build upstream URI: {e}")))?;
         // The pool picks HTTP/1.1 or HTTP/2 per connection (ALPN); the request must not insist.
         parts.version = Version::HTTP_11;
         let sent_at = std::time::Instant::now();
@@ -679,7 +693,13 @@ impl Proxy {
             parts.version = Version::HTTP_11;
         }
         let body = self
-            .watch_for_refusal(upstream, &parts, body, connection.remote)
+            .watch_for_refusal(
+                upstream,
+                &parts,
+                body,
+                connection.remote,
+                &mut outcome.failed,
+            )
             .await?;
         Ok(Response::from_parts(parts, body))
     }
@@ -708,19 +728,19 @@ fn host_as_authority(headers: &mut hyper::HeaderMap) -> Result<Option<Authority>
     }
 }
 
-/// `uri` with another path (its query kept).
+/// `uri` with another path (its query kept). The path is our canonical form of the request's
+/// own, which decodes only unreserved characters, so a failure is ours.
 fn with_path(uri: &Uri, path: &str) -> Result<Uri, ProxyError> {
     let target = match uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.to_string(),
     };
+    let cannot = |e: &dyn std::fmt::Display| {
+        ProxyError::Internal(format!("cannot rewrite the request path to {path:?}: {e}"))
+    };
     let mut parts = uri.clone().into_parts();
-    parts.path_and_query =
-        Some(PathAndQuery::try_from(target).map_err(|e| {
-            ProxyError::BadRequest(format!("cannot rewrite the request path: {e}"))
-        })?);
-    Uri::from_parts(parts)
-        .map_err(|e| ProxyError::BadRequest(format!("cannot rewrite the request path: {e}")))
+    parts.path_and_query = Some(PathAndQuery::try_from(target).map_err(|e| cannot(&e))?);
+    Uri::from_parts(parts).map_err(|e| cannot(&e))
 }
 
 /// A route's fixed answer: a redirect (3xx, the text is the Location) or a status with the
@@ -761,4 +781,50 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_is_answered_by_its_side() {
+        let reason = || "why".to_string();
+        for (error, status, side) in [
+            (ProxyError::BadRequest(reason()), 400, Side::Downstream),
+            (ProxyError::ClientBody(reason()), 400, Side::Downstream),
+            (ProxyError::Forbidden(reason()), 403, Side::Downstream),
+            (ProxyError::TooLarge(reason()), 413, Side::Downstream),
+            (ProxyError::Internal(reason()), 500, Side::Internal),
+            (ProxyError::Upstream(reason()), 502, Side::Upstream),
+            (ProxyError::UpstreamBusy(reason()), 503, Side::Upstream),
+            (ProxyError::UpstreamTimeout(reason()), 504, Side::Upstream),
+        ] {
+            assert_eq!(
+                (error.status().as_u16(), error.side()),
+                (status, side),
+                "{error:?}"
+            );
+            assert_eq!(error.into_response().status().as_u16(), status);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_failure_keeps_its_reason_for_our_log() {
+        let response =
+            ProxyError::Internal("cannot build upstream URI: secret".into()).into_response();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("secret"),
+            "{body:?}"
+        );
+    }
+
+    #[test]
+    fn a_path_we_cannot_rewrite_is_our_failure() {
+        let uri: Uri = "/a?b=c".parse().unwrap();
+        assert_eq!(with_path(&uri, "/x").unwrap(), "/x?b=c");
+        let error = with_path(&uri, "/with space").unwrap_err();
+        assert_eq!(error.side(), Side::Internal, "{error}");
+    }
 }

@@ -127,6 +127,7 @@ impl Proxy {
         parts: &hyper::http::response::Parts,
         body: hyper::body::Incoming,
         client: std::net::SocketAddr,
+        failed: &mut Option<super::Side>,
     ) -> Result<ProxyBody, ProxyError> {
         let Some(watch) = &self.refusal_watch else {
             return Ok(body.boxed());
@@ -151,11 +152,9 @@ impl Proxy {
             }
         };
         if let Some(refusal) = CertificateRefusal::recognise(parts.status, &page) {
-            self.log_failure(client, &watch.explain(refusal, &upstream.display));
-            self.metrics
-                .upstream_errors
-                .get_or_create(&crate::metrics::Metrics::listener(&self.listener))
-                .inc();
+            let side = super::Side::Upstream;
+            self.log_failure(client, side, &watch.explain(refusal, &upstream.display));
+            *failed = Some(side);
         }
         Ok(Full::new(page).map_err(|never| match never {}).boxed())
     }

@@ -9,7 +9,7 @@
 //! waits (up to `upstream_queue_timeout`) while hyper-util's pool races that wait against
 //! the checkout of a connection that comes idle, so it is served on the first one freed.
 
-use crate::config::HttpUpstream;
+use crate::config::{HttpUpstream, ListenerConfig};
 use crate::metrics::{ConnectionGauge, ListenerLabel, Metrics};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -128,10 +128,10 @@ impl StaleConnection {
     }
 }
 
-/// Calls the transport's own method; `$this` is the `&mut UpstreamStream`.
+/// Calls the transport's own method; `$transport` is a `&Transport` or `&mut Transport`.
 macro_rules! delegate {
-    ($this:expr, $stream:ident => $call:expr) => {
-        match &mut $this.transport {
+    ($transport:expr, $stream:ident => $call:expr) => {
+        match $transport {
             Transport::Tcp($stream) => $call,
             Transport::Unix($stream) => $call,
             Transport::Tls($stream) => $call,
@@ -147,9 +147,24 @@ impl AsyncRead for UpstreamStream {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = self.get_mut();
-        let polled = delegate!(this, s => Pin::new(s).poll_read(cx, buf));
+        let polled = delegate!(&mut this.transport, s => Pin::new(s).poll_read(cx, buf));
         if let Poll::Ready(Ok(())) = polled {
             this.carried.read(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl UpstreamStream {
+    /// A write to the transport, recorded in [`Carried`].
+    fn counted_write(
+        &mut self,
+        write: impl FnOnce(&mut Transport) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.carried.writing();
+        let polled = write(&mut self.transport);
+        if let Poll::Ready(Ok(written)) = polled {
+            self.carried.wrote(written);
         }
         polled
     }
@@ -161,21 +176,16 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.carried.writing();
-        let polled = delegate!(this, s => Pin::new(s).poll_write(cx, buf));
-        if let Poll::Ready(Ok(written)) = polled {
-            this.carried.wrote(written);
-        }
-        polled
+        self.get_mut()
+            .counted_write(|transport| delegate!(transport, s => Pin::new(s).poll_write(cx, buf)))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+        delegate!(&mut self.get_mut().transport, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+        delegate!(&mut self.get_mut().transport, s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -183,21 +193,13 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.carried.writing();
-        let polled = delegate!(this, s => Pin::new(s).poll_write_vectored(cx, bufs));
-        if let Poll::Ready(Ok(written)) = polled {
-            this.carried.wrote(written);
-        }
-        polled
+        self.get_mut().counted_write(
+            |transport| delegate!(transport, s => Pin::new(s).poll_write_vectored(cx, bufs)),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.transport {
-            Transport::Tcp(s) => s.is_write_vectored(),
-            Transport::Unix(s) => s.is_write_vectored(),
-            Transport::Tls(s) => s.is_write_vectored(),
-        }
+        delegate!(&self.transport, s => s.is_write_vectored())
     }
 }
 
@@ -253,23 +255,12 @@ impl ConnectionLimit {
 }
 
 /// A request found all of its upstream's connections in use and none came free in time.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("all {limit} connections allowed by upstream_max_connections are in use and none came free within {waited:?}")]
 pub struct AllConnectionsBusy {
     pub limit: usize,
     pub waited: Duration,
 }
-
-impl std::fmt::Display for AllConnectionsBusy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "all {} connections allowed by upstream_max_connections are in use and none came free within {:?}",
-            self.limit, self.waited
-        )
-    }
-}
-
-impl std::error::Error for AllConnectionsBusy {}
 
 impl AllConnectionsBusy {
     /// The one in an error's chain, if that is why it failed.
@@ -283,7 +274,7 @@ impl AllConnectionsBusy {
 /// The upstream itself. The request URI only keys the pool; the target is fixed by the
 /// configuration.
 #[derive(Clone)]
-enum Target {
+pub enum Target {
     Tcp {
         authority: String,
     },
@@ -295,49 +286,44 @@ enum Target {
     },
 }
 
-impl Connector {
-    pub fn plain(
-        upstream: &HttpUpstream,
-        timeout: Duration,
-        limit: ConnectionLimit,
-        metrics: Arc<Metrics>,
-        listener: &str,
-    ) -> Connector {
-        let target = match upstream {
+impl Target {
+    /// Server mode's upstream: TCP or a Unix socket.
+    pub fn plain(upstream: &HttpUpstream) -> Target {
+        match upstream {
             HttpUpstream::Tcp { authority } => Target::Tcp {
                 authority: authority.clone(),
             },
             HttpUpstream::Unix(path) => Target::Unix(path.clone()),
-        };
-        Connector {
-            target,
-            timeout,
-            limit,
-            metrics,
-            listener: Metrics::listener(listener),
         }
     }
 
+    /// Client mode's upstream: TLS to `authority` with our client certificate in `config`.
     pub fn tls(
         authority: &str,
         server_name: ServerName<'static>,
         config: Arc<rustls::ClientConfig>,
-        timeout: Duration,
-        limit: ConnectionLimit,
-        metrics: Arc<Metrics>,
-        listener: &str,
-    ) -> Connector {
-        let target = Target::Tls {
+    ) -> Target {
+        Target::Tls {
             authority: authority.to_string(),
             server_name,
             tls: tokio_rustls::TlsConnector::from(config),
-        };
+        }
+    }
+}
+
+impl Connector {
+    /// Connections to `target` for one pool of `listener`: its connect timeout and its own
+    /// connection limit, counted in `metrics`.
+    pub fn new(target: Target, listener: &ListenerConfig, metrics: &Arc<Metrics>) -> Connector {
         Connector {
             target,
-            timeout,
-            limit,
-            metrics,
-            listener: Metrics::listener(listener),
+            timeout: listener.connect_timeout,
+            limit: ConnectionLimit::new(
+                listener.upstream_max_connections,
+                listener.upstream_queue_timeout,
+            ),
+            metrics: metrics.clone(),
+            listener: Metrics::listener(&listener.name),
         }
     }
 

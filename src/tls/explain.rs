@@ -1,5 +1,8 @@
-//! TLS failures in plain words, for the one log line (or 502 body) per failure.
+//! TLS failures in plain words, for the one log line (or 502 body) per failure, and whose
+//! failure each was: the peer's (a refusal, a bad certificate) or ours (a key that cannot
+//! sign, see [`signing_failure`]).
 
+use super::pkcs11::SigningFailed;
 use super::verify::ChainRejection;
 use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
 use std::error::Error as StdError;
@@ -28,6 +31,15 @@ pub fn find_in_chain<'a, T: StdError + 'static>(
         };
     }
     None
+}
+
+/// Our key failed to sign inside the handshake (a token that stopped answering, a key object
+/// gone): our failure, not the peer's, whatever alert the peer was sent.
+pub fn signing_failure(error: &Error) -> Option<&SigningFailed> {
+    match error {
+        Error::Other(other) => other.0.downcast_ref::<SigningFailed>(),
+        _ => None,
+    }
 }
 
 /// Finds the innermost io::Error kind in an error chain.
@@ -78,8 +90,11 @@ pub fn tls_error(error: &Error) -> String {
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
             "not a TLS handshake (plain HTTP sent to a TLS port, or a broken peer)".into()
         }
-                // Our own failures inside the handshake (a token that cannot sign) carry their
-        // reason already; rustls would prefix "unexpected error".
+        Error::Other(other) => match other.0.downcast_ref::<SigningFailed>() {
+            Some(failed) => format!("our key failed to sign: {failed}"),
+            None => format!("TLS error: {error}"),
+        },
+        // rustls would prefix "unexpected error".
         Error::General(reason) => reason.clone(),
         other => format!("TLS error: {other}"),
     }
@@ -178,6 +193,31 @@ pub fn reason_label(error: &Error) -> &'static str {
         Error::PeerIncompatible(_) => "protocol_mismatch",
         Error::AlertReceived(_) => "alert_received",
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => "not_tls",
+        Error::Other(_) if signing_failure(error).is_some() => "signing_failed",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_signing_failure_is_told_apart_from_a_peer_failure() {
+        let ours = Error::Other(rustls::OtherError(std::sync::Arc::new(SigningFailed {
+            reason: "pkcs11:object=k: the token was removed".into(),
+        })));
+        assert_eq!(reason_label(&ours), "signing_failed");
+        assert!(signing_failure(&ours).is_some());
+        assert!(tls_error(&ours).starts_with("our key failed to sign: pkcs11:object=k"));
+
+        let theirs = Error::General("PKCS#11 signature failed".into());
+        assert_eq!(reason_label(&theirs), "other");
+        assert!(signing_failure(&theirs).is_none());
+        let other = Error::Other(rustls::OtherError(std::sync::Arc::new(
+            std::io::Error::other("not ours"),
+        )));
+        assert!(signing_failure(&other).is_none());
+        assert_eq!(reason_label(&other), "other");
     }
 }

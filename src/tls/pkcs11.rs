@@ -671,6 +671,15 @@ impl SigningKey for TokenKey {
     }
 }
 
+/// Our key in the token could not sign: our failure, not the peer's (see
+/// `explain::signing_failure`), carried through rustls as `Error::Other`.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct SigningFailed {
+    /// What the token said, naming the key (its URI without the PIN).
+    pub reason: String,
+}
+
 #[derive(Debug)]
 struct TokenSigner {
     key: Arc<Inner>,
@@ -690,9 +699,10 @@ impl Signer for TokenSigner {
             }
             _ => sign(),
         };
-        // The handshake's failure log line carries the reason.
-        result
-            .map_err(|reason| rustls::Error::General(format!("PKCS#11 signature failed: {reason}")))
+        // The handshake's failure log line carries the reason, and says it is ours.
+        result.map_err(|reason| {
+            rustls::Error::Other(rustls::OtherError(Arc::new(SigningFailed { reason })))
+        })
     }
 
     fn scheme(&self) -> SignatureScheme {

@@ -28,14 +28,16 @@ pub enum ReloadOutcome {
 
 /// Everything that depends on a listener's certificate files, built and checked together and
 /// replaced whole: a connection sees either the old snapshot or the new one, never a mix.
-pub struct Snapshot<H> {
+///
+/// Only TLS material: what a connection handler builds from it (client mode's upstream pool,
+/// whose connections carry the client certificate) is the handler's, so that one snapshot
+/// can be shared by every worker while each keeps its own pool.
+pub struct Snapshot {
     /// Server mode: the TLS acceptor's configuration and client verification.
     pub server_tls: Option<ServerTls>,
-    /// What serves the listener's connections, made by the listener for this material; in
-    /// client mode it owns the upstream pool, whose connections carry the client
-    /// certificate, so a reload makes a new one and the old pool goes away with the last
-    /// request using it.
-    pub handler: Arc<H>,
+    /// Client mode: the configuration upstream connections are made with. A new `Arc` per
+    /// reload, so a handler tells by its address whether it built its pool for this one.
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
     /// Hash of the files' contents when they were read.
     fingerprint: u64,
     /// The certificates loaded, for `/status` and the expiry metric.
@@ -44,40 +46,24 @@ pub struct Snapshot<H> {
     chain: Option<(std::path::PathBuf, Vec<Vec<u8>>)>,
 }
 
-/// Makes the handler of a new snapshot from the client TLS config (client mode) and the
-/// previous snapshot's handler (None at start), which it may keep.
-pub type MakeHandler<H> =
-    Box<dyn Fn(Option<Arc<rustls::ClientConfig>>, Option<&Arc<H>>) -> Arc<H> + Send + Sync>;
-
-impl<H> Snapshot<H> {
+impl Snapshot {
     fn build(
         config: &ListenerConfig,
         fingerprint: u64,
-        previous: Option<&Snapshot<H>>,
-        make_handler: &MakeHandler<H>,
         warnings: &mut Vec<String>,
-    ) -> Result<Snapshot<H>, ConfigError> {
-        let certificates = tls::certificates_of(config);
-        let chain = presented_chain(config);
-        let previous = previous.map(|p| &p.handler);
-        Ok(match &config.mode {
-            ModeConfig::Server(server) => Snapshot {
-                server_tls: Some(ServerTls::build(config, server, warnings)?),
-                handler: make_handler(None, previous),
-                fingerprint,
-                certificates,
-                chain,
-            },
+    ) -> Result<Snapshot, ConfigError> {
+        let (server_tls, client_tls) = match &config.mode {
+            ModeConfig::Server(server) => (Some(ServerTls::build(config, server, warnings)?), None),
             ModeConfig::Client(client) => {
-                let client_tls = tls::client::build(config, client, warnings)?;
-                Snapshot {
-                    server_tls: None,
-                    handler: make_handler(Some(client_tls), previous),
-                    fingerprint,
-                    certificates,
-                    chain,
-                }
+                (None, Some(tls::client::build(config, client, warnings)?))
             }
+        };
+        Ok(Snapshot {
+            server_tls,
+            client_tls,
+            fingerprint,
+            certificates: tls::certificates_of(config),
+            chain: presented_chain(config),
         })
     }
 }
@@ -151,11 +137,11 @@ fn chain_warning(
 
 /// Sets `certgate_certificate_not_after_timestamp_seconds` for the new material's
 /// certificates, dropping the series of certificates no longer loaded.
-fn publish_expiry<H>(
+fn publish_expiry(
     metrics: &Metrics,
     listener: &str,
-    previous: Option<&Snapshot<H>>,
-    material: &Snapshot<H>,
+    previous: Option<&Snapshot>,
+    material: &Snapshot,
 ) {
     let labels = |info: &tls::CertificateInfo| CertificateLabels {
         listener: listener.to_string(),
@@ -176,12 +162,12 @@ fn publish_expiry<H>(
     }
 }
 
-/// The current snapshot of one listener and what its reloads need.
-pub struct TlsStore<H> {
+/// The current snapshot of one listener and what its reloads need. Shared (read-mostly) by
+/// everything serving the listener; reloads, `/status` and the expiry metric use it directly.
+pub struct TlsStore {
     config: ListenerConfig,
     metrics: Arc<Metrics>,
-    make_handler: MakeHandler<H>,
-    snapshot: RwLock<Arc<Snapshot<H>>>,
+    snapshot: RwLock<Arc<Snapshot>>,
     /// The fingerprint of files that failed to load (or of the error reading them), so a
     /// broken file is reported and counted once, not on every check.
     refused: Mutex<Option<u64>>,
@@ -193,22 +179,20 @@ pub struct TlsStore<H> {
     last_reload: Mutex<Option<(std::time::SystemTime, ReloadOutcome)>>,
 }
 
-impl<H> TlsStore<H> {
+impl TlsStore {
     /// Loads and checks every file the listener needs.
     pub fn build(
         config: &ListenerConfig,
         metrics: &Arc<Metrics>,
-        make_handler: MakeHandler<H>,
         warnings: &mut Vec<String>,
-    ) -> Result<TlsStore<H>, ConfigError> {
+    ) -> Result<TlsStore, ConfigError> {
         // Hashed before reading, so a change while loading shows as a change on the next
         // check; an unreadable file is reported by the load, naming its key or flag.
         let fingerprint = fingerprint(config).unwrap_or_default();
-        let snapshot = Snapshot::build(config, fingerprint, None, &make_handler, warnings)?;
+        let snapshot = Snapshot::build(config, fingerprint, warnings)?;
         Ok(TlsStore {
             config: config.clone(),
             metrics: metrics.clone(),
-            make_handler,
             snapshot: RwLock::new(Arc::new(snapshot)),
             refused: Mutex::new(None),
             polled: Mutex::new(None),
@@ -264,7 +248,7 @@ impl<H> TlsStore<H> {
     }
 
     /// The snapshot new connections and requests use now.
-    pub fn current(&self) -> Arc<Snapshot<H>> {
+    pub fn current(&self) -> Arc<Snapshot> {
         match self.snapshot.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -362,13 +346,7 @@ impl<H> TlsStore<H> {
             return ReloadOutcome::Unchanged;
         }
         let mut warnings = Vec::new();
-        match Snapshot::build(
-            &self.config,
-            new_fingerprint,
-            Some(&current),
-            &self.make_handler,
-            &mut warnings,
-        ) {
+        match Snapshot::build(&self.config, new_fingerprint, &mut warnings) {
             Ok(material) => {
                 publish_expiry(&self.metrics, name, Some(&current), &material);
                 if let (Some(previous), Some(new)) = (&current.chain, &material.chain) {

@@ -644,7 +644,19 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
     Ok(Config::from_specs(vec![spec.0])?)
 }
 
-fn cert_command(command: CertCommand) -> anyhow::Result<()> {
+/// A key argument of `cert check` or `probe`, with `--pkcs11-module` written into it when it
+/// is a token URI that names no module: those commands take the key as text.
+fn key_with_module(key: PathBuf, module: Option<&std::path::Path>) -> PathBuf {
+    match module {
+        Some(module) => PathBuf::from(certgate::config::key_uri::with_default_module(
+            &key.to_string_lossy(),
+            module,
+        )),
+        None => key,
+    }
+}
+
+fn cert_command(command: CertCommand, module: Option<&std::path::Path>) -> anyhow::Result<()> {
     use certgate::certtool;
     match command {
         CertCommand::Inspect { files, json } => {
@@ -677,7 +689,7 @@ fn cert_command(command: CertCommand) -> anyhow::Result<()> {
             }
             let lines = certtool::check(&certtool::CheckRequest {
                 cert: &cert,
-                key: key.as_deref(),
+                key: key.map(|k| key_with_module(k, module)).as_deref(),
                 ca: ca.as_deref(),
                 role: role.as_deref(),
                 name: name.as_deref(),
@@ -773,7 +785,7 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn probe_command(args: ProbeArgs) -> anyhow::Result<()> {
+async fn probe_command(args: ProbeArgs, module: Option<&std::path::Path>) -> anyhow::Result<()> {
     let versions = match (args.tls12, args.tls13) {
         (true, _) => vec![&rustls::version::TLS12],
         (_, true) => vec![&rustls::version::TLS13],
@@ -782,7 +794,7 @@ async fn probe_command(args: ProbeArgs) -> anyhow::Result<()> {
     let report = certgate::probe::probe(&certgate::probe::ProbeRequest {
         target: args.target,
         cert: args.cert,
-        key: args.key,
+        key: args.key.map(|k| key_with_module(k, module)),
         ca: args.ca,
         server_name: args.server_name,
         versions,
@@ -839,15 +851,23 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<(
 }
 
 async fn main_inner(command: Command, process: ProcessSettings) -> anyhow::Result<()> {
+    let module = process.pkcs11_module.as_deref();
     match command {
-        Command::Server(args) => Ok(certgate::run(server_config(args)?, None, &process).await?),
-        Command::Client(args) => Ok(certgate::run(client_config(args)?, None, &process).await?),
+        Command::Server(args) => {
+            let config = server_config(args)?.with_default_pkcs11_module(module);
+            Ok(certgate::run(config, None, &process).await?)
+        }
+        Command::Client(args) => {
+            let config = client_config(args)?.with_default_pkcs11_module(module);
+            Ok(certgate::run(config, None, &process).await?)
+        }
         Command::Run {
             config: path,
             format,
         } => {
             let format = config_format(format.as_deref())?;
-            let config = certgate::config::load_file(&path, format)?;
+            let config =
+                certgate::config::load_file(&path, format)?.with_default_pkcs11_module(module);
             Ok(certgate::run(config, Some((&path, format)), &process).await?)
         }
         Command::ConvertNginx { file } => {
@@ -859,7 +879,8 @@ async fn main_inner(command: Command, process: ProcessSettings) -> anyhow::Resul
             config: path,
             format,
         } => {
-            let config = certgate::config::load_file(&path, config_format(format.as_deref())?)?;
+            let config = certgate::config::load_file(&path, config_format(format.as_deref())?)?
+                .with_default_pkcs11_module(module);
             let (_, warnings) = certgate::prepare(&config, &Telemetry::new())?;
             for warning in &warnings {
                 println!("warning: {warning}");
@@ -875,17 +896,14 @@ async fn main_inner(command: Command, process: ProcessSettings) -> anyhow::Resul
         Command::Demo { once } => certgate::demo::run(once, stop_signal())
             .await
             .context("demo failed"),
-        Command::Cert(command) => cert_command(command),
-        Command::Probe(args) => probe_command(args).await,
+        Command::Cert(command) => cert_command(command, module),
+        Command::Probe(args) => probe_command(args, module).await,
         Command::Pki(command) => pki_command(command),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(module) = &cli.pkcs11_module {
-        certgate::tls::pkcs11::set_default_module(module.clone());
-    }
     if let Err(error) = init_logging(&cli.log_level, cli.log_file.as_deref()) {
         eprintln!("certgate: {error:#}");
         return ExitCode::FAILURE;
@@ -913,6 +931,7 @@ fn main() -> ExitCode {
         admin: cli.admin,
         admin_hosts: cli.admin_host,
         access_log,
+        pkcs11_module: cli.pkcs11_module,
     };
     match runtime.block_on(main_inner(cli.command, process)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 
 pub mod ciphers;
 mod file;
+pub mod key_uri;
 pub mod keys;
 pub mod model;
 pub mod nginx;
@@ -53,7 +54,7 @@ pub fn load_file(path: &Path, format: Option<Format>) -> Result<Config, ConfigEr
 /// A path from a config file is relative to the file's directory, as nginx's are to its prefix.
 pub fn resolve_relative(base: &Path, path: &str) -> PathBuf {
     // A token key (RFC 7512 URI) is not a file.
-    if crate::tls::pkcs11::is_uri(path) {
+    if key_uri::is_uri(path) {
         return PathBuf::from(path);
     }
     let path = Path::new(path);

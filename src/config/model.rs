@@ -2,6 +2,7 @@
 //! and the vocabulary its settings are written in (modes, identity formats, verify modes).
 //! The TLS and proxy layers read these types; nothing here reaches into them.
 
+use super::key_uri::{is_uri, redacted, KeyUri, KeyUriError};
 use super::origin::{Located, Origin};
 use super::template::Template;
 use crate::access::AccessRules;
@@ -102,10 +103,46 @@ pub struct Revocation {
     pub allow_expired_crl: bool,
 }
 
+/// Where a private key is: a file, or a token (PKCS#11), so that no URI travels as a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    Token(KeyUri),
+}
+
+impl KeySource {
+    /// A key setting's text: a `pkcs11:` URI names a token key, anything else a file.
+    pub fn parse(text: &str) -> Result<KeySource, KeyUriError> {
+        if is_uri(text) {
+            KeyUri::parse(text).map(KeySource::Token)
+        } else {
+            Ok(KeySource::File(PathBuf::from(text)))
+        }
+    }
+
+    /// The key's file, unless it is on a token.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            KeySource::File(path) => Some(path),
+            KeySource::Token(_) => None,
+        }
+    }
+}
+
+/// The file, or the URI without its PIN.
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::File(path) => write!(f, "{}", path.display()),
+            KeySource::Token(uri) => f.write_str(&redacted(&uri.text)),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ServerListener {
     pub cert: Located<PathBuf>,
-    pub key: Located<PathBuf>,
+    pub key: Located<KeySource>,
     /// Absent only when client verification is off.
     pub client_ca: Option<Located<PathBuf>>,
     pub verify_client: ClientAuthMode,
@@ -135,7 +172,7 @@ pub struct ServerListener {
 #[derive(Clone, Debug)]
 pub struct ClientListener {
     /// The client certificate (leaf first, then intermediates) and its key, if any.
-    pub identity: Option<(Located<PathBuf>, Located<PathBuf>)>,
+    pub identity: Option<(Located<PathBuf>, Located<KeySource>)>,
     /// The CA bundle the upstream must chain to; None only with `verify_upstream = false`.
     pub ca: Option<Located<PathBuf>>,
     /// `host:port` of the upstream, used to connect.
@@ -266,7 +303,7 @@ impl ListenerConfig {
         match &self.mode {
             ModeConfig::Server(server) => {
                 files.push(&server.cert.value);
-                files.push(&server.key.value);
+                files.extend(server.key.value.file());
                 files.extend(server.client_ca.iter().map(|f| f.value.as_path()));
                 files.extend(server.revocation.crls.iter().map(|f| f.value.as_path()));
                 files.extend(server.ocsp_response.iter().map(|f| f.value.as_path()));
@@ -274,14 +311,12 @@ impl ListenerConfig {
             ModeConfig::Client(client) => {
                 if let Some((cert, key)) = &client.identity {
                     files.push(&cert.value);
-                    files.push(&key.value);
+                    files.extend(key.value.file());
                 }
                 files.extend(client.ca.iter().map(|ca| ca.value.as_path()));
                 files.extend(client.revocation.crls.iter().map(|f| f.value.as_path()));
             }
         }
-        // A key on a token is no file to watch; its certificate file still is.
-        files.retain(|f| !crate::tls::pkcs11::is_uri(&f.to_string_lossy()));
         files
     }
 
@@ -300,6 +335,28 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// An access log file the config names (nginx's `access_log`); the flags take precedence.
     pub access_log: Option<Located<PathBuf>>,
+}
+
+impl Config {
+    /// Gives each token key whose URI names no `module-path` the module `--pkcs11-module`
+    /// names, so the config says which module every key is opened with.
+    pub fn with_default_pkcs11_module(mut self, module: Option<&Path>) -> Config {
+        let Some(module) = module else {
+            return self;
+        };
+        for listener in &mut self.listeners {
+            let key = match &mut listener.mode {
+                ModeConfig::Server(server) => Some(&mut server.key.value),
+                ModeConfig::Client(client) => {
+                    client.identity.as_mut().map(|(_, key)| &mut key.value)
+                }
+            };
+            if let Some(KeySource::Token(uri)) = key {
+                uri.module_path.get_or_insert_with(|| module.to_path_buf());
+            }
+        }
+        self
+    }
 }
 
 /// nginx's default `ssl_verify_depth`.

@@ -53,20 +53,10 @@ impl fmt::Display for Origin {
 
 /// A value with its origin, kept on anything that may still fail after validation
 /// (a file that will not load, an address that will not bind).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Located<T> {
     pub value: T,
     pub origin: Origin,
-}
-
-/// Debug output (which `ListenerConfig::same_settings` compares) never shows a token PIN
-/// written into a key URI; it shows a keyed digest of it instead, so a changed PIN still
-/// counts as a change.
-impl<T: fmt::Debug> fmt::Debug for Located<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = crate::tls::pkcs11::digest_pins(&format!("{:?}", self.value));
-        write!(f, "Located {{ value: {value}, origin: {:?} }}", self.origin)
-    }
 }
 
 /// A configuration mistake, naming where it is.

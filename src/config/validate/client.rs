@@ -1,6 +1,6 @@
 //! Client mode: plain HTTP in, TLS with a client certificate out.
 
-use super::values::{access_rules, parse_https_upstream, revocation, VERIFY_KEYS};
+use super::values::{access_rules, key_source, parse_https_upstream, revocation, VERIFY_KEYS};
 use crate::config::model::*;
 use crate::config::origin::{ConfigError, Located, Origin};
 use crate::config::spec::ListenerSpec;
@@ -69,11 +69,11 @@ fn server_name(
 }
 
 /// A client certificate and its key.
-type Identity = (Located<PathBuf>, Located<PathBuf>);
+type Identity = (Located<PathBuf>, Located<KeySource>);
 
 /// The client certificate and its key: both or neither.
 fn identity(spec: &mut ListenerSpec) -> Result<Option<Identity>, ConfigError> {
-    match (spec.path("cert")?, spec.path("key")?) {
+    match (spec.path("cert")?, key_source(spec)?) {
         (Some(cert), Some(key)) => Ok(Some((cert, key))),
         (None, None) => Ok(None),
         (Some(cert), None) => Err(ConfigError::at(

@@ -1,8 +1,8 @@
 //! Server mode: TLS with client certificates in, plain HTTP out.
 
 use super::values::{
-    access_rules, identity_matchers, parse_http_upstream, parse_verify_client, revocation,
-    ALLOW_KEYS,
+    access_rules, identity_matchers, key_source, parse_http_upstream, parse_verify_client,
+    revocation, ALLOW_KEYS,
 };
 use crate::access::AccessRules;
 use crate::config::model::*;
@@ -60,9 +60,7 @@ pub(super) fn listener(
         cert: spec
             .path("cert")?
             .ok_or_else(|| spec.missing("cert", "the server certificate"))?,
-        key: spec
-            .path("key")?
-            .ok_or_else(|| spec.missing("key", "the server private key"))?,
+        key: key_source(spec)?.ok_or_else(|| spec.missing("key", "the server private key"))?,
         client_ca,
         verify_client,
         upstream: parse_http_upstream(upstream)?,

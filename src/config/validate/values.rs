@@ -3,7 +3,7 @@
 //! sizes, durations and identity rules.
 
 use crate::access::{parse_pin, AccessRules, DnsPattern, UriPattern};
-use crate::config::model::{ClientAuthMode, HttpUpstream, Mode, Revocation};
+use crate::config::model::{ClientAuthMode, HttpUpstream, KeySource, Mode, Revocation};
 use crate::config::origin::{ConfigError, Located};
 use crate::config::spec::{ListenerSpec, SpecValue};
 use std::net::SocketAddr;
@@ -132,6 +132,22 @@ pub(super) fn parse_version(
                 text.value
             ),
         )),
+    }
+}
+
+/// A `key` setting: a file or a token key (`pkcs11:` URI).
+pub(super) fn key_source(
+    spec: &mut ListenerSpec,
+) -> Result<Option<Located<KeySource>>, ConfigError> {
+    let Some(text) = spec.text("key")? else {
+        return Ok(None);
+    };
+    match KeySource::parse(&text.value) {
+        Ok(value) => Ok(Some(Located {
+            value,
+            origin: text.origin,
+        })),
+        Err(error) => Err(ConfigError::at(&text.origin, error.to_string())),
     }
 }
 

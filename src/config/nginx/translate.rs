@@ -10,7 +10,10 @@
 
 use super::parse::Directive;
 use crate::config::template::Template;
-use crate::config::{ConfigError, ListenerSpec, Origin, SpecValue};
+use crate::config::{
+    join_host_port, ClientAuthMode, ConfigError, HostPort, ListenerSpec, Origin, SpecValue,
+    TlsVersion,
+};
 use std::collections::BTreeMap;
 
 /// One setting of a listener or route, with the directive it came from.
@@ -918,18 +921,22 @@ fn listen_address(
     if address.starts_with("unix:") {
         return Err(d.error("listening on a unix socket is not supported"));
     }
-    // nginx's forms: PORT, ADDR:PORT, [V6]:PORT, *:PORT, ADDR (port 80).
+    // nginx's forms: PORT, ADDR:PORT, [V6]:PORT, *:PORT, localhost:PORT, ADDR (port 80).
     let address = if address.chars().all(|c| c.is_ascii_digit()) {
         format!("0.0.0.0:{address}")
-    } else if let Some(port) = address.strip_prefix("*:") {
-        format!("0.0.0.0:{port}")
-    } else if address.contains(':') && !address.ends_with(']') {
-        match address.strip_prefix("localhost:") {
-            Some(port) => format!("127.0.0.1:{port}"),
+    } else {
+        match HostPort::parse(address, 80) {
+            Some(HostPort { host, port }) => {
+                let host = match host.as_str() {
+                    "*" => "0.0.0.0",
+                    "localhost" => "127.0.0.1",
+                    other => other,
+                };
+                join_host_port(host, port)
+            }
+            // Not an address: validation says so, naming the form it wants.
             None => address.clone(),
         }
-    } else {
-        format!("{address}:80")
     };
     Ok((address, tls))
 }
@@ -979,16 +986,17 @@ fn upstream_url<'a>(
         )));
     }
     let scheme = if https { "https" } else { "http" };
-    let default_port = if https { "443" } else { "80" };
+    let default_port = if https { 443 } else { 80 };
     let (proxy_host, address) = match upstreams.get(authority) {
         Some(upstream) => {
             // nginx sends the upstream block's name as $proxy_host.
             (authority.to_string(), upstream.address.clone())
         }
         None => {
-            let host = match authority.rsplit_once(':') {
-                Some((host, port)) if port == default_port => host.to_string(),
-                _ => authority.to_string(),
+            let host = match HostPort::parse(authority, default_port) {
+                Some(parsed) => parsed.without_default_port(default_port),
+                // Not host:port: validation of the upstream says so.
+                None => authority.to_string(),
             };
             (host, authority.to_string())
         }
@@ -1044,21 +1052,20 @@ fn protocols(
 ) -> Result<(), ConfigError> {
     let mut versions = Vec::new();
     for name in &d.args {
-        match name.as_str() {
-            "TLSv1.2" | "TLSv1.3" => versions.push(name.clone()),
-            "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1" => warnings.push(format!(
+        match TlsVersion::parse(name) {
+            Some(version) if version.supported().is_some() => versions.push(version),
+            Some(_) => warnings.push(format!(
                 "{}: {name} is left out: certgate speaks TLS 1.2 and 1.3 only",
                 d.place()
             )),
-            other => return Err(d.error(format!("unknown protocol \"{other}\""))),
+            None => return Err(d.error(format!("unknown protocol \"{name}\""))),
         }
     }
-    versions.sort();
-    let (Some(min), Some(max)) = (versions.first(), versions.last()) else {
+    let (Some(min), Some(max)) = (versions.iter().min(), versions.iter().max()) else {
         return Err(d.error("no protocol certgate speaks: list TLSv1.2 and/or TLSv1.3"));
     };
-    section.push("min_tls_version", SpecValue::Text(min.clone()), d);
-    section.push("max_tls_version", SpecValue::Text(max.clone()), d);
+    section.push("min_tls_version", SpecValue::Text(min.name().into()), d);
+    section.push("max_tls_version", SpecValue::Text(max.name().into()), d);
     Ok(())
 }
 
@@ -1261,27 +1268,22 @@ fn server_mode(
     let verify = match scope.get("ssl_verify_client") {
         Some(d) => {
             args_count(d, 1..=1)?;
-            let value = match d.args[0].as_str() {
-                "on" => "required",
-                "optional" => "optional",
-                "optional_no_ca" => "optional_no_ca",
-                "off" => "off",
-                other => {
-                    return Err(d.error(format!(
-                        "invalid value \"{other}\" in \"ssl_verify_client\""
-                    )))
-                }
-            };
-            section.push("verify_client", SpecValue::Text(value.into()), d);
-            value
+            let mode = ClientAuthMode::parse_nginx(&d.args[0]).ok_or_else(|| {
+                d.error(format!(
+                    "invalid value \"{}\" in \"ssl_verify_client\"",
+                    d.args[0]
+                ))
+            })?;
+            section.push("verify_client", SpecValue::Text(mode.to_string()), d);
+            mode
         }
         None => {
             section.push_default(
                 "verify_client",
-                SpecValue::Text("off".into()),
+                SpecValue::Text(ClientAuthMode::Off.to_string()),
                 "nginx's default: ssl_verify_client off",
             );
-            "off"
+            ClientAuthMode::Off
         }
     };
     let ca = match (scope.get("ssl_client_certificate"), scope.get("ssl_trusted_certificate")) {
@@ -1300,7 +1302,7 @@ fn server_mode(
             SpecValue::Bool(false),
             PARTIAL_CHAIN_DEFAULT,
         );
-    } else if verify != "off" {
+    } else if verify != ClientAuthMode::Off {
         return Err(root.directive.error(
             "ssl_verify_client needs \"ssl_client_certificate\" (the CA bundle client certificates must chain to)",
         ));

@@ -9,6 +9,7 @@
 //! `convert-nginx`.
 
 use super::parse::Directive;
+use crate::config::keys::{self, nginx_directive, NginxDirective, NginxLevel, NginxValue};
 use crate::config::template::Template;
 use crate::config::{
     join_host_port, ClientAuthMode, ConfigError, HostPort, ListenerSpec, Origin, SpecValue,
@@ -110,47 +111,22 @@ enum Context {
     Location,
 }
 
-/// Settings read from http, server and location levels, inherited downwards.
-const SERVER_SETTINGS: &[&str] = &[
-    "ssl_certificate",
-    "ssl_certificate_key",
-    "ssl_client_certificate",
-    "ssl_trusted_certificate",
-    "ssl_verify_client",
-    "ssl_verify_depth",
-    "ssl_crl",
-    "ssl_protocols",
-    "ssl_ciphers",
-    "ssl_session_tickets",
-];
+/// The setting directives (ssl_*, proxy_*, the connection's limits) and what each sets
+/// come from the key table; this is the level each may be written at.
+fn is_setting(name: &str, context: Context) -> bool {
+    match (nginx_directive(name), context) {
+        (None, _) | (_, Context::Main) => false,
+        (Some(_), Context::Http | Context::Server) => true,
+        (Some(d), Context::Location) => matches!(d.level, NginxLevel::Proxy | NginxLevel::ProxySsl),
+    }
+}
 
-/// Settings of the client side of a server block, read from http and server levels and
-/// applied in both modes.
-const CLIENT_SETTINGS: &[&str] = &[
-    "underscores_in_headers",
-    "client_header_timeout",
-    "keepalive_timeout",
-    "http2_idle_timeout",
-    "large_client_header_buffers",
-];
-
-const PROXY_SETTINGS: &[&str] = &[
-    "proxy_ssl_certificate",
-    "proxy_ssl_certificate_key",
-    "proxy_ssl_trusted_certificate",
-    "proxy_ssl_verify",
-    "proxy_ssl_verify_depth",
-    "proxy_ssl_session_reuse",
-    "proxy_ssl_protocols",
-    "proxy_ssl_ciphers",
-    "proxy_ssl_name",
-    "proxy_ssl_server_name",
-    "proxy_ssl_crl",
-    "proxy_http_version",
-    "proxy_connect_timeout",
-    "proxy_read_timeout",
-    "client_max_body_size",
-];
+/// Directives of a level, each once.
+fn directives_of(level: NginxLevel) -> impl Iterator<Item = &'static NginxDirective> {
+    keys::nginx_directives()
+        .map(|(_, d)| d)
+        .filter(move |d| d.level == level)
+}
 
 /// Directives that change nothing certgate does, accepted with a warning that says so.
 const HARMLESS: &[(&str, &str)] = &[
@@ -272,16 +248,7 @@ impl<'a> Scope<'a> {
         let mut seen: Vec<&str> = Vec::new();
         for d in block {
             let name = d.name.as_str();
-            let settings_here = match context {
-                Context::Main => false,
-                Context::Http | Context::Server => {
-                    SERVER_SETTINGS.contains(&name)
-                        || PROXY_SETTINGS.contains(&name)
-                        || CLIENT_SETTINGS.contains(&name)
-                }
-                Context::Location => PROXY_SETTINGS.contains(&name),
-            };
-            if settings_here {
+            if is_setting(name, context) {
                 if seen.contains(&name) {
                     return Err(d.error(format!("\"{name}\" directive is duplicate")));
                 }
@@ -340,11 +307,7 @@ fn structural(name: &str, context: Context) -> bool {
 }
 
 fn not_supported(d: &Directive, context: Context) -> ConfigError {
-    let known = SERVER_SETTINGS
-        .iter()
-        .chain(PROXY_SETTINGS)
-        .chain(CLIENT_SETTINGS)
-        .any(|n| *n == d.name)
+    let known = nginx_directive(&d.name).is_some()
         || ["server", "location", "listen", "proxy_pass", "upstream"].contains(&d.name.as_str());
     if known {
         let place = match context {
@@ -703,7 +666,8 @@ fn server_block(
             SpecValue::Bool(false),
             "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
         );
-        limits(&mut section, &root.scope);
+        // Timeouts and the body limit, with nginx's defaults where certgate's differ.
+        mapped(&mut section, &root.scope, warnings, NginxLevel::Proxy)?;
         client_side(&mut section, &root.scope, warnings)?;
         if let Some((max, server)) = target.max_conns {
             section.push("upstream_max_connections", SpecValue::Integer(max), server);
@@ -717,7 +681,7 @@ fn server_block(
             );
         }
         for other in &locations {
-            for limit in LIMITS {
+            for limit in limits_per_server() {
                 let args = |scope: &Scope<'_>| scope.get(limit).map(|d| d.args.clone());
                 if args(&other.scope) != args(&root.scope) {
                     return Err(other.directive.error(format!(
@@ -1129,29 +1093,10 @@ fn return_args(d: &Directive) -> Result<(i64, Option<String>), ConfigError> {
 const PARTIAL_CHAIN_DEFAULT: &str = "nginx's behaviour: OpenSSL wants the chain to end at a self-signed root of the CA bundle (no X509_V_FLAG_PARTIAL_CHAIN)";
 
 /// The directives `limits` reads, which certgate applies per server.
-const LIMITS: [&str; 3] = [
-    "proxy_connect_timeout",
-    "proxy_read_timeout",
-    "client_max_body_size",
-];
-
-/// Timeouts and the body limit, with nginx's defaults where certgate's differ.
-fn limits(section: &mut Section, scope: &Scope<'_>) {
-    for (directive, key, nginx_default) in [
-        ("proxy_connect_timeout", "connect_timeout", Some("60s")),
-        ("proxy_read_timeout", "response_timeout", None),
-        ("client_max_body_size", "max_body_size", Some("1m")),
-    ] {
-        match (scope.get(directive), nginx_default) {
-            (Some(d), _) => section.push(key, text(d), d),
-            (None, Some(value)) => section.push_default(
-                key,
-                SpecValue::Text(value.into()),
-                &format!("nginx's default {directive}"),
-            ),
-            (None, None) => {}
-        }
-    }
+fn limits_per_server() -> impl Iterator<Item = &'static str> {
+    directives_of(NginxLevel::Proxy)
+        .filter(|d| d.value != NginxValue::Ignored)
+        .map(|d| d.name)
 }
 
 /// Timeouts and limits of the client side; nginx's defaults are certgate's, so only what the
@@ -1175,21 +1120,7 @@ fn client_side(
             args_count(d, 1..=1)?;
         }
     }
-    mapped(
-        section,
-        scope,
-        warnings,
-        &[
-            (
-                "underscores_in_headers",
-                "underscores_in_headers",
-                Kind::OnOff,
-            ),
-            ("client_header_timeout", "client_header_timeout", Kind::Text),
-            ("keepalive_timeout", "keepalive_timeout", Kind::Text),
-            ("http2_idle_timeout", "http2_idle_timeout", Kind::Text),
-        ],
-    )?;
+    mapped(section, scope, warnings, NginxLevel::Connection)?;
     // `large_client_header_buffers NUMBER SIZE`: nginx holds a request head in at most
     // NUMBER buffers of SIZE (and one header line in one buffer); certgate caps the whole head.
     if let Some(d) = scope.get("large_client_header_buffers") {
@@ -1216,31 +1147,31 @@ fn bad_buffers(d: &Directive) -> ConfigError {
     ))
 }
 
-/// How a directive's arguments become a key's value.
-enum Kind {
-    Text,
-    Number,
-    OnOff,
-    /// `ssl_protocols`-style lists, which set both min_tls_version and max_tls_version.
-    Protocols,
-}
-
-/// Directives that map one to one onto keys, where they are set.
+/// The directives of `level` that map one to one onto keys, as the key table says: where
+/// they are set, and nginx's default where the table has one.
 fn mapped(
     section: &mut Section,
     scope: &Scope<'_>,
     warnings: &mut Vec<String>,
-    table: &[(&str, &'static str, Kind)],
+    level: NginxLevel,
 ) -> Result<(), ConfigError> {
-    for (directive, key, kind) in table {
-        let Some(d) = scope.get(directive) else {
+    for (key, directive) in keys::nginx_directives().filter(|(_, d)| d.level == level) {
+        let Some(d) = scope.get(directive.name) else {
+            if let Some(default) = directive.default {
+                section.push_default(
+                    key.key,
+                    SpecValue::Text(default.into()),
+                    &format!("nginx's default {}", directive.name),
+                );
+            }
             continue;
         };
-        match kind {
-            Kind::Text => section.push(key, text(d), d),
-            Kind::Number => section.push(key, number(d)?, d),
-            Kind::OnOff => section.push(key, SpecValue::Bool(on_off(d)?), d),
-            Kind::Protocols => protocols(section, d, warnings)?,
+        match directive.value {
+            NginxValue::Text => section.push(key.key, text(d), d),
+            NginxValue::Number => section.push(key.key, number(d)?, d),
+            NginxValue::OnOff => section.push(key.key, SpecValue::Bool(on_off(d)?), d),
+            NginxValue::Protocols => protocols(section, d, warnings)?,
+            NginxValue::Own | NginxValue::Ignored => {}
         }
     }
     Ok(())
@@ -1307,26 +1238,13 @@ fn server_mode(
             "ssl_verify_client needs \"ssl_client_certificate\" (the CA bundle client certificates must chain to)",
         ));
     }
-    mapped(
-        section,
-        scope,
-        warnings,
-        &[
-            ("ssl_verify_depth", "verify_depth", Kind::Number),
-            ("ssl_crl", "crl", Kind::Text),
-            ("ssl_protocols", "", Kind::Protocols),
-            ("ssl_ciphers", "ciphers", Kind::Text),
-            ("ssl_session_tickets", "session_tickets", Kind::OnOff),
-        ],
-    )?;
-    for name in PROXY_SETTINGS
-        .iter()
-        .filter(|n| n.starts_with("proxy_ssl_"))
-    {
-        if let Some(d) = scope.get(name) {
+    mapped(section, scope, warnings, NginxLevel::Ssl)?;
+    for d in directives_of(NginxLevel::ProxySsl) {
+        if let Some(d) = scope.get(d.name) {
             warnings.push(format!(
-                "{}: \"{name}\" has no effect: proxy_pass is http://",
-                d.place()
+                "{}: \"{}\" has no effect: proxy_pass is http://",
+                d.place(),
+                d.name
             ));
         }
     }
@@ -1429,19 +1347,7 @@ fn client_mode(
         }
         None => {}
     }
-    mapped(
-        section,
-        scope,
-        warnings,
-        &[
-            ("proxy_ssl_verify_depth", "verify_depth", Kind::Number),
-            ("proxy_ssl_session_reuse", "session_reuse", Kind::OnOff),
-            ("proxy_ssl_protocols", "", Kind::Protocols),
-            ("proxy_ssl_ciphers", "ciphers", Kind::Text),
-            ("proxy_ssl_name", "server_name", Kind::Text),
-            ("proxy_ssl_crl", "crl", Kind::Text),
-        ],
-    )?;
+    mapped(section, scope, warnings, NginxLevel::ProxySsl)?;
     if scope.get("proxy_ssl_name").is_none() && target.named_upstream {
         section.push_default(
             "server_name",
@@ -1463,11 +1369,12 @@ fn client_mode(
             ));
         }
     }
-    for name in SERVER_SETTINGS {
-        if let Some(d) = scope.get(name) {
+    for d in directives_of(NginxLevel::Ssl) {
+        if let Some(d) = scope.get(d.name) {
             warnings.push(format!(
-                "{}: \"{name}\" has no effect: this server listens without ssl",
-                d.place()
+                "{}: \"{}\" has no effect: this server listens without ssl",
+                d.place(),
+                d.name
             ));
         }
     }

@@ -552,6 +552,20 @@ enum Action<'a> {
     Return(&'a Directive),
 }
 
+/// A server block's parts, once its locations are read.
+struct ServerBlock<'a, 'u> {
+    directive: &'a Directive,
+    /// Its `server_name`, unless that is `_` or empty.
+    name: Option<String>,
+    /// `location /`, which proxies (checked), and the directive that does.
+    root: Location<'a>,
+    root_pass: &'a Directive,
+    /// The other locations, which become routes.
+    locations: Vec<Location<'a>>,
+    upstreams: &'u BTreeMap<String, Upstream<'u>>,
+}
+
+/// One server block -> one listener per `listen`.
 fn server_block(
     server: &Directive,
     scope: &Scope<'_>,
@@ -597,147 +611,21 @@ fn server_block(
             ))
         }
     };
-
-    let mut sections = Vec::new();
+    let server = ServerBlock {
+        directive: server,
+        name,
+        root,
+        root_pass,
+        locations,
+        upstreams,
+    };
     let several_listens = listens.len() > 1;
-    for listen in listens {
-        let (address, tls) = listen_address(listen, warnings)?;
-        let mut section = Section {
-            comments: server.comments.clone(),
-            origin: Some(origin(server)),
-            ..Section::default()
-        };
-        let port = address.rsplit(':').next().unwrap_or("").to_string();
-        let base = match &name {
-            Some(name) => name.clone(),
-            None => format!(
-                "{}:{}",
-                server
-                    .file
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                server.line
-            ),
-        };
-        // One listen: NAME:PORT; several (dual-stack, say): each named by its full address.
-        let listener_name = if several_listens {
-            format!("{base} {address}")
-        } else {
-            format!("{base}:{port}")
-        };
-        section.entries.push(Entry {
-            key: "name",
-            value: SpecValue::Text(listener_name),
-            origin: origin(server),
-            comments: Vec::new(),
-        });
-        section.push("listen", SpecValue::Text(address), listen);
-        let target = upstream_url(root_pass, "/", upstreams)?;
-        let server = match (tls, target.https) {
-            (true, false) => true,
-            (false, true) => false,
-            (true, true) => {
-                return Err(root_pass.error(
-                    "TLS on both sides (listen ... ssl with proxy_pass https://) is not supported yet: certgate terminates TLS (server mode) or originates it (client mode)",
-                ))
-            }
-            (false, false) => {
-                return Err(root_pass.error(format!(
-                    "neither side of this server uses TLS ({} without ssl, proxy_pass http://): certgate is an mTLS proxy; add \"ssl\" to listen or proxy to https://",
-                                        listen.args.join(" ")
-                )))
-            }
-        };
-        let (mode, why) = if server {
-            ("server", "listen ... ssl, proxy_pass http://")
-        } else {
-            ("client", "plain listen, proxy_pass https://")
-        };
-        section.push_default("mode", SpecValue::Text(mode.into()), why);
-        section.push("upstream", SpecValue::Text(target.url.clone()), root_pass);
-        if server {
-            server_mode(&mut section, &root, warnings)?;
-        } else {
-            client_mode(&mut section, &root, &target, warnings)?;
-        }
-        section.push_default(
-            "default_headers",
-            SpecValue::Bool(false),
-            "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
-        );
-        // Timeouts and the body limit, with nginx's defaults where certgate's differ.
-        mapped(&mut section, &root.scope, warnings, NginxLevel::Proxy)?;
-        client_side(&mut section, &root.scope, warnings)?;
-        if let Some((max, server)) = target.max_conns {
-            section.push("upstream_max_connections", SpecValue::Integer(max), server);
-        }
-        headers(&mut section, &root, &target);
-        if !locations.is_empty() {
-            section.push_default(
-                "route_match",
-                SpecValue::Text("prefix".into()),
-                "nginx's location is a string prefix: location /a/b also takes /a/bc",
-            );
-        }
-        for other in &locations {
-            for limit in limits_per_server() {
-                let args = |scope: &Scope<'_>| scope.get(limit).map(|d| d.args.clone());
-                if args(&other.scope) != args(&root.scope) {
-                    return Err(other.directive.error(format!(
-                        "location {} sets another \"{limit}\" than location /: certgate applies one per server",
-                        other.path
-                    )));
-                }
-            }
-            if header_pairs(&other.scope) != header_pairs(&root.scope) {
-                return Err(other.directive.error(format!(
-                    "location {} sets other headers than location /: certgate applies one set of header rules per server",
-                    other.path
-                )));
-            }
-            if target.https {
-                return Err(other.directive.error(
-                    "several locations are supported in server mode only (listen ... ssl, proxy_pass http://)",
-                ));
-            }
-            let mut route = Section {
-                comments: other.directive.comments.clone(),
-                origin: Some(origin(other.directive)),
-                ..Section::default()
-            };
-            route.push("path", SpecValue::Text(other.path.clone()), other.directive);
-            match other.action {
-                Action::ProxyPass(pass) => {
-                    let route_target = upstream_url(pass, &other.path, upstreams)?;
-                    if route_target.https != target.https {
-                        return Err(pass.error(
-                            "every location of a server must proxy with the same scheme as location /",
-                        ));
-                    }
-                    let max_conns = |target: &Target<'_>| target.max_conns.map(|(max, _)| max);
-                    if max_conns(&route_target) != max_conns(&target) {
-                        return Err(pass.error(format!(
-                            "location {} proxies to an upstream with another max_conns than location /: certgate applies one upstream_max_connections per server (to each of its upstreams)",
-                            other.path
-                        )));
-                    }
-                    route.push("upstream", SpecValue::Text(route_target.url), pass);
-                }
-                Action::Return(ret) => {
-                    let (code, text) = return_args(ret)?;
-                    route.push("return_code", SpecValue::Integer(code), ret);
-                    if let Some(text) = text {
-                        route.push("return_text", SpecValue::Text(text), ret);
-                    }
-                }
-            }
-            section.routes.push(route);
-        }
-        sections.push(section);
-    }
+    let sections = listens
+        .into_iter()
+        .map(|listen| listener_section(&server, listen, several_listens, warnings))
+        .collect::<Result<Vec<_>, _>>()?;
     // Once per location, not per listen.
-    for other in locations.iter().filter(|l| !l.path.ends_with('/')) {
+    for other in server.locations.iter().filter(|l| !l.path.ends_with('/')) {
         let path = &other.path;
         warnings.push(format!(
             "{}: as in nginx, location {path} also matches longer paths such as {path}x and {path}-x/y, which it then answers instead of the shorter location that covers them; to match only {path} and {path}/..., end it with / (then {path} itself goes to location /) or run a TOML config (certgate convert-nginx) without route_match = \"prefix\"",
@@ -745,6 +633,167 @@ fn server_block(
         ));
     }
     Ok(sections)
+}
+
+/// The listener one `listen` of a server block becomes.
+fn listener_section(
+    server: &ServerBlock<'_, '_>,
+    listen: &Directive,
+    several_listens: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Section, ConfigError> {
+    let (address, tls) = listen_address(listen, warnings)?;
+    let mut section = Section {
+        comments: server.directive.comments.clone(),
+        origin: Some(origin(server.directive)),
+        ..Section::default()
+    };
+    section.entries.push(Entry {
+        key: "name",
+        value: SpecValue::Text(listener_name(server, &address, several_listens)),
+        origin: origin(server.directive),
+        comments: Vec::new(),
+    });
+    section.push("listen", SpecValue::Text(address), listen);
+    let root = &server.root;
+    let root_pass = server.root_pass;
+    let target = upstream_url(root_pass, "/", server.upstreams)?;
+    let server_mode = match (tls, target.https) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => {
+            return Err(root_pass.error(
+                "TLS on both sides (listen ... ssl with proxy_pass https://) is not supported yet: certgate terminates TLS (server mode) or originates it (client mode)",
+            ))
+        }
+        (false, false) => {
+            return Err(root_pass.error(format!(
+                "neither side of this server uses TLS ({} without ssl, proxy_pass http://): certgate is an mTLS proxy; add \"ssl\" to listen or proxy to https://",
+                listen.args.join(" ")
+            )))
+        }
+    };
+    let (mode, why) = if server_mode {
+        ("server", "listen ... ssl, proxy_pass http://")
+    } else {
+        ("client", "plain listen, proxy_pass https://")
+    };
+    section.push_default("mode", SpecValue::Text(mode.into()), why);
+    section.push("upstream", SpecValue::Text(target.url.clone()), root_pass);
+    if server_mode {
+        self::server_mode(&mut section, root, warnings)?;
+    } else {
+        client_mode(&mut section, root, &target, warnings)?;
+    }
+    section.push_default(
+        "default_headers",
+        SpecValue::Bool(false),
+        "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
+    );
+    // Timeouts and the body limit, with nginx's defaults where certgate's differ.
+    mapped(&mut section, &root.scope, warnings, NginxLevel::Proxy)?;
+    client_side(&mut section, &root.scope, warnings)?;
+    if let Some((max, server)) = target.max_conns {
+        section.push("upstream_max_connections", SpecValue::Integer(max), server);
+    }
+    headers(&mut section, root, &target);
+    if !server.locations.is_empty() {
+        section.push_default(
+            "route_match",
+            SpecValue::Text("prefix".into()),
+            "nginx's location is a string prefix: location /a/b also takes /a/bc",
+        );
+    }
+    for other in &server.locations {
+        section.routes.push(route_section(server, other, &target)?);
+    }
+    Ok(section)
+}
+
+/// One listen: NAME:PORT; several (dual-stack, say): each named by its full address. A
+/// server without a server_name is named by its file and line.
+fn listener_name(server: &ServerBlock<'_, '_>, address: &str, several_listens: bool) -> String {
+    let base = match &server.name {
+        Some(name) => name.clone(),
+        None => format!(
+            "{}:{}",
+            server
+                .directive
+                .file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            server.directive.line
+        ),
+    };
+    if several_listens {
+        format!("{base} {address}")
+    } else {
+        let port = address.rsplit(':').next().unwrap_or("");
+        format!("{base}:{port}")
+    }
+}
+
+/// A location other than / as a route, refused where certgate would apply it otherwise than
+/// nginx (its own limits or headers, another scheme or max_conns).
+fn route_section(
+    server: &ServerBlock<'_, '_>,
+    other: &Location<'_>,
+    target: &Target<'_>,
+) -> Result<Section, ConfigError> {
+    let root = &server.root;
+    for limit in limits_per_server() {
+        let args = |scope: &Scope<'_>| scope.get(limit).map(|d| d.args.clone());
+        if args(&other.scope) != args(&root.scope) {
+            return Err(other.directive.error(format!(
+                "location {} sets another \"{limit}\" than location /: certgate applies one per server",
+                other.path
+            )));
+        }
+    }
+    if header_pairs(&other.scope) != header_pairs(&root.scope) {
+        return Err(other.directive.error(format!(
+            "location {} sets other headers than location /: certgate applies one set of header rules per server",
+            other.path
+        )));
+    }
+    if target.https {
+        return Err(other.directive.error(
+            "several locations are supported in server mode only (listen ... ssl, proxy_pass http://)",
+        ));
+    }
+    let mut route = Section {
+        comments: other.directive.comments.clone(),
+        origin: Some(origin(other.directive)),
+        ..Section::default()
+    };
+    route.push("path", SpecValue::Text(other.path.clone()), other.directive);
+    match other.action {
+        Action::ProxyPass(pass) => {
+            let route_target = upstream_url(pass, &other.path, server.upstreams)?;
+            if route_target.https != target.https {
+                return Err(pass.error(
+                    "every location of a server must proxy with the same scheme as location /",
+                ));
+            }
+            let max_conns = |target: &Target<'_>| target.max_conns.map(|(max, _)| max);
+            if max_conns(&route_target) != max_conns(target) {
+                return Err(pass.error(format!(
+                    "location {} proxies to an upstream with another max_conns than location /: certgate applies one upstream_max_connections per server (to each of its upstreams)",
+                    other.path
+                )));
+            }
+            route.push("upstream", SpecValue::Text(route_target.url), pass);
+        }
+        Action::Return(ret) => {
+            let (code, text) = return_args(ret)?;
+            route.push("return_code", SpecValue::Integer(code), ret);
+            if let Some(text) = text {
+                route.push("return_text", SpecValue::Text(text), ret);
+            }
+        }
+    }
+    Ok(route)
 }
 
 fn location<'a>(

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use certgate::access_log::AccessLogChoice;
-use certgate::config::{Config, Format, ListenerSpec, Origin, SpecValue};
+use certgate::config::{keys, Config, Format, ListenerSpec, Origin, SpecValue};
 use certgate::metrics::Telemetry;
 use certgate::process::{stop_signal, ProcessSettings};
 use clap::{Args, Parser, Subcommand};
@@ -426,120 +426,82 @@ struct CommonArgs {
 struct FlagSpec(ListenerSpec);
 
 impl FlagSpec {
-    fn text(&mut self, key: &str, flag: &str, value: Option<String>) -> anyhow::Result<()> {
-        if let Some(value) = value {
-            self.0.set(
-                key,
-                Origin::Flag(format!("--{flag}")),
-                SpecValue::Text(value),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn list(&mut self, key: &str, flag: &str, values: Vec<String>) -> anyhow::Result<()> {
-        if !values.is_empty() {
-            self.0.set(
-                key,
-                Origin::Flag(format!("--{flag}")),
-                SpecValue::List(values),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn integer(&mut self, key: &str, flag: &str, value: Option<i64>) -> anyhow::Result<()> {
-        if let Some(value) = value {
-            self.0.set(
-                key,
-                Origin::Flag(format!("--{flag}")),
-                SpecValue::Integer(value),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn bool(&mut self, key: &str, flag: &str, value: bool) -> anyhow::Result<()> {
-        self.0.set(
-            key,
-            Origin::Flag(format!("--{flag}")),
-            SpecValue::Bool(value),
+    /// A spec for `certgate MODE`: the subcommand gives the mode.
+    fn new(mode: &str) -> anyhow::Result<FlagSpec> {
+        let mut spec = ListenerSpec::default();
+        spec.set(
+            "mode",
+            Origin::Flag(format!("certgate {mode}")),
+            SpecValue::Text(mode.into()),
         )?;
+        Ok(FlagSpec(spec))
+    }
+
+    /// Records `key` as its flag (named by the key table) gave it.
+    fn set(&mut self, key: &str, value: SpecValue) -> anyhow::Result<()> {
+        let flag =
+            keys::flag_of(key).with_context(|| format!("the key table gives '{key}' no flag"))?;
+        self.0.set(key, Origin::Flag(format!("--{flag}")), value)?;
         Ok(())
+    }
+
+    fn text(&mut self, key: &str, value: Option<String>) -> anyhow::Result<()> {
+        match value {
+            Some(value) => self.set(key, SpecValue::Text(value)),
+            None => Ok(()),
+        }
+    }
+
+    fn list(&mut self, key: &str, values: Vec<String>) -> anyhow::Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.set(key, SpecValue::List(values))
+    }
+
+    fn integer(&mut self, key: &str, value: Option<i64>) -> anyhow::Result<()> {
+        match value {
+            Some(value) => self.set(key, SpecValue::Integer(value)),
+            None => Ok(()),
+        }
+    }
+
+    fn bool(&mut self, key: &str, value: bool) -> anyhow::Result<()> {
+        self.set(key, SpecValue::Bool(value))
     }
 
     /// A `--no-KEY` flag: sets the key to false when given, leaves the default otherwise.
-    fn off(&mut self, key: &str, flag: &str, given: bool) -> anyhow::Result<()> {
+    fn off(&mut self, key: &str, given: bool) -> anyhow::Result<()> {
         if given {
-            self.bool(key, flag, false)?;
+            self.bool(key, false)?;
         }
         Ok(())
     }
 
     fn common(&mut self, common: CommonArgs) -> anyhow::Result<()> {
-        self.text("name", "name", common.name)?;
-        self.text("connect_timeout", "connect-timeout", common.connect_timeout)?;
-        self.text(
-            "response_timeout",
-            "response-timeout",
-            common.response_timeout,
-        )?;
-        self.text("max_body_size", "max-body-size", common.max_body_size)?;
-        self.off(
-            "default_headers",
-            "no-default-headers",
-            common.no_default_headers,
-        )?;
-        self.integer("verify_depth", "verify-depth", common.verify_depth)?;
+        self.text("name", common.name)?;
+        self.text("connect_timeout", common.connect_timeout)?;
+        self.text("response_timeout", common.response_timeout)?;
+        self.text("max_body_size", common.max_body_size)?;
+        self.off("default_headers", common.no_default_headers)?;
+        self.integer("verify_depth", common.verify_depth)?;
         if let Some(partial_chain) = common.partial_chain {
-            self.bool("partial_chain", "partial-chain", partial_chain)?;
+            self.bool("partial_chain", partial_chain)?;
         }
-        self.text("min_tls_version", "min-tls-version", common.min_tls_version)?;
-        self.text("max_tls_version", "max-tls-version", common.max_tls_version)?;
-        self.text("ciphers", "ciphers", common.ciphers)?;
-        self.list("crl", "crl", common.crl)?;
-        self.text("crl_expired", "crl-expired", common.crl_expired)?;
-        self.integer(
-            "upstream_max_connections",
-            "upstream-max-connections",
-            common.upstream_max_connections,
-        )?;
-        self.text(
-            "upstream_queue_timeout",
-            "upstream-queue-timeout",
-            common.upstream_queue_timeout,
-        )?;
-        self.bool(
-            "strict_key_permissions",
-            "strict-key-permissions",
-            common.strict_key_permissions,
-        )?;
-        self.bool(
-            "underscores_in_headers",
-            "underscores-in-headers",
-            common.underscores_in_headers,
-        )?;
-        self.text(
-            "client_header_timeout",
-            "client-header-timeout",
-            common.client_header_timeout,
-        )?;
-        self.text(
-            "keepalive_timeout",
-            "keepalive-timeout",
-            common.keepalive_timeout,
-        )?;
-        self.text(
-            "http2_idle_timeout",
-            "http2-idle-timeout",
-            common.http2_idle_timeout,
-        )?;
-        self.text(
-            "http2_ping_interval",
-            "http2-ping-interval",
-            common.http2_ping_interval,
-        )?;
-        self.text("max_header_size", "max-header-size", common.max_header_size)?;
+        self.text("min_tls_version", common.min_tls_version)?;
+        self.text("max_tls_version", common.max_tls_version)?;
+        self.text("ciphers", common.ciphers)?;
+        self.list("crl", common.crl)?;
+        self.text("crl_expired", common.crl_expired)?;
+        self.integer("upstream_max_connections", common.upstream_max_connections)?;
+        self.text("upstream_queue_timeout", common.upstream_queue_timeout)?;
+        self.bool("strict_key_permissions", common.strict_key_permissions)?;
+        self.bool("underscores_in_headers", common.underscores_in_headers)?;
+        self.text("client_header_timeout", common.client_header_timeout)?;
+        self.text("keepalive_timeout", common.keepalive_timeout)?;
+        self.text("http2_idle_timeout", common.http2_idle_timeout)?;
+        self.text("http2_ping_interval", common.http2_ping_interval)?;
+        self.text("max_header_size", common.max_header_size)?;
         if !common.set_header.is_empty() {
             let rules = common
                 .set_header
@@ -552,94 +514,56 @@ impl FlagSpec {
                     (name.to_string(), value.trim().to_string())
                 })
                 .collect();
-            self.0.set(
-                "set_header",
-                Origin::Flag("--set-header".into()),
-                SpecValue::Headers(rules),
-            )?;
+            self.set("set_header", SpecValue::Headers(rules))?;
         }
         Ok(())
     }
 }
 
 fn server_config(args: ServerArgs) -> anyhow::Result<Config> {
-    let mut spec = FlagSpec(ListenerSpec::default());
-    spec.text("mode", "mode", Some("server".into()))?;
-    spec.text("listen", "listen", Some(args.listen))?;
-    spec.text("upstream", "upstream", Some(args.upstream))?;
-    spec.text("cert", "cert", Some(args.cert))?;
-    spec.text("key", "key", Some(args.key))?;
-    spec.text("client_ca", "client-ca", args.client_ca)?;
-    spec.text("verify_client", "verify-client", args.verify_client)?;
-    spec.list(
-        "client_cert_format",
-        "client-cert-format",
-        args.client_cert_format,
-    )?;
-    spec.text("xfcc_mode", "xfcc-mode", args.xfcc_mode)?;
-    spec.list("xfcc_trusted", "xfcc-trusted", args.xfcc_trusted)?;
-    spec.list(
-        "trusted_forwarders",
-        "trusted-forwarder",
-        args.trusted_forwarders,
-    )?;
-    spec.list("allow_cn", "allow-cn", args.allow_cn)?;
-    spec.list("allow_o", "allow-o", args.allow_o)?;
-    spec.list("allow_ou", "allow-ou", args.allow_ou)?;
-    spec.list("allow_dns", "allow-dns", args.allow_dns)?;
-    spec.list("allow_uri", "allow-uri", args.allow_uri)?;
-    spec.list(
-        "allow_pin_sha256",
-        "allow-pin-sha256",
-        args.allow_pin_sha256,
-    )?;
-    spec.text("ocsp_response", "ocsp-response", args.ocsp_response)?;
-    spec.text(
-        "path_normalization",
-        "path-normalization",
-        args.path_normalization,
-    )?;
-    spec.off(
-        "session_tickets",
-        "no-session-tickets",
-        args.no_session_tickets,
-    )?;
+    let mut spec = FlagSpec::new("server")?;
+    spec.text("listen", Some(args.listen))?;
+    spec.text("upstream", Some(args.upstream))?;
+    spec.text("cert", Some(args.cert))?;
+    spec.text("key", Some(args.key))?;
+    spec.text("client_ca", args.client_ca)?;
+    spec.text("verify_client", args.verify_client)?;
+    spec.list("client_cert_format", args.client_cert_format)?;
+    spec.text("xfcc_mode", args.xfcc_mode)?;
+    spec.list("xfcc_trusted", args.xfcc_trusted)?;
+    spec.list("trusted_forwarders", args.trusted_forwarders)?;
+    spec.list("allow_cn", args.allow_cn)?;
+    spec.list("allow_o", args.allow_o)?;
+    spec.list("allow_ou", args.allow_ou)?;
+    spec.list("allow_dns", args.allow_dns)?;
+    spec.list("allow_uri", args.allow_uri)?;
+    spec.list("allow_pin_sha256", args.allow_pin_sha256)?;
+    spec.text("ocsp_response", args.ocsp_response)?;
+    spec.text("path_normalization", args.path_normalization)?;
+    spec.off("session_tickets", args.no_session_tickets)?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }
 
 fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
-    let mut spec = FlagSpec(ListenerSpec::default());
-    spec.text("mode", "mode", Some("client".into()))?;
-    spec.text("listen", "listen", Some(args.listen))?;
-    spec.text("upstream", "upstream", Some(args.upstream))?;
-    spec.text("cert", "cert", args.cert)?;
-    spec.text("key", "key", args.key)?;
-    spec.text("ca", "ca", args.ca)?;
-    spec.text("server_name", "server-name", args.server_name)?;
-    spec.list("verify_cn", "verify-cn", args.verify_cn)?;
-    spec.list("verify_o", "verify-o", args.verify_o)?;
-    spec.list("verify_ou", "verify-ou", args.verify_ou)?;
-    spec.list("verify_dns", "verify-dns", args.verify_dns)?;
-    spec.list("verify_uri", "verify-uri", args.verify_uri)?;
-    spec.list(
-        "verify_pin_sha256",
-        "verify-pin-sha256",
-        args.verify_pin_sha256,
-    )?;
-    spec.bool(
-        "verify_name_in_cn",
-        "verify-name-in-cn",
-        args.verify_name_in_cn,
-    )?;
-    spec.bool("session_reuse", "no-session-reuse", !args.no_session_reuse)?;
-    spec.bool("http2", "no-http2", !args.no_http2)?;
-    spec.off(
-        "verify_upstream",
-        "no-verify-upstream",
-        args.no_verify_upstream,
-    )?;
-    spec.off("send_sni", "no-send-sni", args.no_send_sni)?;
+    let mut spec = FlagSpec::new("client")?;
+    spec.text("listen", Some(args.listen))?;
+    spec.text("upstream", Some(args.upstream))?;
+    spec.text("cert", args.cert)?;
+    spec.text("key", args.key)?;
+    spec.text("ca", args.ca)?;
+    spec.text("server_name", args.server_name)?;
+    spec.list("verify_cn", args.verify_cn)?;
+    spec.list("verify_o", args.verify_o)?;
+    spec.list("verify_ou", args.verify_ou)?;
+    spec.list("verify_dns", args.verify_dns)?;
+    spec.list("verify_uri", args.verify_uri)?;
+    spec.list("verify_pin_sha256", args.verify_pin_sha256)?;
+    spec.bool("verify_name_in_cn", args.verify_name_in_cn)?;
+    spec.bool("session_reuse", !args.no_session_reuse)?;
+    spec.bool("http2", !args.no_http2)?;
+    spec.off("verify_upstream", args.no_verify_upstream)?;
+    spec.off("send_sni", args.no_send_sni)?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }

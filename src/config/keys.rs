@@ -490,6 +490,11 @@ pub static ROUTE_KEYS: &[Key] = &[
         .doc("Admit clients with one of these certificate or SPKI SHA-256s, on this route."),
 ];
 
+/// The flag of a listener key (`connect_timeout` -> `connect-timeout`), if it has one.
+pub fn flag_of(key: &str) -> Option<&'static str> {
+    KEYS.iter().find(|k| k.key == key)?.flag_name()
+}
+
 /// Every nginx directive the table names, with its key; a directive that sets two keys
 /// (`ssl_protocols`) comes once, with the first.
 pub fn nginx_directives() -> impl Iterator<Item = (&'static Key, &'static NginxDirective)> {

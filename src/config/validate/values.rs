@@ -2,7 +2,7 @@
 //! the nginx translation) reaches: modes, addresses, host:port, TLS versions, verify modes,
 //! sizes, durations and identity rules.
 
-use crate::access::{parse_pin, AccessRules, DnsPattern, UriPattern};
+use crate::access::{parse_pin, AccessRules, DnsPattern, RuleError, UriPattern};
 use crate::config::model::{ClientAuthMode, HttpUpstream, KeySource, Mode, Revocation};
 use crate::config::origin::{ConfigError, Located};
 use crate::config::spec::{ListenerSpec, SpecValue};
@@ -282,7 +282,7 @@ pub(super) fn access_rules(
             continue;
         };
         for item in list.value {
-            let bad = |e: String| ConfigError::at(&list.origin, e);
+            let bad = |e: RuleError| ConfigError::at(&list.origin, e.to_string());
             match kind {
                 0 => rules.common_names.push(item),
                 1 => rules.organizations.push(item),
@@ -310,9 +310,9 @@ pub(super) fn identity_matchers(list: Located<Vec<String>>) -> Result<AccessRule
             "cn" => rules.common_names.push(value.to_string()),
             "o" => rules.organizations.push(value.to_string()),
             "ou" => rules.org_units.push(value.to_string()),
-            "dns" => rules.dns.push(DnsPattern::parse(value).map_err(bad)?),
-            "uri" => rules.uris.push(UriPattern::parse(value).map_err(bad)?),
-            "pin-sha256" => rules.pins.push(parse_pin(value).map_err(bad)?),
+            "dns" => rules.dns.push(DnsPattern::parse(value).map_err(|e| bad(e.to_string()))?),
+            "uri" => rules.uris.push(UriPattern::parse(value).map_err(|e| bad(e.to_string()))?),
+            "pin-sha256" => rules.pins.push(parse_pin(value).map_err(|e| bad(e.to_string()))?),
             other => {
                 return Err(bad(format!(
                     "unknown identity kind \"{other}\" in \"{item}\": use cn, o, ou, dns, uri or pin-sha256"

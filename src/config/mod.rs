@@ -1,13 +1,13 @@
-//! Raw input (TOML file or command-line flags) -> one validated [`Config`].
+//! Raw input (TOML file, nginx syntax or command-line flags) -> one validated [`Config`].
 //!
-//! Both sources produce a [`ListenerSpec`]: a bag of keys, each remembering where it came
+//! Every source produces a [`ListenerSpec`]: a bag of keys, each remembering where it came
 //! from, so every error names the file, line and key (or the flag). Validation is the same
 //! code for `run`, `check` and the single-listener commands; it reads no file but the config.
-
 //!
 //! The jobs, one file each: [`origin`] (where a value came from, and errors naming it),
 //! [`spec`] (raw values with their origin), [`keys`] (the table of settings), [`model`] (the
-//! validated types) and `validate` (spec -> model, per mode, each value parsed once).
+//! validated types), [`key_uri`] (PKCS#11 key URIs, as text) and `validate` (spec -> model,
+//! per mode, each value parsed once by `validate::values`).
 
 pub mod ciphers;
 mod file;

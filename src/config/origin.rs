@@ -22,7 +22,7 @@ pub enum Origin {
 }
 
 /// Debug output leaves out line numbers, so that two configs with the same settings print
-/// the same even when lines moved (see [`ListenerConfig::same_settings`]).
+/// the same even when lines moved (see [`crate::config::ListenerConfig::same_settings`]).
 impl fmt::Debug for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -80,4 +80,35 @@ mod tests {
         assert!(debug.contains("pkcs11:object=k?pin-value=#"), "{debug}");
         assert!(!debug.contains("s3cret"), "{debug}");
     }
+
+    #[test]
+    fn the_default_pkcs11_module_goes_to_token_keys_that_name_none() {
+        let listener = |name: &str, key: &str| {
+            format!("[[listener]]\nname = \"{name}\"\nmode = \"server\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:1\"\ncert = \"c.pem\"\nkey = \"{key}\"\nverify_client = \"off\"\n")
+        };
+        let text = [
+            listener("none", "pkcs11:object=k"),
+            listener("own", "pkcs11:object=k?module-path=/own.so"),
+            listener("file", "k.pem"),
+        ]
+        .concat();
+        let config = file::parse(Path::new("/etc/certgate.toml"), &text)
+            .unwrap()
+            .with_default_pkcs11_module(Some(Path::new("/default.so")));
+        let keys: Vec<KeySource> = config
+            .listeners
+            .iter()
+            .map(|l| match &l.mode {
+                ModeConfig::Server(server) => server.key.value.clone(),
+                ModeConfig::Client(_) => unreachable!(),
+            })
+            .collect();
+        let module = |key: &KeySource| match key {
+            KeySource::Token(uri) => uri.module_path.clone(),
+            KeySource::File(_) => None,
+        };
+        assert_eq!(module(&keys[0]), Some(PathBuf::from("/default.so")));
+        assert_eq!(module(&keys[1]), Some(PathBuf::from("/own.so")));
+        assert_eq!(keys[2], KeySource::File(PathBuf::from("/etc/k.pem")));
+    }
 }

@@ -11,9 +11,11 @@ pub mod store;
 pub mod tickets;
 pub mod verify;
 
-use crate::config::{ConfigError, KeySource, Located, Revocation, TlsParams};
+use crate::config::{ConfigError, Located, Revocation, TlsParams};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::config::KeySource;
 
 /// The aws-lc-rs provider restricted to a listener's cipher suites.
 pub fn provider(params: &TlsParams) -> Arc<rustls::crypto::CryptoProvider> {

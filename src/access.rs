@@ -9,6 +9,25 @@ use crate::tls::identity::PeerIdentity;
 use base64::Engine;
 use std::fmt;
 
+/// Why an allow-rule value (a URI or DNS pattern, a pin) is not one; each message quotes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("\"{0}\" is not a URI (expected scheme://authority/path)")]
+    NotAUri(String),
+    #[error("\"{0}\": the authority (trust domain) must be given exactly")]
+    InexactAuthority(String),
+    #[error("\"{0}\": '**' may only be the last path segment")]
+    DoubleStarNotLast(String),
+    #[error("\"{0}\": '*' must be a whole path segment")]
+    PartialStarSegment(String),
+    #[error("\"{0}\": '*' is only allowed as the whole first label (*.example.com)")]
+    BadDnsWildcard(String),
+    #[error("\"{0}\" is not a SHA-256 pin (64 hex digits or base64)")]
+    NotAPin(String),
+    #[error("\"{0}\" is not a SHA-256 pin: it must be 32 bytes")]
+    PinLength(String),
+}
+
 /// A URI SAN pattern: exact scheme and authority, then path segments where `*` matches one
 /// segment and a final `**` matches any remaining ones (at least one).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,15 +38,13 @@ pub struct UriPattern {
 }
 
 impl UriPattern {
-    pub fn parse(text: &str) -> Result<UriPattern, String> {
+    pub fn parse(text: &str) -> Result<UriPattern, RuleError> {
         let (scheme, rest) = text
             .split_once("://")
-            .ok_or_else(|| format!("\"{text}\" is not a URI (expected scheme://authority/path)"))?;
+            .ok_or_else(|| RuleError::NotAUri(text.to_string()))?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty() || authority.contains('*') {
-            return Err(format!(
-                "\"{text}\": the authority (trust domain) must be given exactly"
-            ));
+            return Err(RuleError::InexactAuthority(text.to_string()));
         }
         let segments: Vec<String> = if path.is_empty() {
             Vec::new()
@@ -36,16 +53,14 @@ impl UriPattern {
         };
         if let Some(position) = segments.iter().position(|s| s == "**") {
             if position + 1 != segments.len() {
-                return Err(format!(
-                    "\"{text}\": '**' may only be the last path segment"
-                ));
+                return Err(RuleError::DoubleStarNotLast(text.to_string()));
             }
         }
         if segments
             .iter()
             .any(|s| s.contains('*') && s != "*" && s != "**")
         {
-            return Err(format!("\"{text}\": '*' must be a whole path segment"));
+            return Err(RuleError::PartialStarSegment(text.to_string()));
         }
         Ok(UriPattern {
             text: text.to_string(),
@@ -95,13 +110,11 @@ impl UriPattern {
 pub struct DnsPattern(String);
 
 impl DnsPattern {
-    pub fn parse(text: &str) -> Result<DnsPattern, String> {
+    pub fn parse(text: &str) -> Result<DnsPattern, RuleError> {
         let lower = text.trim().to_ascii_lowercase();
         let body = lower.strip_prefix("*.").unwrap_or(&lower);
         if body.is_empty() || body.contains('*') {
-            return Err(format!(
-                "\"{text}\": '*' is only allowed as the whole first label (*.example.com)"
-            ));
+            return Err(RuleError::BadDnsWildcard(text.to_string()));
         }
         Ok(DnsPattern(lower))
     }
@@ -118,21 +131,21 @@ impl DnsPattern {
 }
 
 /// Parses a SHA-256 pin: 64 hex digits (colons allowed) or 44 base64 characters.
-pub fn parse_pin(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_pin(text: &str) -> Result<[u8; 32], RuleError> {
     let compact: String = text.trim().chars().filter(|c| *c != ':').collect();
     let bytes = if compact.len() == 64 && compact.chars().all(|c| c.is_ascii_hexdigit()) {
         (0..32)
             .map(|i| u8::from_str_radix(&compact[2 * i..2 * i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
-            .map_err(|e| e.to_string())?
+            .map_err(|_| RuleError::NotAPin(text.to_string()))?
     } else {
         base64::engine::general_purpose::STANDARD
             .decode(text.trim())
-            .map_err(|_| format!("\"{text}\" is not a SHA-256 pin (64 hex digits or base64)"))?
+            .map_err(|_| RuleError::NotAPin(text.to_string()))?
     };
     bytes
         .try_into()
-        .map_err(|_| format!("\"{text}\" is not a SHA-256 pin: it must be 32 bytes"))
+        .map_err(|_| RuleError::PinLength(text.to_string()))
 }
 
 /// One listener's or route's allow-list.

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use certgate::access_log::AccessLogChoice;
-use certgate::config::{Config, Format, ListenerSpec, Origin, SpecValue};
+use certgate::config::{keys, Config, Format, ListenerSpec, Origin, SpecValue};
 use certgate::metrics::Telemetry;
 use certgate::process::{stop_signal, ProcessSettings};
 use clap::{Args, Parser, Subcommand};
@@ -426,120 +426,82 @@ struct CommonArgs {
 struct FlagSpec(ListenerSpec);
 
 impl FlagSpec {
-    fn text(&mut self, key: &str, flag: &str, value: Option<String>) -> anyhow::Result<()> {
-        if let Some(value) = value {
-            self.0.set(
-                key,
-                Origin::Flag(format!("--{flag}")),
-                SpecValue::Text(value),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn list(&mut self, key: &str, flag: &str, values: Vec<String>) -> anyhow::Result<()> {
-        if !values.is_empty() {
-            self.0.set(
-                key,
-                Origin::Flag(format!("--{flag}")),
-                SpecValue::List(values),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn integer(&mut self, key: &str, flag: &str, value: Option<i64>) -> anyhow::Result<()> {
-        if let Some(value) = value {
-            self.0.set(
-                key,
-                Origin::Flag(format!("--{flag}")),
-                SpecValue::Integer(value),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn bool(&mut self, key: &str, flag: &str, value: bool) -> anyhow::Result<()> {
-        self.0.set(
-            key,
-            Origin::Flag(format!("--{flag}")),
-            SpecValue::Bool(value),
+    /// A spec for `certgate MODE`: the subcommand gives the mode.
+    fn new(mode: &str) -> anyhow::Result<FlagSpec> {
+        let mut spec = ListenerSpec::default();
+        spec.set(
+            "mode",
+            Origin::Flag(format!("certgate {mode}")),
+            SpecValue::Text(mode.into()),
         )?;
+        Ok(FlagSpec(spec))
+    }
+
+    /// Records `key` as its flag (named by the key table) gave it.
+    fn set(&mut self, key: &str, value: SpecValue) -> anyhow::Result<()> {
+        let flag =
+            keys::flag_of(key).with_context(|| format!("the key table gives '{key}' no flag"))?;
+        self.0.set(key, Origin::Flag(format!("--{flag}")), value)?;
         Ok(())
+    }
+
+    fn text(&mut self, key: &str, value: Option<String>) -> anyhow::Result<()> {
+        match value {
+            Some(value) => self.set(key, SpecValue::Text(value)),
+            None => Ok(()),
+        }
+    }
+
+    fn list(&mut self, key: &str, values: Vec<String>) -> anyhow::Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.set(key, SpecValue::List(values))
+    }
+
+    fn integer(&mut self, key: &str, value: Option<i64>) -> anyhow::Result<()> {
+        match value {
+            Some(value) => self.set(key, SpecValue::Integer(value)),
+            None => Ok(()),
+        }
+    }
+
+    fn bool(&mut self, key: &str, value: bool) -> anyhow::Result<()> {
+        self.set(key, SpecValue::Bool(value))
     }
 
     /// A `--no-KEY` flag: sets the key to false when given, leaves the default otherwise.
-    fn off(&mut self, key: &str, flag: &str, given: bool) -> anyhow::Result<()> {
+    fn off(&mut self, key: &str, given: bool) -> anyhow::Result<()> {
         if given {
-            self.bool(key, flag, false)?;
+            self.bool(key, false)?;
         }
         Ok(())
     }
 
     fn common(&mut self, common: CommonArgs) -> anyhow::Result<()> {
-        self.text("name", "name", common.name)?;
-        self.text("connect_timeout", "connect-timeout", common.connect_timeout)?;
-        self.text(
-            "response_timeout",
-            "response-timeout",
-            common.response_timeout,
-        )?;
-        self.text("max_body_size", "max-body-size", common.max_body_size)?;
-        self.off(
-            "default_headers",
-            "no-default-headers",
-            common.no_default_headers,
-        )?;
-        self.integer("verify_depth", "verify-depth", common.verify_depth)?;
+        self.text("name", common.name)?;
+        self.text("connect_timeout", common.connect_timeout)?;
+        self.text("response_timeout", common.response_timeout)?;
+        self.text("max_body_size", common.max_body_size)?;
+        self.off("default_headers", common.no_default_headers)?;
+        self.integer("verify_depth", common.verify_depth)?;
         if let Some(partial_chain) = common.partial_chain {
-            self.bool("partial_chain", "partial-chain", partial_chain)?;
+            self.bool("partial_chain", partial_chain)?;
         }
-        self.text("min_tls_version", "min-tls-version", common.min_tls_version)?;
-        self.text("max_tls_version", "max-tls-version", common.max_tls_version)?;
-        self.text("ciphers", "ciphers", common.ciphers)?;
-        self.list("crl", "crl", common.crl)?;
-        self.text("crl_expired", "crl-expired", common.crl_expired)?;
-        self.integer(
-            "upstream_max_connections",
-            "upstream-max-connections",
-            common.upstream_max_connections,
-        )?;
-        self.text(
-            "upstream_queue_timeout",
-            "upstream-queue-timeout",
-            common.upstream_queue_timeout,
-        )?;
-        self.bool(
-            "strict_key_permissions",
-            "strict-key-permissions",
-            common.strict_key_permissions,
-        )?;
-        self.bool(
-            "underscores_in_headers",
-            "underscores-in-headers",
-            common.underscores_in_headers,
-        )?;
-        self.text(
-            "client_header_timeout",
-            "client-header-timeout",
-            common.client_header_timeout,
-        )?;
-        self.text(
-            "keepalive_timeout",
-            "keepalive-timeout",
-            common.keepalive_timeout,
-        )?;
-        self.text(
-            "http2_idle_timeout",
-            "http2-idle-timeout",
-            common.http2_idle_timeout,
-        )?;
-        self.text(
-            "http2_ping_interval",
-            "http2-ping-interval",
-            common.http2_ping_interval,
-        )?;
-        self.text("max_header_size", "max-header-size", common.max_header_size)?;
+        self.text("min_tls_version", common.min_tls_version)?;
+        self.text("max_tls_version", common.max_tls_version)?;
+        self.text("ciphers", common.ciphers)?;
+        self.list("crl", common.crl)?;
+        self.text("crl_expired", common.crl_expired)?;
+        self.integer("upstream_max_connections", common.upstream_max_connections)?;
+        self.text("upstream_queue_timeout", common.upstream_queue_timeout)?;
+        self.bool("strict_key_permissions", common.strict_key_permissions)?;
+        self.bool("underscores_in_headers", common.underscores_in_headers)?;
+        self.text("client_header_timeout", common.client_header_timeout)?;
+        self.text("keepalive_timeout", common.keepalive_timeout)?;
+        self.text("http2_idle_timeout", common.http2_idle_timeout)?;
+        self.text("http2_ping_interval", common.http2_ping_interval)?;
+        self.text("max_header_size", common.max_header_size)?;
         if !common.set_header.is_empty() {
             let rules = common
                 .set_header
@@ -552,99 +514,73 @@ impl FlagSpec {
                     (name.to_string(), value.trim().to_string())
                 })
                 .collect();
-            self.0.set(
-                "set_header",
-                Origin::Flag("--set-header".into()),
-                SpecValue::Headers(rules),
-            )?;
+            self.set("set_header", SpecValue::Headers(rules))?;
         }
         Ok(())
     }
 }
 
 fn server_config(args: ServerArgs) -> anyhow::Result<Config> {
-    let mut spec = FlagSpec(ListenerSpec::default());
-    spec.text("mode", "mode", Some("server".into()))?;
-    spec.text("listen", "listen", Some(args.listen))?;
-    spec.text("upstream", "upstream", Some(args.upstream))?;
-    spec.text("cert", "cert", Some(args.cert))?;
-    spec.text("key", "key", Some(args.key))?;
-    spec.text("client_ca", "client-ca", args.client_ca)?;
-    spec.text("verify_client", "verify-client", args.verify_client)?;
-    spec.list(
-        "client_cert_format",
-        "client-cert-format",
-        args.client_cert_format,
-    )?;
-    spec.text("xfcc_mode", "xfcc-mode", args.xfcc_mode)?;
-    spec.list("xfcc_trusted", "xfcc-trusted", args.xfcc_trusted)?;
-    spec.list(
-        "trusted_forwarders",
-        "trusted-forwarder",
-        args.trusted_forwarders,
-    )?;
-    spec.list("allow_cn", "allow-cn", args.allow_cn)?;
-    spec.list("allow_o", "allow-o", args.allow_o)?;
-    spec.list("allow_ou", "allow-ou", args.allow_ou)?;
-    spec.list("allow_dns", "allow-dns", args.allow_dns)?;
-    spec.list("allow_uri", "allow-uri", args.allow_uri)?;
-    spec.list(
-        "allow_pin_sha256",
-        "allow-pin-sha256",
-        args.allow_pin_sha256,
-    )?;
-    spec.text("ocsp_response", "ocsp-response", args.ocsp_response)?;
-    spec.text(
-        "path_normalization",
-        "path-normalization",
-        args.path_normalization,
-    )?;
-    spec.off(
-        "session_tickets",
-        "no-session-tickets",
-        args.no_session_tickets,
-    )?;
+    let mut spec = FlagSpec::new("server")?;
+    spec.text("listen", Some(args.listen))?;
+    spec.text("upstream", Some(args.upstream))?;
+    spec.text("cert", Some(args.cert))?;
+    spec.text("key", Some(args.key))?;
+    spec.text("client_ca", args.client_ca)?;
+    spec.text("verify_client", args.verify_client)?;
+    spec.list("client_cert_format", args.client_cert_format)?;
+    spec.text("xfcc_mode", args.xfcc_mode)?;
+    spec.list("xfcc_trusted", args.xfcc_trusted)?;
+    spec.list("trusted_forwarders", args.trusted_forwarders)?;
+    spec.list("allow_cn", args.allow_cn)?;
+    spec.list("allow_o", args.allow_o)?;
+    spec.list("allow_ou", args.allow_ou)?;
+    spec.list("allow_dns", args.allow_dns)?;
+    spec.list("allow_uri", args.allow_uri)?;
+    spec.list("allow_pin_sha256", args.allow_pin_sha256)?;
+    spec.text("ocsp_response", args.ocsp_response)?;
+    spec.text("path_normalization", args.path_normalization)?;
+    spec.off("session_tickets", args.no_session_tickets)?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }
 
 fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
-    let mut spec = FlagSpec(ListenerSpec::default());
-    spec.text("mode", "mode", Some("client".into()))?;
-    spec.text("listen", "listen", Some(args.listen))?;
-    spec.text("upstream", "upstream", Some(args.upstream))?;
-    spec.text("cert", "cert", args.cert)?;
-    spec.text("key", "key", args.key)?;
-    spec.text("ca", "ca", args.ca)?;
-    spec.text("server_name", "server-name", args.server_name)?;
-    spec.list("verify_cn", "verify-cn", args.verify_cn)?;
-    spec.list("verify_o", "verify-o", args.verify_o)?;
-    spec.list("verify_ou", "verify-ou", args.verify_ou)?;
-    spec.list("verify_dns", "verify-dns", args.verify_dns)?;
-    spec.list("verify_uri", "verify-uri", args.verify_uri)?;
-    spec.list(
-        "verify_pin_sha256",
-        "verify-pin-sha256",
-        args.verify_pin_sha256,
-    )?;
-    spec.bool(
-        "verify_name_in_cn",
-        "verify-name-in-cn",
-        args.verify_name_in_cn,
-    )?;
-    spec.bool("session_reuse", "no-session-reuse", !args.no_session_reuse)?;
-    spec.bool("http2", "no-http2", !args.no_http2)?;
-    spec.off(
-        "verify_upstream",
-        "no-verify-upstream",
-        args.no_verify_upstream,
-    )?;
-    spec.off("send_sni", "no-send-sni", args.no_send_sni)?;
+    let mut spec = FlagSpec::new("client")?;
+    spec.text("listen", Some(args.listen))?;
+    spec.text("upstream", Some(args.upstream))?;
+    spec.text("cert", args.cert)?;
+    spec.text("key", args.key)?;
+    spec.text("ca", args.ca)?;
+    spec.text("server_name", args.server_name)?;
+    spec.list("verify_cn", args.verify_cn)?;
+    spec.list("verify_o", args.verify_o)?;
+    spec.list("verify_ou", args.verify_ou)?;
+    spec.list("verify_dns", args.verify_dns)?;
+    spec.list("verify_uri", args.verify_uri)?;
+    spec.list("verify_pin_sha256", args.verify_pin_sha256)?;
+    spec.bool("verify_name_in_cn", args.verify_name_in_cn)?;
+    spec.bool("session_reuse", !args.no_session_reuse)?;
+    spec.bool("http2", !args.no_http2)?;
+    spec.off("verify_upstream", args.no_verify_upstream)?;
+    spec.off("send_sni", args.no_send_sni)?;
     spec.common(args.common)?;
     Ok(Config::from_specs(vec![spec.0])?)
 }
 
-fn cert_command(command: CertCommand) -> anyhow::Result<()> {
+/// A key argument of `cert check` or `probe`, with `--pkcs11-module` written into it when it
+/// is a token URI that names no module: those commands take the key as text.
+fn key_with_module(key: PathBuf, module: Option<&std::path::Path>) -> PathBuf {
+    match module {
+        Some(module) => PathBuf::from(certgate::config::key_uri::with_default_module(
+            &key.to_string_lossy(),
+            module,
+        )),
+        None => key,
+    }
+}
+
+fn cert_command(command: CertCommand, module: Option<&std::path::Path>) -> anyhow::Result<()> {
     use certgate::certtool;
     match command {
         CertCommand::Inspect { files, json } => {
@@ -677,7 +613,7 @@ fn cert_command(command: CertCommand) -> anyhow::Result<()> {
             }
             let lines = certtool::check(&certtool::CheckRequest {
                 cert: &cert,
-                key: key.as_deref(),
+                key: key.map(|k| key_with_module(k, module)).as_deref(),
                 ca: ca.as_deref(),
                 role: role.as_deref(),
                 name: name.as_deref(),
@@ -773,7 +709,7 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn probe_command(args: ProbeArgs) -> anyhow::Result<()> {
+async fn probe_command(args: ProbeArgs, module: Option<&std::path::Path>) -> anyhow::Result<()> {
     let versions = match (args.tls12, args.tls13) {
         (true, _) => vec![&rustls::version::TLS12],
         (_, true) => vec![&rustls::version::TLS13],
@@ -782,7 +718,7 @@ async fn probe_command(args: ProbeArgs) -> anyhow::Result<()> {
     let report = certgate::probe::probe(&certgate::probe::ProbeRequest {
         target: args.target,
         cert: args.cert,
-        key: args.key,
+        key: args.key.map(|k| key_with_module(k, module)),
         ca: args.ca,
         server_name: args.server_name,
         versions,
@@ -839,15 +775,23 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<(
 }
 
 async fn main_inner(command: Command, process: ProcessSettings) -> anyhow::Result<()> {
+    let module = process.pkcs11_module.as_deref();
     match command {
-        Command::Server(args) => Ok(certgate::run(server_config(args)?, None, &process).await?),
-        Command::Client(args) => Ok(certgate::run(client_config(args)?, None, &process).await?),
+        Command::Server(args) => {
+            let config = server_config(args)?.with_default_pkcs11_module(module);
+            Ok(certgate::run(config, None, &process).await?)
+        }
+        Command::Client(args) => {
+            let config = client_config(args)?.with_default_pkcs11_module(module);
+            Ok(certgate::run(config, None, &process).await?)
+        }
         Command::Run {
             config: path,
             format,
         } => {
             let format = config_format(format.as_deref())?;
-            let config = certgate::config::load_file(&path, format)?;
+            let config =
+                certgate::config::load_file(&path, format)?.with_default_pkcs11_module(module);
             Ok(certgate::run(config, Some((&path, format)), &process).await?)
         }
         Command::ConvertNginx { file } => {
@@ -859,7 +803,8 @@ async fn main_inner(command: Command, process: ProcessSettings) -> anyhow::Resul
             config: path,
             format,
         } => {
-            let config = certgate::config::load_file(&path, config_format(format.as_deref())?)?;
+            let config = certgate::config::load_file(&path, config_format(format.as_deref())?)?
+                .with_default_pkcs11_module(module);
             let (_, warnings) = certgate::prepare(&config, &Telemetry::new())?;
             for warning in &warnings {
                 println!("warning: {warning}");
@@ -875,17 +820,14 @@ async fn main_inner(command: Command, process: ProcessSettings) -> anyhow::Resul
         Command::Demo { once } => certgate::demo::run(once, stop_signal())
             .await
             .context("demo failed"),
-        Command::Cert(command) => cert_command(command),
-        Command::Probe(args) => probe_command(args).await,
+        Command::Cert(command) => cert_command(command, module),
+        Command::Probe(args) => probe_command(args, module).await,
         Command::Pki(command) => pki_command(command),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(module) = &cli.pkcs11_module {
-        certgate::tls::pkcs11::set_default_module(module.clone());
-    }
     if let Err(error) = init_logging(&cli.log_level, cli.log_file.as_deref()) {
         eprintln!("certgate: {error:#}");
         return ExitCode::FAILURE;
@@ -913,6 +855,7 @@ fn main() -> ExitCode {
         admin: cli.admin,
         admin_hosts: cli.admin_host,
         access_log,
+        pkcs11_module: cli.pkcs11_module,
     };
     match runtime.block_on(main_inner(cli.command, process)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use crate::access_log::{self, AccessLogChoice, AccessLogError};
 use crate::admin::{self, AdminError, AdminSettings};
 use crate::config::{self, Config, ConfigError, Format};
 use crate::metrics::Telemetry;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Process-wide settings of the serving commands, from the global flags.
@@ -20,6 +20,9 @@ pub struct ProcessSettings {
     pub admin_hosts: Vec<String>,
     /// `--access-log` and `--access-log-file`; without them the config's `access_log`.
     pub access_log: Option<AccessLogChoice>,
+    /// `--pkcs11-module`: given to every config the process loads (a reloaded one too) for
+    /// the token keys whose URI names no module.
+    pub pkcs11_module: Option<PathBuf>,
 }
 
 /// Why a serving process could not start; each variant says which setting to fix.
@@ -72,7 +75,8 @@ pub async fn run(
                 tracing::info!("SIGHUP: re-reading certificate files");
                 running.reload();
                 if let Some((path, format)) = config_file {
-                    reload_config(&mut running, path, format).await;
+                    reload_config(&mut running, path, format, settings.pkcs11_module.as_deref())
+                        .await;
                 }
             }
         }
@@ -109,8 +113,15 @@ pub fn stop_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Re-reads the `run` config after SIGHUP and moves to it, or says why not.
-async fn reload_config(running: &mut crate::Running, path: &Path, format: Option<Format>) {
-    let applied = match config::load_file(path, format) {
+async fn reload_config(
+    running: &mut crate::Running,
+    path: &Path,
+    format: Option<Format>,
+    pkcs11_module: Option<&Path>,
+) {
+    let loaded =
+        config::load_file(path, format).map(|c| c.with_default_pkcs11_module(pkcs11_module));
+    let applied = match loaded {
         Ok(config) => running.apply(&config).await,
         Err(error) => Err(error),
     };

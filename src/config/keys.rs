@@ -29,6 +29,63 @@ pub enum Flag {
     Absent(&'static str),
 }
 
+/// Where an nginx directive may be written, which says what the translation does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NginxLevel {
+    /// `ssl_*` of a server that terminates TLS: http and server blocks; without effect (and
+    /// warned about) in a server that listens without ssl.
+    Ssl,
+    /// `proxy_ssl_*`, the upstream's TLS: http, server and location blocks; without effect
+    /// (and warned about) when proxy_pass is http://.
+    ProxySsl,
+    /// The rest of the upstream side: http, server and location blocks, applied per server
+    /// (every location must agree with location /).
+    Proxy,
+    /// The downstream connection: http and server blocks, either mode.
+    Connection,
+}
+
+/// How the translation turns a directive's arguments into its key's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NginxValue {
+    /// The first argument, as text (paths, durations, sizes, names).
+    Text,
+    Number,
+    OnOff,
+    /// A protocol list (`ssl_protocols`), setting min_tls_version and max_tls_version.
+    Protocols,
+    /// Read by its own code in nginx/translate.rs (it checks pairs, or writes defaults).
+    Own,
+    /// Accepted and read for nothing.
+    Ignored,
+}
+
+/// One nginx directive that sets a key.
+#[derive(Clone, Copy, Debug)]
+pub struct NginxDirective {
+    pub name: &'static str,
+    pub level: NginxLevel,
+    pub value: NginxValue,
+    /// nginx's default, written out by the translation where it differs from certgate's.
+    pub default: Option<&'static str>,
+}
+
+const fn directive(name: &'static str, level: NginxLevel, value: NginxValue) -> NginxDirective {
+    NginxDirective {
+        name,
+        level,
+        value,
+        default: None,
+    }
+}
+
+impl NginxDirective {
+    const fn default(mut self, default: &'static str) -> NginxDirective {
+        self.default = Some(default);
+        self
+    }
+}
+
 /// One setting.
 #[derive(Clone, Copy, Debug)]
 pub struct Key {
@@ -40,6 +97,9 @@ pub struct Key {
     pub path: bool,
     /// The nginx directives that translate to it, as Markdown (empty: none).
     pub nginx: &'static str,
+    /// Those of them that are settings (not the structure: listen, location, proxy_pass),
+    /// which the translation reads from this table.
+    pub directives: &'static [NginxDirective],
     /// What applies when it is not set, in words.
     pub default: &'static str,
     /// What it does, in one line.
@@ -55,6 +115,7 @@ const fn key(key: &'static str, flag: &'static str, modes: Modes) -> Key {
         modes,
         path: false,
         nginx: "",
+        directives: &[],
         default: "",
         doc: "",
         elsewhere: "",
@@ -68,6 +129,10 @@ impl Key {
     }
     const fn nginx(mut self, nginx: &'static str) -> Key {
         self.nginx = nginx;
+        self
+    }
+    const fn directives(mut self, directives: &'static [NginxDirective]) -> Key {
+        self.directives = directives;
         self
     }
     const fn default(mut self, default: &'static str) -> Key {
@@ -107,6 +172,8 @@ impl Key {
 }
 
 use Modes::{Both, Client, Route, Server};
+use NginxLevel::{Connection, Proxy, ProxySsl, Ssl};
+use NginxValue::{Ignored, Number, OnOff, Own, Protocols, Text};
 
 const IDENTITIES: &str = " (client mode forwards to a server that checks identities)";
 const UPSTREAM_RULE: &str =
@@ -134,35 +201,42 @@ pub static KEYS: &[Key] = &[
     key("cert", "cert", Both)
         .path()
         .nginx("`ssl_certificate`, `proxy_ssl_certificate`")
+        .directives(&[directive("ssl_certificate", Ssl, Own), directive("proxy_ssl_certificate", ProxySsl, Own)])
         .default("(required in server mode; none in client mode)")
         .doc("Own certificate chain (PEM or DER), leaf first."),
     key("key", "key", Both)
         .path()
         .nginx("`ssl_certificate_key`, `proxy_ssl_certificate_key`")
+        .directives(&[directive("ssl_certificate_key", Ssl, Own), directive("proxy_ssl_certificate_key", ProxySsl, Own)])
         .default("(required with cert)")
         .doc("Private key of cert (PKCS#8, PKCS#1 or SEC1; PEM or DER), or a pkcs11: URI."),
     key("client_ca", "client-ca", Server)
         .path()
         .nginx("`ssl_client_certificate`, `ssl_trusted_certificate`")
+        .directives(&[directive("ssl_client_certificate", Ssl, Own), directive("ssl_trusted_certificate", Ssl, Own)])
         .default("(required unless verify_client = \"off\")")
         .doc("CA bundle client certificates must chain to.")
         .elsewhere("; client mode verifies the upstream with 'ca'"),
     key("verify_client", "verify-client", Server)
         .nginx("`ssl_verify_client`")
+        .directives(&[directive("ssl_verify_client", Ssl, Own)])
         .default("required")
         .doc("Client certificates: required, optional, optional_no_ca or off."),
     key("ca", "ca", Client)
         .path()
         .nginx("`proxy_ssl_trusted_certificate`")
+        .directives(&[directive("proxy_ssl_trusted_certificate", ProxySsl, Own)])
         .default("(required unless verify_upstream = false)")
         .doc("CA bundle the upstream's certificate must chain to (not the system roots).")
         .elsewhere("; server mode verifies clients with 'client_ca'"),
     key("server_name", "server-name", Client)
         .nginx("`proxy_ssl_name`")
+        .directives(&[directive("proxy_ssl_name", ProxySsl, Text)])
         .default("the upstream's host")
         .doc("Name sent as SNI and checked against the upstream's certificate."),
     key("verify_depth", "verify-depth", Both)
         .nginx("`ssl_verify_depth`, `proxy_ssl_verify_depth`")
+        .directives(&[directive("ssl_verify_depth", Ssl, Number), directive("proxy_ssl_verify_depth", ProxySsl, Number)])
         .default("1")
         .doc("Most intermediate CAs in the peer's chain (0 to 100)."),
     key("partial_chain", "partial-chain", Both)
@@ -174,14 +248,17 @@ pub static KEYS: &[Key] = &[
         .elsewhere(" (it matches the upstream's name)"),
     key("min_tls_version", "min-tls-version", Both)
         .nginx("`ssl_protocols`, `proxy_ssl_protocols`")
+        .directives(&[directive("ssl_protocols", Ssl, Protocols), directive("proxy_ssl_protocols", ProxySsl, Protocols)])
         .default("TLSv1.2")
         .doc("Lowest TLS version: TLSv1.2 or TLSv1.3."),
     key("max_tls_version", "max-tls-version", Both)
         .nginx("`ssl_protocols`, `proxy_ssl_protocols`")
+        .directives(&[directive("ssl_protocols", Ssl, Protocols), directive("proxy_ssl_protocols", ProxySsl, Protocols)])
         .default("TLSv1.3")
         .doc("Highest TLS version: TLSv1.2 or TLSv1.3."),
     key("ciphers", "ciphers", Both)
         .nginx("`ssl_ciphers`, `proxy_ssl_ciphers`")
+        .directives(&[directive("ssl_ciphers", Ssl, Text), directive("proxy_ssl_ciphers", ProxySsl, Text)])
         .default("every suite certgate implements")
         .doc("Cipher suites in OpenSSL syntax, e.g. HIGH:!aNULL:!MD5."),
     key("strict_key_permissions", "strict-key-permissions", Both)
@@ -189,18 +266,23 @@ pub static KEYS: &[Key] = &[
         .doc("Refuse to start when a private key is readable by group or others (else a warning)."),
     key("session_reuse", "no-session-reuse", Client)
         .nginx("`proxy_ssl_session_reuse`")
+        .directives(&[directive("proxy_ssl_session_reuse", ProxySsl, OnOff)])
         .default("true")
         .doc("Resume TLS sessions on new upstream connections."),
     key("http2", "no-http2", Client)
+        .nginx("`proxy_http_version` (accepted: nginx configs get false)")
+        .directives(&[directive("proxy_http_version", Proxy, Ignored)])
         .default("true")
         .doc("Offer HTTP/2 to the upstream through ALPN (nginx configs get false: nginx speaks HTTP/1 upstream).")
         .elsewhere(" (server mode offers HTTP/2 through ALPN)"),
     key("verify_upstream", "no-verify-upstream", Client)
         .nginx("`proxy_ssl_verify`")
+        .directives(&[directive("proxy_ssl_verify", ProxySsl, Own)])
         .default("true")
         .doc("Verify the upstream's certificate; false is warned about (for nginx parity only)."),
     key("send_sni", "no-send-sni", Client)
         .nginx("`proxy_ssl_server_name`")
+        .directives(&[directive("proxy_ssl_server_name", ProxySsl, Own)])
         .default("true")
         .doc("Send server_name as SNI in the upstream handshake."),
     key("default_headers", "no-default-headers", Both)
@@ -208,14 +290,17 @@ pub static KEYS: &[Key] = &[
         .doc("Add X-Forwarded-For, X-Real-IP, X-Client-Verify and the like (nginx configs get false: nginx adds none)."),
     key("connect_timeout", "connect-timeout", Both)
         .nginx("`proxy_connect_timeout`")
+        .directives(&[directive("proxy_connect_timeout", Proxy, Text).default("60s")])
         .default("10s")
         .doc("Time to connect to the upstream, TLS handshake included."),
     key("response_timeout", "response-timeout", Both)
         .nginx("`proxy_read_timeout`")
+        .directives(&[directive("proxy_read_timeout", Proxy, Text)])
         .default("60s")
         .doc("Time until the upstream's response headers."),
     key("max_body_size", "max-body-size", Both)
         .nginx("`client_max_body_size`")
+        .directives(&[directive("client_max_body_size", Proxy, Text).default("1m")])
         .default("no limit")
         .doc("Largest request body, e.g. 10m; larger ones get 413 (0: no limit)."),
     key("upstream_max_connections", "upstream-max-connections", Both)
@@ -227,22 +312,27 @@ pub static KEYS: &[Key] = &[
         .doc("How long a request waits for a free upstream connection at that limit before a 503."),
     key("session_tickets", "no-session-tickets", Server)
         .nginx("`ssl_session_tickets`")
+        .directives(&[directive("ssl_session_tickets", Ssl, OnOff)])
         .default("true")
         .doc("Issue TLS session tickets to clients."),
     key("underscores_in_headers", "underscores-in-headers", Both)
         .nginx("`underscores_in_headers`")
+        .directives(&[directive("underscores_in_headers", Connection, OnOff)])
         .default("false")
         .doc("Forward client headers with '_' in their names (identity spellings never pass)."),
     key("client_header_timeout", "client-header-timeout", Both)
         .nginx("`client_header_timeout`")
+        .directives(&[directive("client_header_timeout", Connection, Text)])
         .default("60s")
         .doc("How long a new connection may take to send its first request's headers."),
     key("keepalive_timeout", "keepalive-timeout", Both)
         .nginx("`keepalive_timeout`")
+        .directives(&[directive("keepalive_timeout", Connection, Text)])
         .default("75s")
         .doc("Close an HTTP/1.1 connection idle this long between requests (0: no keep-alive)."),
     key("http2_idle_timeout", "http2-idle-timeout", Both)
         .nginx("`http2_idle_timeout`")
+        .directives(&[directive("http2_idle_timeout", Connection, Text)])
         .default("keepalive_timeout")
         .doc("Send GOAWAY on an HTTP/2 connection without open streams for this long."),
     key("http2_ping_interval", "http2-ping-interval", Both)
@@ -250,6 +340,7 @@ pub static KEYS: &[Key] = &[
         .doc("Ping HTTP/2 clients this often and close the connection when one does not answer."),
     key("max_header_size", "max-header-size", Both)
         .nginx("`large_client_header_buffers`")
+        .directives(&[directive("large_client_header_buffers", Connection, Own)])
         .default("32k")
         .doc("Largest request head: request line and headers (HTTP/1.1) or header list (HTTP/2)."),
     key("set_header", "set-header", Both)
@@ -338,6 +429,7 @@ pub static KEYS: &[Key] = &[
     key("crl", "crl", Both)
         .path()
         .nginx("`ssl_crl`, `proxy_ssl_crl`")
+        .directives(&[directive("ssl_crl", Ssl, Text), directive("proxy_ssl_crl", ProxySsl, Text)])
         .default("none")
         .doc("Certificate revocation lists (PEM or DER) for verifying the peer."),
     key("crl_expired", "crl-expired", Both)
@@ -397,6 +489,33 @@ pub static ROUTE_KEYS: &[Key] = &[
         .default("the listener's rules")
         .doc("Admit clients with one of these certificate or SPKI SHA-256s, on this route."),
 ];
+
+/// The flag of a listener key (`connect_timeout` -> `connect-timeout`), if it has one.
+pub fn flag_of(key: &str) -> Option<&'static str> {
+    KEYS.iter().find(|k| k.key == key)?.flag_name()
+}
+
+/// Every nginx directive the table names, with its key; a directive that sets two keys
+/// (`ssl_protocols`) comes once, with the first.
+pub fn nginx_directives() -> impl Iterator<Item = (&'static Key, &'static NginxDirective)> {
+    let all = || {
+        KEYS.iter()
+            .flat_map(|k| k.directives.iter().map(move |d| (k, d)))
+    };
+    all().enumerate().filter_map(move |(i, (key, d))| {
+        all()
+            .take(i)
+            .all(|(_, earlier)| earlier.name != d.name)
+            .then_some((key, d))
+    })
+}
+
+/// The table's row for an nginx directive, if it is a setting.
+pub fn nginx_directive(name: &str) -> Option<&'static NginxDirective> {
+    KEYS.iter()
+        .flat_map(|k| k.directives)
+        .find(|d| d.name == name)
+}
 
 /// Whether `key`'s text values are file paths (resolved against the config file's directory).
 pub fn is_path(key: &str) -> bool {
@@ -483,8 +602,24 @@ mod tests {
         }
     }
 
-    /// The nginx column names directives the translation knows, so the reference cannot
-    /// promise one that `certgate run` ignores.
+    /// The nginx column (the docs) names every directive the translation reads for a key.
+    #[test]
+    fn every_directive_read_is_in_the_nginx_column() {
+        for k in KEYS {
+            for d in k.directives {
+                assert!(
+                    k.nginx.contains(&format!("`{}`", d.name)),
+                    "'{}' reads {} without naming it in its nginx column",
+                    k.key,
+                    d.name
+                );
+            }
+        }
+    }
+
+    /// The nginx column names directives the translation knows (settings through this
+    /// table, the structure in translate.rs), so the reference cannot promise one that
+    /// `certgate run` ignores.
     #[test]
     fn every_nginx_directive_named_is_translated() {
         let translate = include_str!("nginx/translate.rs");
@@ -496,7 +631,7 @@ mod tests {
                         .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit());
                 if directive {
                     assert!(
-                        translate.contains(&format!("\"{word}\"")),
+                        nginx_directive(word).is_some() || translate.contains(&format!("\"{word}\"")),
                         "'{}' names the nginx directive {word}, which src/config/nginx/translate.rs does not read",
                         k.key
                     );

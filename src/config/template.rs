@@ -89,9 +89,20 @@ const KNOWN: &str = "$host, $remote_addr, $remote_port, $scheme, $request_uri, $
 $proxy_add_x_forwarded_for, $ssl_client_cert, $ssl_client_escaped_cert, $ssl_client_s_dn, $ssl_client_i_dn, \
 $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_verify, $ssl_protocol, $ssl_cipher";
 
+/// Why a header value template does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed '${{' in \"{0}\"")]
+    Unclosed(String),
+    #[error("a '$' in \"{0}\" is not followed by a variable name")]
+    NoName(String),
+    #[error("unknown variable ${0}; known variables: {KNOWN}")]
+    UnknownVariable(String),
+}
+
 impl Template {
     /// Parses `$name` and `${name}` references; anything else is literal text.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut segments = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -101,7 +112,7 @@ impl Template {
             let (name, remainder) = if let Some(braced) = after.strip_prefix('{') {
                 let end = braced
                     .find('}')
-                    .ok_or_else(|| format!("unclosed '${{' in \"{text}\""))?;
+                    .ok_or_else(|| TemplateError::Unclosed(text.to_string()))?;
                 (&braced[..end], &braced[end + 1..])
             } else {
                 let end = after
@@ -110,12 +121,10 @@ impl Template {
                 (&after[..end], &after[end..])
             };
             if name.is_empty() {
-                return Err(format!(
-                    "a '$' in \"{text}\" is not followed by a variable name"
-                ));
+                return Err(TemplateError::NoName(text.to_string()));
             }
             let variable = Variable::from_name(name)
-                .ok_or_else(|| format!("unknown variable ${name}; known variables: {KNOWN}"))?;
+                .ok_or_else(|| TemplateError::UnknownVariable(name.to_string()))?;
             if !literal.is_empty() {
                 segments.push(Segment::Literal(std::mem::take(&mut literal)));
             }
@@ -174,7 +183,7 @@ mod tests {
 
     #[test]
     fn unknown_variable_is_named() {
-        let err = Template::parse("$ssl_client_foo").unwrap_err();
+        let err = Template::parse("$ssl_client_foo").unwrap_err().to_string();
         assert!(err.contains("unknown variable $ssl_client_foo"), "{err}");
     }
 }

@@ -8,6 +8,8 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::KeySource;
+
 /// A problem with one TLS file, always naming it.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -33,8 +35,12 @@ pub enum LoadError {
         subject: String,
         issuer: String,
     },
-    #[error("{reason}")]
-    Token { path: PathBuf, reason: String },
+    /// A key on a token; `path` is its URI without the PIN.
+    #[error("{source}")]
+    Token {
+        path: PathBuf,
+        source: super::pkcs11::TokenError,
+    },
     #[error("private key {} does not match certificate {}: use the key the certificate was issued for", key.display(), cert.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("private key {} is readable by {who} (mode {mode:04o}); run 'chmod 600 {}'", path.display(), path.display())]
@@ -173,27 +179,44 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, L
     Ok(crls)
 }
 
-/// A certificate chain and the key that goes with its first certificate.
+/// A certificate chain and the key that goes with its first certificate, for the commands
+/// that take the key as text (`cert check`, `probe`): a `pkcs11:` URI or a file.
 pub fn certified_key(
     cert_path: &Path,
     key_path: &Path,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, LoadError> {
+    let text = key_path.to_string_lossy();
+    let key = KeySource::parse(&text).map_err(|e| LoadError::Token {
+        path: PathBuf::from(super::pkcs11::redacted(&text)),
+        source: e.into(),
+    })?;
+    certified_key_from(cert_path, &key, provider)
+}
+
+/// A certificate chain and the key that goes with its first certificate.
+pub fn certified_key_from(
+    cert_path: &Path,
+    key: &KeySource,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, LoadError> {
     let chain = certificates(cert_path)?;
     check_chain_order(cert_path, &chain)?;
-    let key_text = key_path.to_string_lossy();
-    if super::pkcs11::is_uri(&key_text) {
-        let token = |reason| LoadError::Token {
-            path: key_path.to_path_buf(),
-            reason,
-        };
-        let key = super::pkcs11::TokenKey::open(&key_text).map_err(token)?;
-        key.check_matches(&chain[0]).map_err(token)?;
-        return Ok(Arc::new(rustls::sign::CertifiedKey::new(
-            chain,
-            Arc::new(key),
-        )));
-    }
+    let key_path = match key {
+        KeySource::File(path) => path,
+        KeySource::Token(uri) => {
+            let token = |source| LoadError::Token {
+                path: PathBuf::from(super::pkcs11::redacted(&uri.text)),
+                source,
+            };
+            let key = super::pkcs11::TokenKey::open(uri).map_err(token)?;
+            key.check_matches(&chain[0]).map_err(token)?;
+            return Ok(Arc::new(rustls::sign::CertifiedKey::new(
+                chain,
+                Arc::new(key),
+            )));
+        }
+    };
     let (_, signing_key) = private_key(key_path, provider)?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {

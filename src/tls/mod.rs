@@ -18,6 +18,8 @@ use crate::config::{ConfigError, Located, Revocation, TlsParams};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::config::KeySource;
+
 /// The aws-lc-rs provider restricted to a listener's cipher suites.
 pub fn provider(params: &TlsParams) -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::CryptoProvider {
@@ -49,10 +51,10 @@ pub(crate) fn at<T>(
 /// Loads a certificate chain and its key, blaming whichever of the two files is at fault.
 pub(crate) fn load_identity(
     cert: &Located<PathBuf>,
-    key: &Located<PathBuf>,
+    key: &Located<KeySource>,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, ConfigError> {
-    load::certified_key(&cert.value, &key.value, provider).map_err(|e| {
+    load::certified_key_from(&cert.value, &key.value, provider).map_err(|e| {
         let origin = if e.path() == cert.value {
             &cert.origin
         } else {
@@ -102,23 +104,25 @@ pub(crate) fn load_revocation(
 
 /// Warns about (or, when strict, refuses) a private key readable by others.
 pub(crate) fn check_key_permissions(
-    key: &Located<PathBuf>,
+    key: &Located<KeySource>,
     strict: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
-    let text = key.value.to_string_lossy();
-    if pkcs11::is_uri(&text) {
-        // No file to protect; but a PIN written into the URI is as exposed as a loose key.
-        warnings.extend(pkcs11::pin_warning(&text).map(|w| format!("{}: {w}", key.origin)));
-        return Ok(());
-    }
-    match load::key_permissions(&key.value) {
+    let path = match &key.value {
+        KeySource::File(path) => path,
+        KeySource::Token(uri) => {
+            // No file to protect; but a PIN written into the URI is as exposed as a loose key.
+            warnings.extend(pkcs11::pin_warning(uri).map(|w| format!("{}: {w}", key.origin)));
+            return Ok(());
+        }
+    };
+    match load::key_permissions(path) {
         Ok(()) => Ok(()),
         Err(problem @ load::LoadError::LoosePermissions { .. }) if !strict => {
             warnings.push(format!("{}: {problem}", key.origin));
             Ok(())
         }
-        Err(problem) => at(key, Err(problem)),
+        Err(problem) => Err(ConfigError::at(&key.origin, problem.to_string())),
     }
 }
 

@@ -27,163 +27,31 @@ pub const PIN_ENV: &str = "CERTGATE_PKCS11_PIN";
 /// Sessions kept open for reuse; more are opened under load and closed after use.
 const POOL_SIZE: usize = 8;
 
+pub use crate::config::key_uri::{digest_pins, is_uri, redacted, KeyUri, KeyUriError};
+
 /// A warning for a key URI whose PIN others can read (`pin-value=`), if it has one.
-pub fn pin_warning(uri_text: &str) -> Option<String> {
-    KeyUri::parse(uri_text).ok()?.pin().ok()?.1
+pub fn pin_warning(uri: &KeyUri) -> Option<String> {
+    uri.pin().ok()?.1
 }
 
-/// The module used when a URI names none (`--pkcs11-module`).
-static DEFAULT_MODULE: OnceLock<PathBuf> = OnceLock::new();
-
-/// Sets the module for URIs without `module-path` (`--pkcs11-module`); the first call wins.
-pub fn set_default_module(path: PathBuf) {
-    let _ = DEFAULT_MODULE.set(path);
+/// Why a token key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Uri(#[from] KeyUriError),
+    #[error("{name}: no PKCS#11 module: add module-path=/path/to/module.so to the URI or pass --pkcs11-module")]
+    NoModule { name: String },
+    /// The module, the token or the key refused; the text names which and why.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the certificate does not parse: {0}")]
+    BadCertificate(String),
+    #[error("{name}: the key on the token does not belong to the certificate (its public key is another)")]
+    NotTheCertificatesKey { name: String },
 }
 
-/// Whether a key setting names a token key rather than a file.
-pub fn is_uri(text: &str) -> bool {
-    text.starts_with("pkcs11:")
-}
-
-/// The parts of an RFC 7512 URI that select a key and say how to reach it.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct KeyUri {
-    pub token: Option<String>,
-    pub object: Option<String>,
-    pub id: Option<Vec<u8>>,
-    pub slot_id: Option<u64>,
-    pub module_path: Option<PathBuf>,
-    pub pin_source: Option<String>,
-    pub pin_value: Option<String>,
-}
-
-fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-escape at \"{}\"", &text[i..]))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
-}
-
-/// A key setting as it may be shown: a URI with its `pin-value` masked, a path as it is.
-pub fn redacted(text: &str) -> String {
-    match text.find("pin-value=") {
-        Some(at) => {
-            let value_start = at + "pin-value=".len();
-            let value_end = text[value_start..]
-                .find(['&', ';'])
-                .map_or(text.len(), |end| value_start + end);
-            format!("{}***{}", &text[..value_start], &text[value_end..])
-        }
-        None => text.to_string(),
-    }
-}
-
-/// Replaces each `pin-value` with a digest keyed by a secret of this process: equal PINs
-/// give equal text (so configs can be compared) and none can be read back or guessed.
-pub fn digest_pins(text: &str) -> String {
-    static KEY: OnceLock<aws_lc_rs::hmac::Key> = OnceLock::new();
-    let Some(at) = text.find("pin-value=") else {
-        return text.to_string();
-    };
-    let key = KEY.get_or_init(|| {
-        let mut secret = [0u8; 32];
-        let _ = aws_lc_rs::rand::fill(&mut secret);
-        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret)
-    });
-    let start = at + "pin-value=".len();
-    let end = text[start..]
-        .find(['&', ';', '"'])
-        .map_or(text.len(), |end| start + end);
-    let tag = aws_lc_rs::hmac::sign(key, &text.as_bytes()[start..end]);
-    let hex: String = tag.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{}#{hex}{}", &text[..start], digest_pins(&text[end..]))
-}
-
+/// Reading a PIN is I/O, so it lives here rather than with the URI's text.
 impl KeyUri {
-    pub fn parse(full_text: &str) -> Result<KeyUri, String> {
-        // Messages show the URI without its PIN.
-        let text = &redacted(full_text);
-        let rest = full_text
-            .strip_prefix("pkcs11:")
-            .ok_or_else(|| format!("\"{text}\" is not a pkcs11: URI"))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut uri = KeyUri::default();
-        let string = |value: &str| -> Result<String, String> {
-            String::from_utf8(percent_decode(value)?).map_err(|_| "not UTF-8".to_string())
-        };
-        for (separator, part) in [(';', path), ('&', query)] {
-            for attribute in part.split(separator).filter(|a| !a.is_empty()) {
-                let (name, value) = attribute
-                    .split_once('=')
-                    .ok_or_else(|| format!("\"{}\" in {text} has no '='", redacted(attribute)))?;
-                let bad = |e: String| format!("{name} in {text}: {e}");
-                match name {
-                    "token" => uri.token = Some(string(value).map_err(bad)?),
-                    "object" => uri.object = Some(string(value).map_err(bad)?),
-                    "id" => uri.id = Some(percent_decode(value).map_err(bad)?),
-                    "slot-id" => {
-                        uri.slot_id = Some(value.parse().map_err(|_| bad("not a number".into()))?)
-                    }
-                    "module-path" => {
-                        uri.module_path = Some(PathBuf::from(string(value).map_err(bad)?))
-                    }
-                    "pin-source" => uri.pin_source = Some(string(value).map_err(bad)?),
-                    "pin-value" => uri.pin_value = Some(string(value).map_err(bad)?),
-                    // Attributes that only narrow the choice further, or describe it.
-                    "type"
-                    | "manufacturer"
-                    | "model"
-                    | "serial"
-                    | "library-manufacturer"
-                    | "library-description"
-                    | "library-version"
-                    | "slot-description"
-                    | "slot-manufacturer"
-                    | "module-name" => {}
-                    other => return Err(format!("unknown attribute \"{other}\" in {text}")),
-                }
-            }
-        }
-        if uri.object.is_none() && uri.id.is_none() {
-            return Err(format!(
-                "{text} names no key: add object=LABEL or id=%XX to the URI"
-            ));
-        }
-        Ok(uri)
-    }
-
-    /// The URI without any PIN, for messages.
-    fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(token) = &self.token {
-            parts.push(format!("token={token}"));
-        }
-        if let Some(object) = &self.object {
-            parts.push(format!("object={object}"));
-        }
-        if let Some(id) = &self.id {
-            let hex: String = id.iter().map(|b| format!("%{b:02x}")).collect();
-            parts.push(format!("id={hex}"));
-        }
-        format!("pkcs11:{}", parts.join(";"))
-    }
-
     /// The PIN: `pin-value`, `pin-source=file:PATH`, or the environment. Also returns a
     /// warning when the PIN was given where other users can read it.
     fn pin(&self) -> Result<(String, Option<String>), String> {
@@ -531,24 +399,21 @@ fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, String> {
 
 impl TokenKey {
     /// Opens the key a URI names, logging in with its PIN.
-    pub fn open(uri_text: &str) -> Result<TokenKey, String> {
-        let uri = KeyUri::parse(uri_text)?;
+    /// The module is the URI's `module-path` or the default the config gave it.
+    pub fn open(uri: &KeyUri) -> Result<TokenKey, TokenError> {
         let name = uri.describe();
         let module_path = uri
             .module_path
             .clone()
-            .or_else(|| DEFAULT_MODULE.get().cloned())
-            .ok_or_else(|| {
-                format!("{name}: no PKCS#11 module: add module-path=/path/to/module.so to the URI or pass --pkcs11-module")
-            })?;
-        let module = module(&module_path)?;
-        let (pin, _) = uri.pin()?;
+            .ok_or_else(|| TokenError::NoModule { name: name.clone() })?;
+        let module = module(&module_path).map_err(TokenError::Refused)?;
+        let (pin, _) = uri.pin().map_err(TokenError::Refused)?;
         let selector = TokenSelector {
             label: uri.token.clone(),
             slot_id: uri.slot_id,
             module_path,
         };
-        let slot = selector.find(&module, &name)?;
+        let slot = selector.find(&module, &name).map_err(TokenError::Refused)?;
         let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
         if let Some(object) = &uri.object {
             template.push(Attribute::Label(object.as_bytes().to_vec()));
@@ -567,8 +432,8 @@ impl TokenKey {
             sessions: Mutex::new(Vec::new()),
             pin_refused: Default::default(),
         };
-        let (session, handle) = inner.open_session()?;
-        inner.kind = key_kind(&session, handle, &inner.name)?;
+        let (session, handle) = inner.open_session().map_err(TokenError::Refused)?;
+        inner.kind = key_kind(&session, handle, &inner.name).map_err(TokenError::Refused)?;
         inner
             .sessions
             .lock()
@@ -581,14 +446,17 @@ impl TokenKey {
 
     /// Signs a test message on the token and verifies it with the certificate's public key:
     /// the only proof that the token's key is the certificate's.
-    pub fn check_matches(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
+    pub fn check_matches(&self, cert: &CertificateDer<'_>) -> Result<(), TokenError> {
         let scheme = match self.inner.kind {
             Kind::EcdsaP256 => SignatureScheme::ECDSA_NISTP256_SHA256,
             Kind::EcdsaP384 => SignatureScheme::ECDSA_NISTP384_SHA384,
             Kind::Rsa => SignatureScheme::RSA_PSS_SHA256,
         };
         let message = b"certgate: does this token key belong to the certificate?";
-        let signature = self.inner.sign(scheme, message)?;
+        let signature = self
+            .inner
+            .sign(scheme, message)
+            .map_err(TokenError::Refused)?;
         let algorithms = rustls::crypto::aws_lc_rs::default_provider()
             .signature_verification_algorithms
             .mapping
@@ -597,7 +465,7 @@ impl TokenKey {
             .map(|(_, algorithms)| *algorithms)
             .unwrap_or_default();
         let end_entity = webpki::EndEntityCert::try_from(cert)
-            .map_err(|e| format!("the certificate does not parse: {e:?}"))?;
+            .map_err(|e| TokenError::BadCertificate(format!("{e:?}")))?;
         if algorithms.iter().any(|alg| {
             end_entity
                 .verify_signature(*alg, message, &signature)
@@ -605,10 +473,9 @@ impl TokenKey {
         }) {
             Ok(())
         } else {
-            Err(format!(
-                "{}: the key on the token does not belong to the certificate (its public key is another)",
-                self.inner.name
-            ))
+            Err(TokenError::NotTheCertificatesKey {
+                name: self.inner.name.clone(),
+            })
         }
     }
 }
@@ -713,55 +580,6 @@ impl Signer for TokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uris_are_parsed_as_rfc_7512_says() {
-        let uri = KeyUri::parse(
-            "pkcs11:token=my%20token;object=server-key;id=%01%a0?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pin",
-        )
-        .unwrap();
-        assert_eq!(uri.token.as_deref(), Some("my token"));
-        assert_eq!(uri.object.as_deref(), Some("server-key"));
-        assert_eq!(uri.id, Some(vec![0x01, 0xa0]));
-        assert_eq!(
-            uri.module_path,
-            Some(PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
-        );
-        assert_eq!(uri.pin_source.as_deref(), Some("file:/etc/pin"));
-        assert!(KeyUri::parse("pkcs11:token=t")
-            .unwrap_err()
-            .contains("names no key"));
-        assert!(KeyUri::parse("pkcs11:object=k;colour=red")
-            .unwrap_err()
-            .contains("unknown attribute \"colour\""));
-    }
-
-    #[test]
-    fn messages_never_show_a_pin() {
-        assert_eq!(
-            redacted("pkcs11:object=k?pin-value=s3cret&module-path=/m.so"),
-            "pkcs11:object=k?pin-value=***&module-path=/m.so"
-        );
-        let error = KeyUri::parse("pkcs11:object=k;colour=red?pin-value=s3cret").unwrap_err();
-        assert!(!error.contains("s3cret"), "{error}");
-        let error = KeyUri::parse("pkcs11:token=t?pin-value=s3cret").unwrap_err();
-        assert!(!error.contains("s3cret"), "{error}");
-    }
-
-    #[test]
-    fn debug_text_compares_pins_without_showing_them() {
-        let a = digest_pins("\"pkcs11:object=k?pin-value=s3cret&module-path=/m.so\"");
-        assert!(!a.contains("s3cret"), "{a}");
-        assert_eq!(
-            a,
-            digest_pins("\"pkcs11:object=k?pin-value=s3cret&module-path=/m.so\"")
-        );
-        assert_ne!(
-            a,
-            digest_pins("\"pkcs11:object=k?pin-value=0ther&module-path=/m.so\"")
-        );
-        assert!(a.ends_with("&module-path=/m.so\""), "{a}");
-    }
 
     #[test]
     fn raw_ecdsa_signatures_become_der() {

@@ -612,30 +612,7 @@ fn untrusted_issuer(
     distinguished_name(top.issuer())
 }
 
-/// How server mode treats client certificates (nginx's `ssl_verify_client`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAuthMode {
-    /// A certificate that verifies is mandatory.
-    Required,
-    /// No certificate is allowed; a certificate that is sent must verify.
-    Optional,
-    /// Any certificate is accepted in the handshake; the backend is told the verdict
-    /// (nginx's `optional_no_ca`).
-    OptionalNoCa,
-    /// No certificate is asked for.
-    Off,
-}
-
-impl fmt::Display for ClientAuthMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ClientAuthMode::Required => "required",
-            ClientAuthMode::Optional => "optional",
-            ClientAuthMode::OptionalNoCa => "optional_no_ca",
-            ClientAuthMode::Off => "off",
-        })
-    }
-}
+pub use crate::config::model::ClientAuthMode;
 
 /// Server mode's view of client certificates: rustls' hook around [`ChainVerifier`], plus
 /// the listener's allow-list, so a refused identity never gets past the handshake.

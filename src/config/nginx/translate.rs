@@ -9,8 +9,12 @@
 //! `convert-nginx`.
 
 use super::parse::Directive;
+use crate::config::keys::{self, nginx_directive, NginxDirective, NginxLevel, NginxValue};
 use crate::config::template::Template;
-use crate::config::{ConfigError, ListenerSpec, Origin, SpecValue};
+use crate::config::{
+    join_host_port, ClientAuthMode, ConfigError, HostPort, ListenerSpec, Origin, SpecValue,
+    TlsVersion,
+};
 use std::collections::BTreeMap;
 
 /// One setting of a listener or route, with the directive it came from.
@@ -107,47 +111,22 @@ enum Context {
     Location,
 }
 
-/// Settings read from http, server and location levels, inherited downwards.
-const SERVER_SETTINGS: &[&str] = &[
-    "ssl_certificate",
-    "ssl_certificate_key",
-    "ssl_client_certificate",
-    "ssl_trusted_certificate",
-    "ssl_verify_client",
-    "ssl_verify_depth",
-    "ssl_crl",
-    "ssl_protocols",
-    "ssl_ciphers",
-    "ssl_session_tickets",
-];
+/// The setting directives (ssl_*, proxy_*, the connection's limits) and what each sets
+/// come from the key table; this is the level each may be written at.
+fn is_setting(name: &str, context: Context) -> bool {
+    match (nginx_directive(name), context) {
+        (None, _) | (_, Context::Main) => false,
+        (Some(_), Context::Http | Context::Server) => true,
+        (Some(d), Context::Location) => matches!(d.level, NginxLevel::Proxy | NginxLevel::ProxySsl),
+    }
+}
 
-/// Settings of the client side of a server block, read from http and server levels and
-/// applied in both modes.
-const CLIENT_SETTINGS: &[&str] = &[
-    "underscores_in_headers",
-    "client_header_timeout",
-    "keepalive_timeout",
-    "http2_idle_timeout",
-    "large_client_header_buffers",
-];
-
-const PROXY_SETTINGS: &[&str] = &[
-    "proxy_ssl_certificate",
-    "proxy_ssl_certificate_key",
-    "proxy_ssl_trusted_certificate",
-    "proxy_ssl_verify",
-    "proxy_ssl_verify_depth",
-    "proxy_ssl_session_reuse",
-    "proxy_ssl_protocols",
-    "proxy_ssl_ciphers",
-    "proxy_ssl_name",
-    "proxy_ssl_server_name",
-    "proxy_ssl_crl",
-    "proxy_http_version",
-    "proxy_connect_timeout",
-    "proxy_read_timeout",
-    "client_max_body_size",
-];
+/// Directives of a level, each once.
+fn directives_of(level: NginxLevel) -> impl Iterator<Item = &'static NginxDirective> {
+    keys::nginx_directives()
+        .map(|(_, d)| d)
+        .filter(move |d| d.level == level)
+}
 
 /// Directives that change nothing certgate does, accepted with a warning that says so.
 const HARMLESS: &[(&str, &str)] = &[
@@ -269,16 +248,7 @@ impl<'a> Scope<'a> {
         let mut seen: Vec<&str> = Vec::new();
         for d in block {
             let name = d.name.as_str();
-            let settings_here = match context {
-                Context::Main => false,
-                Context::Http | Context::Server => {
-                    SERVER_SETTINGS.contains(&name)
-                        || PROXY_SETTINGS.contains(&name)
-                        || CLIENT_SETTINGS.contains(&name)
-                }
-                Context::Location => PROXY_SETTINGS.contains(&name),
-            };
-            if settings_here {
+            if is_setting(name, context) {
                 if seen.contains(&name) {
                     return Err(d.error(format!("\"{name}\" directive is duplicate")));
                 }
@@ -337,11 +307,7 @@ fn structural(name: &str, context: Context) -> bool {
 }
 
 fn not_supported(d: &Directive, context: Context) -> ConfigError {
-    let known = SERVER_SETTINGS
-        .iter()
-        .chain(PROXY_SETTINGS)
-        .chain(CLIENT_SETTINGS)
-        .any(|n| *n == d.name)
+    let known = nginx_directive(&d.name).is_some()
         || ["server", "location", "listen", "proxy_pass", "upstream"].contains(&d.name.as_str());
     if known {
         let place = match context {
@@ -586,6 +552,20 @@ enum Action<'a> {
     Return(&'a Directive),
 }
 
+/// A server block's parts, once its locations are read.
+struct ServerBlock<'a, 'u> {
+    directive: &'a Directive,
+    /// Its `server_name`, unless that is `_` or empty.
+    name: Option<String>,
+    /// `location /`, which proxies (checked), and the directive that does.
+    root: Location<'a>,
+    root_pass: &'a Directive,
+    /// The other locations, which become routes.
+    locations: Vec<Location<'a>>,
+    upstreams: &'u BTreeMap<String, Upstream<'u>>,
+}
+
+/// One server block -> one listener per `listen`.
 fn server_block(
     server: &Directive,
     scope: &Scope<'_>,
@@ -631,146 +611,21 @@ fn server_block(
             ))
         }
     };
-
-    let mut sections = Vec::new();
+    let server = ServerBlock {
+        directive: server,
+        name,
+        root,
+        root_pass,
+        locations,
+        upstreams,
+    };
     let several_listens = listens.len() > 1;
-    for listen in listens {
-        let (address, tls) = listen_address(listen, warnings)?;
-        let mut section = Section {
-            comments: server.comments.clone(),
-            origin: Some(origin(server)),
-            ..Section::default()
-        };
-        let port = address.rsplit(':').next().unwrap_or("").to_string();
-        let base = match &name {
-            Some(name) => name.clone(),
-            None => format!(
-                "{}:{}",
-                server
-                    .file
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                server.line
-            ),
-        };
-        // One listen: NAME:PORT; several (dual-stack, say): each named by its full address.
-        let listener_name = if several_listens {
-            format!("{base} {address}")
-        } else {
-            format!("{base}:{port}")
-        };
-        section.entries.push(Entry {
-            key: "name",
-            value: SpecValue::Text(listener_name),
-            origin: origin(server),
-            comments: Vec::new(),
-        });
-        section.push("listen", SpecValue::Text(address), listen);
-        let target = upstream_url(root_pass, "/", upstreams)?;
-        let server = match (tls, target.https) {
-            (true, false) => true,
-            (false, true) => false,
-            (true, true) => {
-                return Err(root_pass.error(
-                    "TLS on both sides (listen ... ssl with proxy_pass https://) is not supported yet: certgate terminates TLS (server mode) or originates it (client mode)",
-                ))
-            }
-            (false, false) => {
-                return Err(root_pass.error(format!(
-                    "neither side of this server uses TLS ({} without ssl, proxy_pass http://): certgate is an mTLS proxy; add \"ssl\" to listen or proxy to https://",
-                                        listen.args.join(" ")
-                )))
-            }
-        };
-        let (mode, why) = if server {
-            ("server", "listen ... ssl, proxy_pass http://")
-        } else {
-            ("client", "plain listen, proxy_pass https://")
-        };
-        section.push_default("mode", SpecValue::Text(mode.into()), why);
-        section.push("upstream", SpecValue::Text(target.url.clone()), root_pass);
-        if server {
-            server_mode(&mut section, &root, warnings)?;
-        } else {
-            client_mode(&mut section, &root, &target, warnings)?;
-        }
-        section.push_default(
-            "default_headers",
-            SpecValue::Bool(false),
-            "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
-        );
-        limits(&mut section, &root.scope);
-        client_side(&mut section, &root.scope, warnings)?;
-        if let Some((max, server)) = target.max_conns {
-            section.push("upstream_max_connections", SpecValue::Integer(max), server);
-        }
-        headers(&mut section, &root, &target);
-        if !locations.is_empty() {
-            section.push_default(
-                "route_match",
-                SpecValue::Text("prefix".into()),
-                "nginx's location is a string prefix: location /a/b also takes /a/bc",
-            );
-        }
-        for other in &locations {
-            for limit in LIMITS {
-                let args = |scope: &Scope<'_>| scope.get(limit).map(|d| d.args.clone());
-                if args(&other.scope) != args(&root.scope) {
-                    return Err(other.directive.error(format!(
-                        "location {} sets another \"{limit}\" than location /: certgate applies one per server",
-                        other.path
-                    )));
-                }
-            }
-            if header_pairs(&other.scope) != header_pairs(&root.scope) {
-                return Err(other.directive.error(format!(
-                    "location {} sets other headers than location /: certgate applies one set of header rules per server",
-                    other.path
-                )));
-            }
-            if target.https {
-                return Err(other.directive.error(
-                    "several locations are supported in server mode only (listen ... ssl, proxy_pass http://)",
-                ));
-            }
-            let mut route = Section {
-                comments: other.directive.comments.clone(),
-                origin: Some(origin(other.directive)),
-                ..Section::default()
-            };
-            route.push("path", SpecValue::Text(other.path.clone()), other.directive);
-            match other.action {
-                Action::ProxyPass(pass) => {
-                    let route_target = upstream_url(pass, &other.path, upstreams)?;
-                    if route_target.https != target.https {
-                        return Err(pass.error(
-                            "every location of a server must proxy with the same scheme as location /",
-                        ));
-                    }
-                    let max_conns = |target: &Target<'_>| target.max_conns.map(|(max, _)| max);
-                    if max_conns(&route_target) != max_conns(&target) {
-                        return Err(pass.error(format!(
-                            "location {} proxies to an upstream with another max_conns than location /: certgate applies one upstream_max_connections per server (to each of its upstreams)",
-                            other.path
-                        )));
-                    }
-                    route.push("upstream", SpecValue::Text(route_target.url), pass);
-                }
-                Action::Return(ret) => {
-                    let (code, text) = return_args(ret)?;
-                    route.push("return_code", SpecValue::Integer(code), ret);
-                    if let Some(text) = text {
-                        route.push("return_text", SpecValue::Text(text), ret);
-                    }
-                }
-            }
-            section.routes.push(route);
-        }
-        sections.push(section);
-    }
+    let sections = listens
+        .into_iter()
+        .map(|listen| listener_section(&server, listen, several_listens, warnings))
+        .collect::<Result<Vec<_>, _>>()?;
     // Once per location, not per listen.
-    for other in locations.iter().filter(|l| !l.path.ends_with('/')) {
+    for other in server.locations.iter().filter(|l| !l.path.ends_with('/')) {
         let path = &other.path;
         warnings.push(format!(
             "{}: as in nginx, location {path} also matches longer paths such as {path}x and {path}-x/y, which it then answers instead of the shorter location that covers them; to match only {path} and {path}/..., end it with / (then {path} itself goes to location /) or run a TOML config (certgate convert-nginx) without route_match = \"prefix\"",
@@ -778,6 +633,167 @@ fn server_block(
         ));
     }
     Ok(sections)
+}
+
+/// The listener one `listen` of a server block becomes.
+fn listener_section(
+    server: &ServerBlock<'_, '_>,
+    listen: &Directive,
+    several_listens: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Section, ConfigError> {
+    let (address, tls) = listen_address(listen, warnings)?;
+    let mut section = Section {
+        comments: server.directive.comments.clone(),
+        origin: Some(origin(server.directive)),
+        ..Section::default()
+    };
+    section.entries.push(Entry {
+        key: "name",
+        value: SpecValue::Text(listener_name(server, &address, several_listens)),
+        origin: origin(server.directive),
+        comments: Vec::new(),
+    });
+    section.push("listen", SpecValue::Text(address), listen);
+    let root = &server.root;
+    let root_pass = server.root_pass;
+    let target = upstream_url(root_pass, "/", server.upstreams)?;
+    let server_mode = match (tls, target.https) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => {
+            return Err(root_pass.error(
+                "TLS on both sides (listen ... ssl with proxy_pass https://) is not supported yet: certgate terminates TLS (server mode) or originates it (client mode)",
+            ))
+        }
+        (false, false) => {
+            return Err(root_pass.error(format!(
+                "neither side of this server uses TLS ({} without ssl, proxy_pass http://): certgate is an mTLS proxy; add \"ssl\" to listen or proxy to https://",
+                listen.args.join(" ")
+            )))
+        }
+    };
+    let (mode, why) = if server_mode {
+        ("server", "listen ... ssl, proxy_pass http://")
+    } else {
+        ("client", "plain listen, proxy_pass https://")
+    };
+    section.push_default("mode", SpecValue::Text(mode.into()), why);
+    section.push("upstream", SpecValue::Text(target.url.clone()), root_pass);
+    if server_mode {
+        self::server_mode(&mut section, root, warnings)?;
+    } else {
+        client_mode(&mut section, root, &target, warnings)?;
+    }
+    section.push_default(
+        "default_headers",
+        SpecValue::Bool(false),
+        "nginx adds no X-Forwarded-* or X-Real-IP headers unless told to",
+    );
+    // Timeouts and the body limit, with nginx's defaults where certgate's differ.
+    mapped(&mut section, &root.scope, warnings, NginxLevel::Proxy)?;
+    client_side(&mut section, &root.scope, warnings)?;
+    if let Some((max, server)) = target.max_conns {
+        section.push("upstream_max_connections", SpecValue::Integer(max), server);
+    }
+    headers(&mut section, root, &target);
+    if !server.locations.is_empty() {
+        section.push_default(
+            "route_match",
+            SpecValue::Text("prefix".into()),
+            "nginx's location is a string prefix: location /a/b also takes /a/bc",
+        );
+    }
+    for other in &server.locations {
+        section.routes.push(route_section(server, other, &target)?);
+    }
+    Ok(section)
+}
+
+/// One listen: NAME:PORT; several (dual-stack, say): each named by its full address. A
+/// server without a server_name is named by its file and line.
+fn listener_name(server: &ServerBlock<'_, '_>, address: &str, several_listens: bool) -> String {
+    let base = match &server.name {
+        Some(name) => name.clone(),
+        None => format!(
+            "{}:{}",
+            server
+                .directive
+                .file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            server.directive.line
+        ),
+    };
+    if several_listens {
+        format!("{base} {address}")
+    } else {
+        let port = address.rsplit(':').next().unwrap_or("");
+        format!("{base}:{port}")
+    }
+}
+
+/// A location other than / as a route, refused where certgate would apply it otherwise than
+/// nginx (its own limits or headers, another scheme or max_conns).
+fn route_section(
+    server: &ServerBlock<'_, '_>,
+    other: &Location<'_>,
+    target: &Target<'_>,
+) -> Result<Section, ConfigError> {
+    let root = &server.root;
+    for limit in limits_per_server() {
+        let args = |scope: &Scope<'_>| scope.get(limit).map(|d| d.args.clone());
+        if args(&other.scope) != args(&root.scope) {
+            return Err(other.directive.error(format!(
+                "location {} sets another \"{limit}\" than location /: certgate applies one per server",
+                other.path
+            )));
+        }
+    }
+    if header_pairs(&other.scope) != header_pairs(&root.scope) {
+        return Err(other.directive.error(format!(
+            "location {} sets other headers than location /: certgate applies one set of header rules per server",
+            other.path
+        )));
+    }
+    if target.https {
+        return Err(other.directive.error(
+            "several locations are supported in server mode only (listen ... ssl, proxy_pass http://)",
+        ));
+    }
+    let mut route = Section {
+        comments: other.directive.comments.clone(),
+        origin: Some(origin(other.directive)),
+        ..Section::default()
+    };
+    route.push("path", SpecValue::Text(other.path.clone()), other.directive);
+    match other.action {
+        Action::ProxyPass(pass) => {
+            let route_target = upstream_url(pass, &other.path, server.upstreams)?;
+            if route_target.https != target.https {
+                return Err(pass.error(
+                    "every location of a server must proxy with the same scheme as location /",
+                ));
+            }
+            let max_conns = |target: &Target<'_>| target.max_conns.map(|(max, _)| max);
+            if max_conns(&route_target) != max_conns(target) {
+                return Err(pass.error(format!(
+                    "location {} proxies to an upstream with another max_conns than location /: certgate applies one upstream_max_connections per server (to each of its upstreams)",
+                    other.path
+                )));
+            }
+            route.push("upstream", SpecValue::Text(route_target.url), pass);
+        }
+        Action::Return(ret) => {
+            let (code, text) = return_args(ret)?;
+            route.push("return_code", SpecValue::Integer(code), ret);
+            if let Some(text) = text {
+                route.push("return_text", SpecValue::Text(text), ret);
+            }
+        }
+    }
+    Ok(route)
 }
 
 fn location<'a>(
@@ -918,18 +934,22 @@ fn listen_address(
     if address.starts_with("unix:") {
         return Err(d.error("listening on a unix socket is not supported"));
     }
-    // nginx's forms: PORT, ADDR:PORT, [V6]:PORT, *:PORT, ADDR (port 80).
+    // nginx's forms: PORT, ADDR:PORT, [V6]:PORT, *:PORT, localhost:PORT, ADDR (port 80).
     let address = if address.chars().all(|c| c.is_ascii_digit()) {
         format!("0.0.0.0:{address}")
-    } else if let Some(port) = address.strip_prefix("*:") {
-        format!("0.0.0.0:{port}")
-    } else if address.contains(':') && !address.ends_with(']') {
-        match address.strip_prefix("localhost:") {
-            Some(port) => format!("127.0.0.1:{port}"),
+    } else {
+        match HostPort::parse(address, 80) {
+            Some(HostPort { host, port }) => {
+                let host = match host.as_str() {
+                    "*" => "0.0.0.0",
+                    "localhost" => "127.0.0.1",
+                    other => other,
+                };
+                join_host_port(host, port)
+            }
+            // Not an address: validation says so, naming the form it wants.
             None => address.clone(),
         }
-    } else {
-        format!("{address}:80")
     };
     Ok((address, tls))
 }
@@ -979,16 +999,17 @@ fn upstream_url<'a>(
         )));
     }
     let scheme = if https { "https" } else { "http" };
-    let default_port = if https { "443" } else { "80" };
+    let default_port = if https { 443 } else { 80 };
     let (proxy_host, address) = match upstreams.get(authority) {
         Some(upstream) => {
             // nginx sends the upstream block's name as $proxy_host.
             (authority.to_string(), upstream.address.clone())
         }
         None => {
-            let host = match authority.rsplit_once(':') {
-                Some((host, port)) if port == default_port => host.to_string(),
-                _ => authority.to_string(),
+            let host = match HostPort::parse(authority, default_port) {
+                Some(parsed) => parsed.without_default_port(default_port),
+                // Not host:port: validation of the upstream says so.
+                None => authority.to_string(),
             };
             (host, authority.to_string())
         }
@@ -1044,21 +1065,20 @@ fn protocols(
 ) -> Result<(), ConfigError> {
     let mut versions = Vec::new();
     for name in &d.args {
-        match name.as_str() {
-            "TLSv1.2" | "TLSv1.3" => versions.push(name.clone()),
-            "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1" => warnings.push(format!(
+        match TlsVersion::parse(name) {
+            Some(version) if version.supported().is_some() => versions.push(version),
+            Some(_) => warnings.push(format!(
                 "{}: {name} is left out: certgate speaks TLS 1.2 and 1.3 only",
                 d.place()
             )),
-            other => return Err(d.error(format!("unknown protocol \"{other}\""))),
+            None => return Err(d.error(format!("unknown protocol \"{name}\""))),
         }
     }
-    versions.sort();
-    let (Some(min), Some(max)) = (versions.first(), versions.last()) else {
+    let (Some(min), Some(max)) = (versions.iter().min(), versions.iter().max()) else {
         return Err(d.error("no protocol certgate speaks: list TLSv1.2 and/or TLSv1.3"));
     };
-    section.push("min_tls_version", SpecValue::Text(min.clone()), d);
-    section.push("max_tls_version", SpecValue::Text(max.clone()), d);
+    section.push("min_tls_version", SpecValue::Text(min.name().into()), d);
+    section.push("max_tls_version", SpecValue::Text(max.name().into()), d);
     Ok(())
 }
 
@@ -1122,29 +1142,10 @@ fn return_args(d: &Directive) -> Result<(i64, Option<String>), ConfigError> {
 const PARTIAL_CHAIN_DEFAULT: &str = "nginx's behaviour: OpenSSL wants the chain to end at a self-signed root of the CA bundle (no X509_V_FLAG_PARTIAL_CHAIN)";
 
 /// The directives `limits` reads, which certgate applies per server.
-const LIMITS: [&str; 3] = [
-    "proxy_connect_timeout",
-    "proxy_read_timeout",
-    "client_max_body_size",
-];
-
-/// Timeouts and the body limit, with nginx's defaults where certgate's differ.
-fn limits(section: &mut Section, scope: &Scope<'_>) {
-    for (directive, key, nginx_default) in [
-        ("proxy_connect_timeout", "connect_timeout", Some("60s")),
-        ("proxy_read_timeout", "response_timeout", None),
-        ("client_max_body_size", "max_body_size", Some("1m")),
-    ] {
-        match (scope.get(directive), nginx_default) {
-            (Some(d), _) => section.push(key, text(d), d),
-            (None, Some(value)) => section.push_default(
-                key,
-                SpecValue::Text(value.into()),
-                &format!("nginx's default {directive}"),
-            ),
-            (None, None) => {}
-        }
-    }
+fn limits_per_server() -> impl Iterator<Item = &'static str> {
+    directives_of(NginxLevel::Proxy)
+        .filter(|d| d.value != NginxValue::Ignored)
+        .map(|d| d.name)
 }
 
 /// Timeouts and limits of the client side; nginx's defaults are certgate's, so only what the
@@ -1168,21 +1169,7 @@ fn client_side(
             args_count(d, 1..=1)?;
         }
     }
-    mapped(
-        section,
-        scope,
-        warnings,
-        &[
-            (
-                "underscores_in_headers",
-                "underscores_in_headers",
-                Kind::OnOff,
-            ),
-            ("client_header_timeout", "client_header_timeout", Kind::Text),
-            ("keepalive_timeout", "keepalive_timeout", Kind::Text),
-            ("http2_idle_timeout", "http2_idle_timeout", Kind::Text),
-        ],
-    )?;
+    mapped(section, scope, warnings, NginxLevel::Connection)?;
     // `large_client_header_buffers NUMBER SIZE`: nginx holds a request head in at most
     // NUMBER buffers of SIZE (and one header line in one buffer); certgate caps the whole head.
     if let Some(d) = scope.get("large_client_header_buffers") {
@@ -1209,31 +1196,31 @@ fn bad_buffers(d: &Directive) -> ConfigError {
     ))
 }
 
-/// How a directive's arguments become a key's value.
-enum Kind {
-    Text,
-    Number,
-    OnOff,
-    /// `ssl_protocols`-style lists, which set both min_tls_version and max_tls_version.
-    Protocols,
-}
-
-/// Directives that map one to one onto keys, where they are set.
+/// The directives of `level` that map one to one onto keys, as the key table says: where
+/// they are set, and nginx's default where the table has one.
 fn mapped(
     section: &mut Section,
     scope: &Scope<'_>,
     warnings: &mut Vec<String>,
-    table: &[(&str, &'static str, Kind)],
+    level: NginxLevel,
 ) -> Result<(), ConfigError> {
-    for (directive, key, kind) in table {
-        let Some(d) = scope.get(directive) else {
+    for (key, directive) in keys::nginx_directives().filter(|(_, d)| d.level == level) {
+        let Some(d) = scope.get(directive.name) else {
+            if let Some(default) = directive.default {
+                section.push_default(
+                    key.key,
+                    SpecValue::Text(default.into()),
+                    &format!("nginx's default {}", directive.name),
+                );
+            }
             continue;
         };
-        match kind {
-            Kind::Text => section.push(key, text(d), d),
-            Kind::Number => section.push(key, number(d)?, d),
-            Kind::OnOff => section.push(key, SpecValue::Bool(on_off(d)?), d),
-            Kind::Protocols => protocols(section, d, warnings)?,
+        match directive.value {
+            NginxValue::Text => section.push(key.key, text(d), d),
+            NginxValue::Number => section.push(key.key, number(d)?, d),
+            NginxValue::OnOff => section.push(key.key, SpecValue::Bool(on_off(d)?), d),
+            NginxValue::Protocols => protocols(section, d, warnings)?,
+            NginxValue::Own | NginxValue::Ignored => {}
         }
     }
     Ok(())
@@ -1261,27 +1248,22 @@ fn server_mode(
     let verify = match scope.get("ssl_verify_client") {
         Some(d) => {
             args_count(d, 1..=1)?;
-            let value = match d.args[0].as_str() {
-                "on" => "required",
-                "optional" => "optional",
-                "optional_no_ca" => "optional_no_ca",
-                "off" => "off",
-                other => {
-                    return Err(d.error(format!(
-                        "invalid value \"{other}\" in \"ssl_verify_client\""
-                    )))
-                }
-            };
-            section.push("verify_client", SpecValue::Text(value.into()), d);
-            value
+            let mode = ClientAuthMode::parse_nginx(&d.args[0]).ok_or_else(|| {
+                d.error(format!(
+                    "invalid value \"{}\" in \"ssl_verify_client\"",
+                    d.args[0]
+                ))
+            })?;
+            section.push("verify_client", SpecValue::Text(mode.to_string()), d);
+            mode
         }
         None => {
             section.push_default(
                 "verify_client",
-                SpecValue::Text("off".into()),
+                SpecValue::Text(ClientAuthMode::Off.to_string()),
                 "nginx's default: ssl_verify_client off",
             );
-            "off"
+            ClientAuthMode::Off
         }
     };
     let ca = match (scope.get("ssl_client_certificate"), scope.get("ssl_trusted_certificate")) {
@@ -1300,31 +1282,18 @@ fn server_mode(
             SpecValue::Bool(false),
             PARTIAL_CHAIN_DEFAULT,
         );
-    } else if verify != "off" {
+    } else if verify != ClientAuthMode::Off {
         return Err(root.directive.error(
             "ssl_verify_client needs \"ssl_client_certificate\" (the CA bundle client certificates must chain to)",
         ));
     }
-    mapped(
-        section,
-        scope,
-        warnings,
-        &[
-            ("ssl_verify_depth", "verify_depth", Kind::Number),
-            ("ssl_crl", "crl", Kind::Text),
-            ("ssl_protocols", "", Kind::Protocols),
-            ("ssl_ciphers", "ciphers", Kind::Text),
-            ("ssl_session_tickets", "session_tickets", Kind::OnOff),
-        ],
-    )?;
-    for name in PROXY_SETTINGS
-        .iter()
-        .filter(|n| n.starts_with("proxy_ssl_"))
-    {
-        if let Some(d) = scope.get(name) {
+    mapped(section, scope, warnings, NginxLevel::Ssl)?;
+    for d in directives_of(NginxLevel::ProxySsl) {
+        if let Some(d) = scope.get(d.name) {
             warnings.push(format!(
-                "{}: \"{name}\" has no effect: proxy_pass is http://",
-                d.place()
+                "{}: \"{}\" has no effect: proxy_pass is http://",
+                d.place(),
+                d.name
             ));
         }
     }
@@ -1427,19 +1396,7 @@ fn client_mode(
         }
         None => {}
     }
-    mapped(
-        section,
-        scope,
-        warnings,
-        &[
-            ("proxy_ssl_verify_depth", "verify_depth", Kind::Number),
-            ("proxy_ssl_session_reuse", "session_reuse", Kind::OnOff),
-            ("proxy_ssl_protocols", "", Kind::Protocols),
-            ("proxy_ssl_ciphers", "ciphers", Kind::Text),
-            ("proxy_ssl_name", "server_name", Kind::Text),
-            ("proxy_ssl_crl", "crl", Kind::Text),
-        ],
-    )?;
+    mapped(section, scope, warnings, NginxLevel::ProxySsl)?;
     if scope.get("proxy_ssl_name").is_none() && target.named_upstream {
         section.push_default(
             "server_name",
@@ -1461,11 +1418,12 @@ fn client_mode(
             ));
         }
     }
-    for name in SERVER_SETTINGS {
-        if let Some(d) = scope.get(name) {
+    for d in directives_of(NginxLevel::Ssl) {
+        if let Some(d) = scope.get(d.name) {
             warnings.push(format!(
-                "{}: \"{name}\" has no effect: this server listens without ssl",
-                d.place()
+                "{}: \"{}\" has no effect: this server listens without ssl",
+                d.place(),
+                d.name
             ));
         }
     }

@@ -8,18 +8,9 @@ use super::{pem_encode, PeerIdentity};
 use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
 
-/// One way of telling the backend who the client is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdentityFormat {
-    /// `X-Client-Cert`: nginx's `$ssl_client_escaped_cert`.
-    EscapedPem,
-    /// `Client-Cert` and `Client-Cert-Chain` (RFC 9440).
-    Rfc9440,
-    /// `x-forwarded-client-cert` (Envoy).
-    Xfcc,
-    /// `X-Forwarded-Tls-Client-Cert` and `X-Forwarded-Tls-Client-Cert-Info` (Traefik).
-    Traefik,
-}
+/// The formats are configuration's vocabulary ([`crate::config::model`]); what each one
+/// sends is decided here.
+pub use crate::config::model::{IdentityFormat, XfccMode};
 
 const X_CLIENT_CERT: &str = "x-client-cert";
 const CLIENT_CERT: &str = "client-cert";
@@ -29,29 +20,6 @@ const TRAEFIK_CERT: &str = "x-forwarded-tls-client-cert";
 const TRAEFIK_INFO: &str = "x-forwarded-tls-client-cert-info";
 
 impl IdentityFormat {
-    /// Every format. Configuration finds a format only through this list ([`Self::parse`])
-    /// and `proxy::headers` strips the [`Self::header_names`] of all of them, so a format left
-    /// out here can be neither configured nor forged.
-    pub const ALL: [IdentityFormat; 4] = [
-        IdentityFormat::EscapedPem,
-        IdentityFormat::Rfc9440,
-        IdentityFormat::Xfcc,
-        IdentityFormat::Traefik,
-    ];
-
-    /// The names of [`Self::ALL`], for error messages.
-    pub const NAMES: &'static str = "escaped-pem, rfc9440, xfcc, traefik";
-
-    /// The name in configuration (`identity_format`).
-    pub fn name(self) -> &'static str {
-        match self {
-            IdentityFormat::EscapedPem => "escaped-pem",
-            IdentityFormat::Rfc9440 => "rfc9440",
-            IdentityFormat::Xfcc => "xfcc",
-            IdentityFormat::Traefik => "traefik",
-        }
-    }
-
     /// Every header the format may set, also those it leaves out for some peers (RFC 9440's
     /// chain without intermediates): an inbound one of these names never survives next to
     /// ours, not even from a trusted forwarder.
@@ -63,22 +31,6 @@ impl IdentityFormat {
             IdentityFormat::Traefik => &[TRAEFIK_CERT, TRAEFIK_INFO],
         }
     }
-
-    pub fn parse(name: &str) -> Option<IdentityFormat> {
-        IdentityFormat::ALL.into_iter().find(|f| f.name() == name)
-    }
-}
-
-/// What happens to an `x-forwarded-client-cert` header (Envoy's modes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XfccMode {
-    /// Drop any inbound header and send none (Envoy SANITIZE).
-    Sanitize,
-    /// Drop any inbound header and send this hop's element (Envoy SANITIZE_SET).
-    Set,
-    /// Keep the inbound header when the peer is trusted to send one and append this hop's
-    /// element; otherwise as `Set` (Envoy APPEND_FORWARD, with a trust check).
-    Append,
 }
 
 const STANDARD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

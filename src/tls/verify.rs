@@ -19,7 +19,6 @@ use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::cell::RefCell;
-use std::fmt;
 use std::sync::Arc;
 
 /// Which side of the connection the verified certificate belongs to.

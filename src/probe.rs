@@ -9,6 +9,7 @@
 
 pub use crate::certtool::Report;
 use crate::certtool::Verdict;
+use crate::config::KeySource;
 use crate::proxy::refusal::{html_title, CertificateRefusal, PAGE_LIMIT};
 use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
 use crate::tls::identity::{distinguished_name, lowercase_hex};
@@ -40,7 +41,10 @@ pub struct ProbeRequest {
     /// `HOST:PORT`.
     pub target: String,
     pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    /// A key file or a `pkcs11:` URI.
+    pub key: Option<String>,
+    /// The module a token key whose URI names none is opened with (`--pkcs11-module`).
+    pub pkcs11_module: Option<PathBuf>,
     pub ca: Option<PathBuf>,
     /// The name to send (SNI) and to check the server's certificate against; default HOST.
     pub server_name: Option<String>,
@@ -80,10 +84,10 @@ struct OurCertificate {
 impl OurCertificate {
     fn load(
         cert: &std::path::Path,
-        key: &std::path::Path,
+        key: &KeySource,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Self, Diagnosis> {
-        let key = load::certified_key(cert, key, provider).map_err(|e| e.to_string())?;
+        let key = load::certified_key_from(cert, key, provider).map_err(|e| e.to_string())?;
         let mut issuers = Vec::new();
         let mut leaf = None;
         for der in &key.cert {
@@ -341,7 +345,11 @@ impl<'a> Probe<'a> {
             .map_err(|_| format!("\"{name}\" is not a valid server name"))?;
 
         let ours = match (&request.cert, &request.key) {
-            (Some(cert), Some(key)) => Some(OurCertificate::load(cert, key, &provider)?),
+            (Some(cert), Some(key)) => {
+                let key = load::key_source(key, request.pkcs11_module.as_deref())
+                    .map_err(|e| e.to_string())?;
+                Some(OurCertificate::load(cert, &key, &provider)?)
+            }
             (None, None) => None,
             _ => return Err("--cert and --key go together: give both or neither".into()),
         };

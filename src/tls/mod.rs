@@ -55,7 +55,7 @@ pub(crate) fn load_identity(
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, ConfigError> {
     load::certified_key_from(&cert.value, &key.value, provider).map_err(|e| {
-        let origin = if e.path() == cert.value {
+        let origin = if e.path() == Some(cert.value.as_path()) {
             &cert.origin
         } else {
             &key.origin

@@ -9,7 +9,7 @@
 
 pub use crate::certtool::Report;
 use crate::certtool::Verdict;
-use crate::config::KeySource;
+use crate::config::{HostPort, KeySource};
 use crate::proxy::refusal::{html_title, CertificateRefusal, PAGE_LIMIT};
 use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
 use crate::tls::identity::{distinguished_name, lowercase_hex};
@@ -264,17 +264,17 @@ fn ca_name(der: &[u8]) -> String {
     }
 }
 
-/// Splits `HOST:PORT` (`[v6]:PORT` too) into the host to name and the address to dial.
+/// The host of `HOST:PORT` (`[v6]:PORT` too), to name; the target itself is what is dialed.
 fn host_of(target: &str) -> Result<String, String> {
-    let (host, port) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("\"{target}\": give HOST:PORT, for example localhost:443"))?;
-    port.parse::<u16>()
-        .map_err(|_| format!("\"{target}\": \"{port}\" is not a port number"))?;
-    Ok(host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string())
+    HostPort::parse_with_port(target)
+        .map(|target| target.host)
+        // Which part to blame, for the words only.
+        .ok_or_else(|| match target.rsplit_once(':') {
+            Some((_, port)) if port.parse::<u16>().is_err() => {
+                format!("\"{target}\": \"{port}\" is not a port number")
+            }
+            _ => format!("\"{target}\": give HOST:PORT, for example localhost:443"),
+        })
 }
 
 /// Runs the probe and reports what it found.
@@ -1014,6 +1014,25 @@ fn report_answer(report: &mut Report, method: &hyper::Method, path: &str, answer
             Verdict::Ok,
             "http",
             format!("  {name}: {}", String::from_utf8_lossy(value.as_bytes())),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_names_its_host_and_must_have_a_port() {
+        assert_eq!(host_of("localhost:8443").unwrap(), "localhost");
+        assert_eq!(host_of("[::1]:8443").unwrap(), "::1");
+        assert_eq!(
+            host_of("localhost").unwrap_err(),
+            "\"localhost\": give HOST:PORT, for example localhost:443"
+        );
+        assert_eq!(
+            host_of("localhost:https").unwrap_err(),
+            "\"localhost:https\": \"https\" is not a port number"
         );
     }
 }

@@ -151,6 +151,8 @@ struct Connection {
 }
 
 /// A host and optional port: a Host header, the authority of an Origin, an `--admin-host`.
+/// Not config's `HostPort`: a Host check must also validate the name and address, canonicalise
+/// IPs and tell an absent port from a default one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct HostPort {
     host: HostName,

@@ -351,7 +351,10 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
 /// What `cert check` looks at.
 pub struct CheckRequest<'a> {
     pub cert: &'a Path,
-    pub key: Option<&'a Path>,
+    /// A key file or a `pkcs11:` URI.
+    pub key: Option<&'a str>,
+    /// The module a token key whose URI names none is opened with (`--pkcs11-module`).
+    pub pkcs11_module: Option<&'a Path>,
     pub ca: Option<&'a Path>,
     /// "server" or "client".
     pub role: Option<&'a str>,
@@ -505,7 +508,13 @@ pub fn check(request: &CheckRequest<'_>) -> Vec<CheckLine> {
     );
     check_validity(&mut report, &summary, request.warn_days);
     if let Some(key) = request.key {
-        check_key(&mut report, request.cert, key, &provider);
+        check_key(
+            &mut report,
+            request.cert,
+            key,
+            request.pkcs11_module,
+            &provider,
+        );
     }
     let eku = match leaf.extended_key_usage() {
         Ok(Some(eku)) => Some(eku.value),
@@ -570,27 +579,32 @@ fn check_validity(report: &mut Report, summary: &CertSummary, warn_days: i64) {
 fn check_key(
     report: &mut Report,
     cert: &Path,
-    key: &Path,
+    key: &str,
+    default_module: Option<&Path>,
     provider: &rustls::crypto::CryptoProvider,
 ) {
-    let shown = crate::tls::pkcs11::redacted(&key.to_string_lossy());
-    match crate::tls::load::certified_key(cert, key, provider) {
+    use crate::tls::load;
+    let source = match load::key_source(key, default_module) {
+        Ok(source) => source,
+        Err(error) => return report.push(Verdict::Failure, "key", error.to_string()),
+    };
+    match load::certified_key_from(cert, &source, provider) {
         Ok(_) => report.push(
             Verdict::Ok,
             "key",
-            format!("{shown} matches the certificate"),
+            format!("{source} matches the certificate"),
         ),
         Err(error) => report.push(Verdict::Failure, "key", error.to_string()),
     }
     // A key in a token has no file permissions to check.
-    if crate::tls::pkcs11::is_uri(&key.to_string_lossy()) {
+    let Some(path) = source.file() else {
         return;
-    }
-    match crate::tls::load::key_permissions(key) {
+    };
+    match load::key_permissions(path) {
         Ok(()) => report.push(
             Verdict::Ok,
             "permissions",
-            format!("{} is readable by its owner only", key.display()),
+            format!("{} is readable by its owner only", path.display()),
         ),
         Err(error) => report.push(Verdict::Warning, "permissions", error.to_string()),
     }

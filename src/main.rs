@@ -113,7 +113,7 @@ enum CertCommand {
         cert: PathBuf,
         /// Its private key: must match and be readable by its owner only.
         #[arg(long)]
-        key: Option<PathBuf>,
+        key: Option<String>,
         /// CA bundle the chain must verify to.
         #[arg(long)]
         ca: Option<PathBuf>,
@@ -200,7 +200,7 @@ struct ProbeArgs {
     cert: Option<PathBuf>,
     /// The private key of --cert.
     #[arg(long, requires = "cert")]
-    key: Option<PathBuf>,
+    key: Option<String>,
     /// CA bundle to verify the server's certificate against.
     #[arg(long)]
     ca: Option<PathBuf>,
@@ -568,18 +568,6 @@ fn client_config(args: ClientArgs) -> anyhow::Result<Config> {
     Ok(Config::from_specs(vec![spec.0])?)
 }
 
-/// A key argument of `cert check` or `probe`, with `--pkcs11-module` written into it when it
-/// is a token URI that names no module: those commands take the key as text.
-fn key_with_module(key: PathBuf, module: Option<&std::path::Path>) -> PathBuf {
-    match module {
-        Some(module) => PathBuf::from(certgate::config::key_uri::with_default_module(
-            &key.to_string_lossy(),
-            module,
-        )),
-        None => key,
-    }
-}
-
 fn cert_command(command: CertCommand, module: Option<&std::path::Path>) -> anyhow::Result<()> {
     use certgate::certtool;
     match command {
@@ -613,7 +601,8 @@ fn cert_command(command: CertCommand, module: Option<&std::path::Path>) -> anyho
             }
             let lines = certtool::check(&certtool::CheckRequest {
                 cert: &cert,
-                key: key.map(|k| key_with_module(k, module)).as_deref(),
+                key: key.as_deref(),
+                pkcs11_module: module,
                 ca: ca.as_deref(),
                 role: role.as_deref(),
                 name: name.as_deref(),
@@ -718,7 +707,8 @@ async fn probe_command(args: ProbeArgs, module: Option<&std::path::Path>) -> any
     let report = certgate::probe::probe(&certgate::probe::ProbeRequest {
         target: args.target,
         cert: args.cert,
-        key: args.key.map(|k| key_with_module(k, module)),
+        key: args.key,
+        pkcs11_module: module.map(std::path::Path::to_path_buf),
         ca: args.ca,
         server_name: args.server_name,
         versions,

@@ -9,6 +9,7 @@
 
 pub use crate::certtool::Report;
 use crate::certtool::Verdict;
+use crate::config::{HostPort, KeySource};
 use crate::proxy::refusal::{html_title, CertificateRefusal, PAGE_LIMIT};
 use crate::tls::explain::{find_io_kind, find_rustls_error, tls_error};
 use crate::tls::identity::{distinguished_name, lowercase_hex};
@@ -40,7 +41,10 @@ pub struct ProbeRequest {
     /// `HOST:PORT`.
     pub target: String,
     pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    /// A key file or a `pkcs11:` URI.
+    pub key: Option<String>,
+    /// The module a token key whose URI names none is opened with (`--pkcs11-module`).
+    pub pkcs11_module: Option<PathBuf>,
     pub ca: Option<PathBuf>,
     /// The name to send (SNI) and to check the server's certificate against; default HOST.
     pub server_name: Option<String>,
@@ -80,10 +84,10 @@ struct OurCertificate {
 impl OurCertificate {
     fn load(
         cert: &std::path::Path,
-        key: &std::path::Path,
+        key: &KeySource,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Self, Diagnosis> {
-        let key = load::certified_key(cert, key, provider).map_err(|e| e.to_string())?;
+        let key = load::certified_key_from(cert, key, provider).map_err(|e| e.to_string())?;
         let mut issuers = Vec::new();
         let mut leaf = None;
         for der in &key.cert {
@@ -260,17 +264,17 @@ fn ca_name(der: &[u8]) -> String {
     }
 }
 
-/// Splits `HOST:PORT` (`[v6]:PORT` too) into the host to name and the address to dial.
+/// The host of `HOST:PORT` (`[v6]:PORT` too), to name; the target itself is what is dialed.
 fn host_of(target: &str) -> Result<String, String> {
-    let (host, port) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("\"{target}\": give HOST:PORT, for example localhost:443"))?;
-    port.parse::<u16>()
-        .map_err(|_| format!("\"{target}\": \"{port}\" is not a port number"))?;
-    Ok(host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string())
+    HostPort::parse_with_port(target)
+        .map(|target| target.host)
+        // Which part to blame, for the words only.
+        .ok_or_else(|| match target.rsplit_once(':') {
+            Some((_, port)) if port.parse::<u16>().is_err() => {
+                format!("\"{target}\": \"{port}\" is not a port number")
+            }
+            _ => format!("\"{target}\": give HOST:PORT, for example localhost:443"),
+        })
 }
 
 /// Runs the probe and reports what it found.
@@ -341,7 +345,11 @@ impl<'a> Probe<'a> {
             .map_err(|_| format!("\"{name}\" is not a valid server name"))?;
 
         let ours = match (&request.cert, &request.key) {
-            (Some(cert), Some(key)) => Some(OurCertificate::load(cert, key, &provider)?),
+            (Some(cert), Some(key)) => {
+                let key = load::key_source(key, request.pkcs11_module.as_deref())
+                    .map_err(|e| e.to_string())?;
+                Some(OurCertificate::load(cert, &key, &provider)?)
+            }
             (None, None) => None,
             _ => return Err("--cert and --key go together: give both or neither".into()),
         };
@@ -1006,6 +1014,25 @@ fn report_answer(report: &mut Report, method: &hyper::Method, path: &str, answer
             Verdict::Ok,
             "http",
             format!("  {name}: {}", String::from_utf8_lossy(value.as_bytes())),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_names_its_host_and_must_have_a_port() {
+        assert_eq!(host_of("localhost:8443").unwrap(), "localhost");
+        assert_eq!(host_of("[::1]:8443").unwrap(), "::1");
+        assert_eq!(
+            host_of("localhost").unwrap_err(),
+            "\"localhost\": give HOST:PORT, for example localhost:443"
+        );
+        assert_eq!(
+            host_of("localhost:https").unwrap_err(),
+            "\"localhost:https\": \"https\" is not a port number"
         );
     }
 }

@@ -216,6 +216,28 @@ async fn a_pin_in_the_uri_works_but_is_warned_about_and_the_module_may_come_from
     assert_eq!(answer.status, 200);
 }
 
+#[test]
+#[ignore = "needs SoftHSM2; run with --ignored"]
+fn cert_check_opens_a_token_key_with_the_module_the_flag_names() {
+    let (files, _pki, hsm, cert) = token_server_setup(KeyType::EcdsaP256);
+    let cert_path = files.write("token-server.pem", &cert.cert_pem);
+    let uri = format!("pkcs11:token={TOKEN};object=server-key?pin-value={PIN}");
+    let check = ["cert", "check", "--cert", &cert_path, "--key", &uri];
+    let (code, output) = run_to_exit_env(&check, &hsm.env());
+    assert_eq!(
+        code, 2,
+        "without a module the key cannot be opened:\n{output}"
+    );
+    let with_module = [&check[..], &["--pkcs11-module", MODULE]].concat();
+    let (_, output) = run_to_exit_env(&with_module, &hsm.env());
+    assert!(
+        output.contains(&format!(
+            "pkcs11:token={TOKEN};object=server-key?pin-value=***&module-path={MODULE} matches the certificate"
+        )),
+        "{output}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SoftHSM2; run with --ignored"]
 async fn many_handshakes_at_once_share_the_token() {

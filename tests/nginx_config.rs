@@ -184,7 +184,7 @@ fn unsupported_directives_stop_check_with_file_and_line_and_harmless_ones_warn()
     assert_eq!(code, 1, "{output}");
     assert!(
         output.contains(&format!(
-            "{config}:13: directive \"gzip_types\" is not supported"
+            "{config}:13: directive \"gzip_types\" is not supported (see the list of nginx directives in docs/nginx.md)"
         )),
         "{output}"
     );

@@ -15,7 +15,7 @@
 //!
 //! The file is walked with its spans kept, so an error points at the line of the key.
 
-use super::{resolve_relative, Config, ConfigError, ListenerSpec, Origin, SpecValue};
+use super::{resolve_path_setting, Config, ConfigError, ListenerSpec, Origin, SpecValue};
 use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -110,7 +110,7 @@ fn spec_value(
 ) -> Result<SpecValue, ConfigError> {
     let text = |text: &str| {
         if super::keys::is_path(key) {
-            resolve_relative(base, text).to_string_lossy().into_owned()
+            resolve_path_setting(base, text)
         } else {
             text.to_string()
         }

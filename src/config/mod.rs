@@ -51,12 +51,17 @@ pub fn load_file(path: &Path, format: Option<Format>) -> Result<Config, ConfigEr
     }
 }
 
+/// A path setting's text from a config file, resolved as [`resolve_relative`] says; a token
+/// key's URI (RFC 7512) is no path and stays as written.
+pub(crate) fn resolve_path_setting(base: &Path, text: &str) -> String {
+    if key_uri::is_uri(text) {
+        return text.to_string();
+    }
+    resolve_relative(base, text).to_string_lossy().into_owned()
+}
+
 /// A path from a config file is relative to the file's directory, as nginx's are to its prefix.
 pub fn resolve_relative(base: &Path, path: &str) -> PathBuf {
-    // A token key (RFC 7512 URI) is not a file.
-    if key_uri::is_uri(path) {
-        return PathBuf::from(path);
-    }
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()

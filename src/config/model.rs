@@ -2,7 +2,7 @@
 //! and the vocabulary its settings are written in (modes, identity formats, verify modes).
 //! The TLS and proxy layers read these types; nothing here reaches into them.
 
-use super::key_uri::{is_uri, redacted, KeyUri, KeyUriError};
+use super::key_uri::{is_uri, redacted, with_default_module, KeyUri, KeyUriError};
 use super::origin::{Located, Origin};
 use super::template::Template;
 use crate::access::AccessRules;
@@ -117,6 +117,21 @@ impl KeySource {
             KeyUri::parse(text).map(KeySource::Token)
         } else {
             Ok(KeySource::File(PathBuf::from(text)))
+        }
+    }
+
+    /// A key given as text on the command line (`cert check`, `probe`): as [`parse`], with
+    /// `--pkcs11-module` written into a token URI that names no module, so that the messages
+    /// quoting the URI show which module the key is opened with.
+    ///
+    /// [`parse`]: KeySource::parse
+    pub fn parse_with_default_module(
+        text: &str,
+        default_module: Option<&Path>,
+    ) -> Result<KeySource, KeyUriError> {
+        match default_module {
+            Some(module) => KeySource::parse(&with_default_module(text, module)),
+            None => KeySource::parse(text),
         }
     }
 

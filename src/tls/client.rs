@@ -1,8 +1,8 @@
 //! Client mode's TLS: our client certificate, upstream verification with depth and name,
 //! session resumption, ALPN.
 
-use super::verify::{ChainVerifier, PeerRole, UpstreamCertPolicy};
-use super::{at, check_key_permissions, load, load_identity, load_revocation, provider};
+use super::verify::{PeerRole, UpstreamCertPolicy};
+use super::{chain_verifier, check_key_permissions, load_identity, load_revocation, provider};
 use crate::config::{ClientListener, ConfigError, ListenerConfig};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::ResolvesClientCert;
@@ -35,20 +35,15 @@ pub fn build(
     let provider = provider(&listener.tls);
     let chain = match &client.ca {
         Some(ca) => {
-            let ca_certs = at(ca, load::certificates(&ca.value))?;
-            let revocation =
-                load_revocation(&client.revocation, &ca_certs, Some(&ca.value), warnings)?;
-            let verifier = ChainVerifier::new(
-                &ca_certs,
-                listener.verify_depth,
+            let verifier = chain_verifier(
+                listener,
+                ca,
+                &client.revocation,
                 PeerRole::Server,
-                revocation,
                 &provider,
-            )
-            .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?
-            .with_partial_chain(listener.partial_chain)
-            .with_name_in_cn(client.verify_name_in_cn);
-            Some(verifier)
+                warnings,
+            )?;
+            Some(verifier.with_name_in_cn(client.verify_name_in_cn))
         }
         None => {
             // Nothing is verified, so the CRLs have nothing to do; they are still read, so a

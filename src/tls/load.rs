@@ -35,10 +35,10 @@ pub enum LoadError {
         subject: String,
         issuer: String,
     },
-    /// A key on a token; `path` is its URI without the PIN.
+    /// A key on a token; `uri` is its URI without the PIN.
     #[error("{source}")]
     Token {
-        path: PathBuf,
+        uri: String,
         source: super::pkcs11::TokenError,
     },
     #[error("private key {} does not match certificate {}: use the key the certificate was issued for", key.display(), cert.display())]
@@ -52,20 +52,21 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    /// The file the problem is about (for a key/certificate mismatch: the key).
-    pub fn path(&self) -> &Path {
-        match self {
+    /// The file the problem is about (for a key/certificate mismatch: the key); None for a
+    /// key on a token, which is no file.
+    pub fn path(&self) -> Option<&Path> {
+        Some(match self {
             LoadError::Unreadable { path, .. }
             | LoadError::NoCertificate { path }
             | LoadError::BadCertificate { path, .. }
             | LoadError::NoCrl { path }
-            | LoadError::Token { path, .. }
             | LoadError::NoKey { path }
             | LoadError::UnsupportedKey { path, .. }
             | LoadError::LoosePermissions { path, .. }
             | LoadError::BrokenChain { path, .. } => path,
             LoadError::KeyMismatch { key, .. } => key,
-        }
+            LoadError::Token { .. } => return None,
+        })
     }
 }
 
@@ -179,19 +180,13 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, L
     Ok(crls)
 }
 
-/// A certificate chain and the key that goes with its first certificate, for the commands
-/// that take the key as text (`cert check`, `probe`): a `pkcs11:` URI or a file.
-pub fn certified_key(
-    cert_path: &Path,
-    key_path: &Path,
-    provider: &rustls::crypto::CryptoProvider,
-) -> Result<Arc<rustls::sign::CertifiedKey>, LoadError> {
-    let text = key_path.to_string_lossy();
-    let key = KeySource::parse(&text).map_err(|e| LoadError::Token {
-        path: PathBuf::from(super::pkcs11::redacted(&text)),
+/// Where a key given as text is (`cert check`, `probe`): a `pkcs11:` URI, with the default
+/// module `--pkcs11-module` names when it names none, or a file.
+pub fn key_source(text: &str, default_module: Option<&Path>) -> Result<KeySource, LoadError> {
+    KeySource::parse_with_default_module(text, default_module).map_err(|e| LoadError::Token {
+        uri: super::pkcs11::redacted(text),
         source: e.into(),
-    })?;
-    certified_key_from(cert_path, &key, provider)
+    })
 }
 
 /// A certificate chain and the key that goes with its first certificate.
@@ -206,7 +201,7 @@ pub fn certified_key_from(
         KeySource::File(path) => path,
         KeySource::Token(uri) => {
             let token = |source| LoadError::Token {
-                path: PathBuf::from(super::pkcs11::redacted(&uri.text)),
+                uri: super::pkcs11::redacted(&uri.text),
                 source,
             };
             let key = super::pkcs11::TokenKey::open(uri).map_err(token)?;

@@ -14,7 +14,7 @@ pub mod verify;
 
 pub use summary::CertSummary;
 
-use crate::config::{ConfigError, Located, Revocation, TlsParams};
+use crate::config::{ConfigError, ListenerConfig, Located, Revocation, TlsParams};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -55,13 +55,30 @@ pub(crate) fn load_identity(
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, ConfigError> {
     load::certified_key_from(&cert.value, &key.value, provider).map_err(|e| {
-        let origin = if e.path() == cert.value {
+        let origin = if e.path() == Some(cert.value.as_path()) {
             &cert.origin
         } else {
             &key.origin
         };
         ConfigError::at(origin, e.to_string())
     })
+}
+
+/// The verifier of `role` peers' chains that a listener builds from its CA file `ca` and the
+/// CRLs that go with it, with the listener's depth and partial-chain setting.
+pub(crate) fn chain_verifier(
+    listener: &ListenerConfig,
+    ca: &Located<PathBuf>,
+    revocation: &Revocation,
+    role: verify::PeerRole,
+    provider: &rustls::crypto::CryptoProvider,
+    warnings: &mut Vec<String>,
+) -> Result<verify::ChainVerifier, ConfigError> {
+    let certs = at(ca, load::certificates(&ca.value))?;
+    let crls = load_revocation(revocation, &certs, Some(&ca.value), warnings)?;
+    let verifier = verify::ChainVerifier::new(&certs, listener.verify_depth, role, crls, provider)
+        .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?;
+    Ok(verifier.with_partial_chain(listener.partial_chain))
 }
 
 /// Loads a listener's CRLs, checking each against its issuer when that CA is in `bundle`

@@ -1,8 +1,8 @@
 //! Server mode's TLS: certificate, client verification with depth, resumption, ALPN.
 
 use super::identity::{ClientVerdict, PeerIdentity};
-use super::verify::{ChainVerifier, ClientAuthMode, ClientCertPolicy, PeerRole};
-use super::{at, check_key_permissions, load, load_identity, load_revocation, provider};
+use super::verify::{ClientAuthMode, ClientCertPolicy, PeerRole};
+use super::{chain_verifier, check_key_permissions, load_identity, provider};
 use crate::config::{ConfigError, ListenerConfig, ServerListener};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
 use rustls::sign::CertifiedKey;
@@ -61,18 +61,14 @@ impl ServerTls {
         let policy = match (&server.client_ca, server.verify_client) {
             (_, ClientAuthMode::Off) | (None, _) => None,
             (Some(ca), mode) => {
-                let certs = at(ca, load::certificates(&ca.value))?;
-                let revocation =
-                    load_revocation(&server.revocation, &certs, Some(&ca.value), warnings)?;
-                let chain = ChainVerifier::new(
-                    &certs,
-                    listener.verify_depth,
+                let chain = chain_verifier(
+                    listener,
+                    ca,
+                    &server.revocation,
                     PeerRole::Client,
-                    revocation,
                     &provider,
-                )
-                .map_err(|e| ConfigError::at(&ca.origin, format!("{}: {e}", ca.value.display())))?
-                .with_partial_chain(listener.partial_chain);
+                    warnings,
+                )?;
                 Some(Arc::new(ClientCertPolicy {
                     chain,
                     mode,

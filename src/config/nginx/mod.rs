@@ -59,7 +59,7 @@ pub fn load(path: &Path, text: &str) -> Result<Config, ConfigError> {
 fn resolve_paths(section: &mut Section, base: &Path) {
     for entry in &mut section.entries {
         if let (true, SpecValue::Text(text)) = (super::keys::is_path(entry.key), &entry.value) {
-            entry.value = SpecValue::Text(resolve_relative(base, text).to_string_lossy().into());
+            entry.value = SpecValue::Text(super::resolve_path_setting(base, text));
         }
     }
     for route in &mut section.routes {

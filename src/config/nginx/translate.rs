@@ -319,7 +319,7 @@ fn not_supported(d: &Directive, context: Context) -> ConfigError {
         d.error(format!("\"{}\" directive is not allowed {place}", d.name))
     } else {
         d.error(format!(
-            "directive \"{}\" is not supported (see the README's list of nginx directives)",
+            "directive \"{}\" is not supported (see the list of nginx directives in docs/nginx.md)",
             d.name
         ))
     }

@@ -174,24 +174,19 @@ pub struct HostPort {
 impl HostPort {
     /// Splits `host[:port]` (IPv6 in brackets); None when it is not one.
     pub fn parse(authority: &str, default_port: u16) -> Option<HostPort> {
-        let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-            let (host, after) = rest.split_once(']')?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().ok()?,
-                None if after.is_empty() => default_port,
-                None => return None,
-            };
-            (host, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) if !host.contains(':') => (host, port.parse().ok()?),
-                Some(_) => return None,
-                None => (authority, default_port),
-            }
-        };
-        (!host.is_empty()).then(|| HostPort {
+        let (host, port) = split_host_port(authority)?;
+        Some(HostPort {
             host: host.to_string(),
-            port,
+            port: port.unwrap_or(default_port),
+        })
+    }
+
+    /// Splits `host:port` (IPv6 in brackets), the port required; None when it is not one.
+    pub fn parse_with_port(authority: &str) -> Option<HostPort> {
+        let (host, port) = split_host_port(authority)?;
+        Some(HostPort {
+            host: host.to_string(),
+            port: port?,
         })
     }
 
@@ -209,6 +204,26 @@ impl HostPort {
             _ => self.authority(),
         }
     }
+}
+
+/// `host[:port]` (IPv6 in brackets) as host and port, if one is given.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, Some(port.parse().ok()?)),
+            Some(_) => return None,
+            None => (authority, None),
+        }
+    };
+    (!host.is_empty()).then_some((host, port))
 }
 
 /// `host:port`, IPv6 in brackets.
@@ -494,5 +509,14 @@ mod tests {
         assert_eq!(parse("[::1]:9"), Some(("::1".into(), 9)));
         assert_eq!(parse("a:b"), None);
         assert_eq!(parse(":80"), None);
+        let with_port = |text| HostPort::parse_with_port(text).map(|h| (h.host, h.port));
+        assert_eq!(
+            with_port("a.example:8443"),
+            Some(("a.example".into(), 8443))
+        );
+        assert_eq!(with_port("[::1]:9"), Some(("::1".into(), 9)));
+        assert_eq!(with_port("a.example"), None);
+        assert_eq!(with_port("[::1]"), None);
+        assert_eq!(with_port("a.example:https"), None);
     }
 }

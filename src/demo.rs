@@ -94,8 +94,14 @@ pub async fn run(
     );
     let server_config = Config::from_specs(vec![server_spec])?;
     let telemetry = crate::metrics::Telemetry::new();
-    let server_running =
-        crate::start(&server_config, crate::DEFAULT_DRAIN_TIMEOUT, &telemetry).await?;
+    let workers = crate::workers::default_count();
+    let server_running = crate::start(
+        &server_config,
+        crate::DEFAULT_DRAIN_TIMEOUT,
+        workers,
+        &telemetry,
+    )
+    .await?;
     let server_addr = server_running.addresses()[0].1;
 
     let client_listen = SocketAddr::from(([127, 0, 0, 1], pick_port(8080, once)));
@@ -115,8 +121,13 @@ pub async fn run(
         2,
     );
     let client_config = Config::from_specs(vec![client_spec])?;
-    let client_running =
-        crate::start(&client_config, crate::DEFAULT_DRAIN_TIMEOUT, &telemetry).await?;
+    let client_running = crate::start(
+        &client_config,
+        crate::DEFAULT_DRAIN_TIMEOUT,
+        workers,
+        &telemetry,
+    )
+    .await?;
     let client_addr = client_running.addresses()[0].1;
 
     if once {

@@ -23,6 +23,7 @@ pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod tls;
+pub mod workers;
 
 // Not the library's surface: `certgate demo` (the binary) and the echo backend it shares
 // with the tests (tests/support, tests/streaming.rs) and examples/loadgen.rs must be public
@@ -67,21 +68,24 @@ pub fn prepare(
 /// it always reports the current set.
 pub type ListenerSet = Arc<std::sync::RwLock<Vec<(Arc<ListenerRuntime>, SocketAddr)>>>;
 
-/// One listener being served.
+/// One listener being served, on every worker.
 struct Serving {
+    /// The first worker's runtime: the listener's config and TLS store, which all share.
     runtime: Arc<ListenerRuntime>,
     address: SocketAddr,
     stop: watch::Sender<bool>,
-    /// Fires once the listening socket is closed (the address can be bound again).
-    socket_closed: Option<tokio::sync::oneshot::Receiver<()>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Each fires once its worker's listening socket is closed; when all have, the address
+    /// can be bound again.
+    socket_closed: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// Each worker's accept loop, ending when its connections have drained.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Serving {
     /// Stops accepting and waits until the address is free; open requests keep draining.
     async fn stop_accepting(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(closed) = self.socket_closed.take() {
+        for closed in self.socket_closed.drain(..) {
             let _ = closed.await;
         }
         self.runtime.tls.publish_expiry(false);
@@ -98,6 +102,8 @@ pub struct Running {
     reload_task: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
     telemetry: metrics::Telemetry,
+    /// The threads the listeners serve on. Declared last: dropped (stopped) after the rest.
+    workers: workers::Workers,
 }
 
 /// What applying a new configuration did.
@@ -117,7 +123,9 @@ impl Running {
             let _ = serving.stop.send(true);
         }
         for serving in self.serving {
-            let _ = serving.task.await;
+            for task in serving.tasks {
+                let _ = task.await;
+            }
         }
         let _ = self.reload_task.await;
     }
@@ -193,14 +201,21 @@ impl Running {
         }
         let mut bound = Vec::new();
         for runtime in to_bind {
-            match bind(Arc::new(runtime)).await {
+            match bind(Arc::new(runtime), self.workers.len()) {
                 Ok(one) => bound.push(one),
                 Err(error) => {
                     // Back to the old configuration: rebind what was stopped.
                     for (serving, kept) in self.serving.iter_mut().zip(&keep) {
                         if !kept {
-                            match bind(serving.runtime.clone()).await {
-                                Ok(again) => *serving = start_serving(again, self.drain_timeout),
+                            match bind(serving.runtime.clone(), self.workers.len()) {
+                                Ok(again) => {
+                                    *serving = start_serving(
+                                        again,
+                                        &self.workers,
+                                        self.drain_timeout,
+                                        &self.telemetry,
+                                    )
+                                }
                                 Err(rebind) => tracing::error!(
                                     "config reload: cannot rebind listener \"{}\": {rebind}",
                                     serving.runtime.config.name
@@ -222,7 +237,7 @@ impl Running {
         self.serving.extend(
             bound
                 .into_iter()
-                .map(|b| start_serving(b, self.drain_timeout)),
+                .map(|b| start_serving(b, &self.workers, self.drain_timeout, &self.telemetry)),
         );
         self.publish();
         // The watcher follows the new set of files; the old one ends before the new starts.
@@ -250,43 +265,84 @@ impl Running {
     }
 }
 
-/// A prepared listener with its socket bound.
+/// A prepared listener with its sockets bound, one per worker.
 struct Bound {
     runtime: Arc<ListenerRuntime>,
-    tcp: tokio::net::TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     address: SocketAddr,
 }
 
-async fn bind(runtime: Arc<ListenerRuntime>) -> Result<Bound, ConfigError> {
+/// Binds `runtime`'s address once for each of `workers`. Needs a tokio runtime.
+fn bind(runtime: Arc<ListenerRuntime>, workers: usize) -> Result<Bound, ConfigError> {
     let config = &runtime.config;
     let listen = &config.listen;
-    let tcp = tokio::net::TcpListener::bind(listen.value)
-        .await
-        .map_err(|e| {
-            ConfigError::at(
-                &listen.origin,
-                format!(
-                    "listener \"{}\": cannot listen on {}: {e}",
-                    config.name, listen.value
-                ),
-            )
-        })?;
-    let address = tcp.local_addr().unwrap_or(listen.value);
+    let sockets = workers::bind(listen.value, workers).map_err(|e| {
+        ConfigError::at(
+            &listen.origin,
+            format!(
+                "listener \"{}\": cannot listen on {}: {e}",
+                config.name, listen.value
+            ),
+        )
+    })?;
+    let address = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or(listen.value);
     Ok(Bound {
         runtime,
-        tcp,
+        sockets,
         address,
     })
 }
 
-/// Starts accepting on a bound listener.
-fn start_serving(bound: Bound, drain_timeout: Duration) -> Serving {
+/// Starts accepting on a bound listener, each socket on its own worker.
+fn start_serving(
+    bound: Bound,
+    workers: &workers::Workers,
+    drain_timeout: Duration,
+    telemetry: &metrics::Telemetry,
+) -> Serving {
     let Bound {
         runtime,
-        tcp,
+        sockets,
         address,
     } = bound;
-    let config = &runtime.config;
+    log_listening(&runtime.config, address, sockets.len());
+    runtime.tls.publish_expiry(true);
+    let (stop, stopped) = watch::channel(false);
+    let mut socket_closed = Vec::new();
+    let mut tasks = Vec::new();
+    for (index, (socket, worker)) in sockets.into_iter().zip(workers.handles()).enumerate() {
+        let on_worker = match index {
+            0 => runtime.clone(),
+            _ => Arc::new(runtime.worker(index, telemetry)),
+        };
+        let (closed, closed_signal) = tokio::sync::oneshot::channel();
+        socket_closed.push(closed_signal);
+        let stopped = stopped.clone();
+        tasks.push(worker.spawn(async move {
+            // Registered with this worker's reactor: its connections are served here.
+            match tokio::net::TcpListener::from_std(socket) {
+                Ok(tcp) => on_worker.serve(tcp, stopped, drain_timeout, closed).await,
+                Err(error) => tracing::error!(
+                    "listener \"{}\": worker {index} cannot accept on {address}: {error}",
+                    on_worker.config.name
+                ),
+            }
+        }));
+    }
+    Serving {
+        runtime,
+        address,
+        stop,
+        socket_closed,
+        tasks,
+    }
+}
+
+/// The start-up line of a listener: where it listens, what it forwards to, how it verifies.
+fn log_listening(config: &config::ListenerConfig, address: SocketAddr, workers: usize) {
     let tls_note = match &config.mode {
         config::ModeConfig::Server(server) => format!(
             ", {}, client certificates {}, verify depth {}",
@@ -301,22 +357,12 @@ fn start_serving(bound: Bound, drain_timeout: Duration) -> Serving {
         ),
     };
     tracing::info!(
-        "listener \"{}\" ({} mode) listening on {address}, forwarding to {}{tls_note}",
+        "listener \"{}\" ({} mode) listening on {address}, forwarding to {}{tls_note}, {workers} worker{}",
         config.name,
         config.mode(),
-        config.upstream_display()
+        config.upstream_display(),
+        if workers == 1 { "" } else { "s" }
     );
-    runtime.tls.publish_expiry(true);
-    let (stop, stopped) = watch::channel(false);
-    let (closed, socket_closed) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(runtime.clone().serve(tcp, stopped, drain_timeout, closed));
-    Serving {
-        runtime,
-        address,
-        stop,
-        socket_closed: Some(socket_closed),
-        task,
-    }
 }
 
 /// Prepares, binds and starts every listener of `config`: all are bound before any serves,
@@ -324,6 +370,7 @@ fn start_serving(bound: Bound, drain_timeout: Duration) -> Serving {
 pub async fn start(
     config: &Config,
     drain_timeout: Duration,
+    workers: usize,
     telemetry: &metrics::Telemetry,
 ) -> Result<Running, ConfigError> {
     let (runtimes, warnings) = prepare(config, telemetry)?;
@@ -332,11 +379,13 @@ pub async fn start(
     }
     let mut bound = Vec::new();
     for runtime in runtimes {
-        bound.push(bind(Arc::new(runtime)).await?);
+        bound.push(bind(Arc::new(runtime), workers.max(1))?);
     }
+    let workers = workers::Workers::start(workers)
+        .map_err(|e| ConfigError::general(format!("cannot start {workers} worker threads: {e}")))?;
     let serving: Vec<Serving> = bound
         .into_iter()
-        .map(|b| start_serving(b, drain_timeout))
+        .map(|b| start_serving(b, &workers, drain_timeout, telemetry))
         .collect();
     let (reload_stop, stopped) = watch::channel(false);
     let (reload, reload_task) =
@@ -349,6 +398,7 @@ pub async fn start(
         reload_task,
         drain_timeout,
         telemetry: telemetry.clone(),
+        workers,
     };
     running.publish();
     Ok(running)

@@ -17,31 +17,35 @@
 //!   hands over the upgraded stream (`connection.rs` serves with upgrades on), and can
 //!   share the tunnel's byte copying. Neither touches the accept or handshake code.
 //!
-//! Thread-per-core (issue #15) plugs in here without another restructuring: the TLS store is
-//! built once per listener and shared (`Arc`, read per connection), while
-//! [`ListenerRuntime::for_worker`] builds everything else (the handler with its upstream
-//! pool, the accept loop's limits and open-connection table) and can be called once per
-//! worker, each worker running its runtime on its own `SO_REUSEPORT` socket. Nothing on this
-//! path is process-wide: metrics and the TLS snapshot come in as arguments.
+//! With several workers ([`crate::workers`]) each runs its own [`ListenerRuntime`] of every
+//! listener, made by [`ListenerRuntime::worker`], on its own listening socket: the TLS store
+//! and the connection limit are the listener's and shared (read per connection), the
+//! handler with its upstream pool, the open-connection table and the accept loop are the
+//! worker's. Nothing on this path is process-wide: metrics and the TLS snapshot come in as
+//! arguments.
 
 use crate::config::{ConfigError, ListenerConfig};
 use crate::connection::{self, OpenConnections};
 use crate::log_limit::LogLimit;
-use crate::metrics::{ConnectionGauge, ListenerLabel, Metrics, ResultLabels, Telemetry};
+use crate::metrics::{
+    ConnectionGauge, ListenerLabel, Metrics, ResultLabels, Telemetry, WorkerLabels,
+};
 pub use crate::proxy::{ConnectionInfo, TlsInfo};
 use crate::tls::store::TlsStore;
 use crate::tls::{self, explain, server::ServerTls};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections per listener beyond which accepting pauses (nginx: worker_connections).
+/// Open connections per listener (all workers together) beyond which accepting pauses
+/// (nginx: worker_connections, which is per worker).
 pub const MAX_CONNECTIONS: usize = 16 * 1024;
 /// After an accept error wait before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -105,8 +109,12 @@ pub struct AcceptLoop {
     /// Who the log lines name.
     name: String,
     shed_batch: usize,
+    /// One permit per open connection, [`MAX_CONNECTIONS`] in all; shared by the accept
+    /// loops of one listener's workers.
+    slots: Arc<Semaphore>,
     open: Arc<OpenConnections>,
-    accept_log: LogLimit,
+    /// Shared like `slots`: the bound is per listener, however many workers it runs on.
+    accept_log: Arc<LogLimit>,
 }
 
 impl AcceptLoop {
@@ -115,8 +123,19 @@ impl AcceptLoop {
         AcceptLoop {
             name: name.to_string(),
             shed_batch,
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             open: Arc::default(),
-            accept_log: LogLimit::per_window(ACCEPT_LOG_BURST, ACCEPT_LOG_WINDOW),
+            accept_log: Arc::new(LogLimit::per_window(ACCEPT_LOG_BURST, ACCEPT_LOG_WINDOW)),
+        }
+    }
+
+    /// Another worker's accept loop for the same listener: its own open-connection table,
+    /// the same connection limit and log bound.
+    fn sibling(&self) -> AcceptLoop {
+        AcceptLoop {
+            slots: self.slots.clone(),
+            accept_log: self.accept_log.clone(),
+            ..AcceptLoop::new(&self.name, self.shed_batch)
         }
     }
 
@@ -152,7 +171,7 @@ impl AcceptLoop {
     {
         // Flipped to tell open connections to finish their requests and close.
         let (drain, draining) = watch::channel(false);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let slots = &self.slots;
         let mut warned_full = false;
         // Kept so that connections still open after the drain timeout can be closed.
         let mut connections = tokio::task::JoinSet::new();
@@ -227,50 +246,87 @@ impl AcceptLoop {
     }
 }
 
-/// A listener ready to serve: its config, its TLS store, and what serves its connections.
+/// A listener ready to serve on one worker: its config, its TLS store, and what serves its
+/// connections.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
     /// The TLS snapshot, swapped whole on reload; reloads, `/status` and the expiry metric
-    /// go to it directly.
+    /// go to it directly. Shared by the listener's workers.
     pub tls: Arc<TlsStore>,
+    /// Which worker this runtime serves on (0 for the first or only one).
+    pub worker: usize,
     handler: Arc<dyn ConnectionHandler>,
     accept: AcceptLoop,
     metrics: Arc<Metrics>,
     /// `listener` label of this listener's metrics, made once.
     label: ListenerLabel,
-    handshake_log: LogLimit,
+    /// This worker's counters, looked up once rather than per connection.
+    accepted: Counter,
+    active: Gauge,
+    /// The log bounds are the listener's, shared by its workers.
+    handshake_log: Arc<LogLimit>,
     /// Our own handshake failures have their own bound, so that a flood of bad clients
     /// cannot hide them.
-    own_failure_log: LogLimit,
+    own_failure_log: Arc<LogLimit>,
 }
 
 impl ListenerRuntime {
-    /// Loads and checks every file the listener needs; binds nothing.
+    /// Loads and checks every file the listener needs; binds nothing. The runtime is the
+    /// first worker's; [`ListenerRuntime::worker`] makes the others'.
     pub fn build(
         config: &ListenerConfig,
         telemetry: &Telemetry,
         warnings: &mut Vec<String>,
     ) -> Result<ListenerRuntime, ConfigError> {
         let tls = Arc::new(TlsStore::build(config, &telemetry.metrics, warnings)?);
-        Ok(ListenerRuntime::for_worker(config, tls, telemetry))
+        let accept = AcceptLoop::new(&config.name, SHED_BATCH);
+        Ok(ListenerRuntime::on_worker(
+            config, tls, accept, 0, telemetry,
+        ))
     }
 
-    /// A runtime serving on `tls`, which other workers may share: its own handler (with its
-    /// upstream pool), connection limit and open-connection table.
-    pub fn for_worker(
+    /// The same listener on worker `index`: the same TLS store, connection limit and log
+    /// bounds; its own handler (with its upstream pool) and open-connection table.
+    pub fn worker(&self, index: usize, telemetry: &Telemetry) -> ListenerRuntime {
+        ListenerRuntime {
+            handshake_log: self.handshake_log.clone(),
+            own_failure_log: self.own_failure_log.clone(),
+            ..ListenerRuntime::on_worker(
+                &self.config,
+                self.tls.clone(),
+                self.accept.sibling(),
+                index,
+                telemetry,
+            )
+        }
+    }
+
+    fn on_worker(
         config: &ListenerConfig,
         tls: Arc<TlsStore>,
+        accept: AcceptLoop,
+        worker: usize,
         telemetry: &Telemetry,
     ) -> ListenerRuntime {
+        let metrics = telemetry.metrics.clone();
+        let label = Metrics::listener(&config.name);
+        let accepted = metrics.connections.get_or_create_owned(&WorkerLabels {
+            listener: config.name.clone(),
+            worker: worker.to_string(),
+        });
+        let active = metrics.active_connections.get_or_create_owned(&label);
         ListenerRuntime {
             handler: handler_for(config, &tls, telemetry),
-            accept: AcceptLoop::new(&config.name, SHED_BATCH),
+            accept,
             config: config.clone(),
             tls,
-            metrics: telemetry.metrics.clone(),
-            label: Metrics::listener(&config.name),
-            handshake_log: LogLimit::new(HANDSHAKE_LOG_BURST),
-            own_failure_log: LogLimit::new(HANDSHAKE_LOG_BURST),
+            worker,
+            metrics,
+            label,
+            accepted,
+            active,
+            handshake_log: Arc::new(LogLimit::new(HANDSHAKE_LOG_BURST)),
+            own_failure_log: Arc::new(LogLimit::new(HANDSHAKE_LOG_BURST)),
         }
     }
 
@@ -306,11 +362,8 @@ impl ListenerRuntime {
     ) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
-        let _open = ConnectionGauge::open(
-            self.metrics
-                .active_connections
-                .get_or_create_owned(&self.label),
-        );
+        self.accepted.inc();
+        let _open = ConnectionGauge::open(self.active.clone());
         let snapshot = self.tls.current();
         let (stream, tls) = match &snapshot.server_tls {
             None => (Downstream::Plain(stream), None),

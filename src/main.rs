@@ -46,6 +46,21 @@ struct Cli {
     /// PKCS#11 module for key URIs (pkcs11:...) that name no module-path.
     #[arg(long, global = true, value_name = "FILE")]
     pkcs11_module: Option<PathBuf>,
+    /// Serving threads, each with its own listening sockets and upstream pools (default: one
+    /// per CPU this process may use; nginx's worker_processes in an nginx config).
+    #[arg(long, global = true, value_name = "N", value_parser = worker_count)]
+    workers: Option<usize>,
+}
+
+/// `--workers`: from 1 to [`certgate::config::MAX_WORKERS`].
+fn worker_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=certgate::config::MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to {}",
+            certgate::config::MAX_WORKERS
+        )),
+    }
 }
 
 // Parsed once at start-up; boxing variants would only make the code noisier.
@@ -830,7 +845,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The main thread's runtime: signals, the admin listener, reloads and the commands that
+    // serve nothing. Listeners serve on their own worker threads (src/workers.rs).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -846,6 +863,7 @@ fn main() -> ExitCode {
         admin_hosts: cli.admin_host,
         access_log,
         pkcs11_module: cli.pkcs11_module,
+        workers: cli.workers,
     };
     match runtime.block_on(main_inner(cli.command, process)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,14 @@ pub struct ListenerLabel {
     pub listener: String,
 }
 
+/// A listener on one worker thread (see `--workers`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub listener: String,
+    /// The worker's number, from 0.
+    pub worker: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub listener: String,
@@ -65,6 +73,7 @@ pub struct Metrics {
     pub handshakes: Family<ResultLabels, Counter>,
     pub resumed_handshakes: Family<ListenerLabel, Counter>,
     pub active_connections: Family<ListenerLabel, Gauge>,
+    pub connections: Family<WorkerLabels, Counter>,
     pub upstream_connect_duration: HistogramFamily<ListenerLabel>,
     pub upstream_errors: Family<ListenerLabel, Counter>,
     pub upstream_connections: Family<ListenerLabel, Gauge>,
@@ -101,6 +110,11 @@ impl Metrics {
             active_connections: add.metric(
                 "active_connections",
                 "Open downstream connections",
+                Family::default(),
+            ),
+            connections: add.metric(
+                "connections",
+                "Downstream connections accepted, by listener and worker thread",
                 Family::default(),
             ),
             upstream_connect_duration: add.metric(

@@ -23,6 +23,9 @@ pub struct ProcessSettings {
     /// `--pkcs11-module`: given to every config the process loads (a reloaded one too) for
     /// the token keys whose URI names no module.
     pub pkcs11_module: Option<PathBuf>,
+    /// `--workers`: serving threads; without it the config's (nginx `worker_processes`), or
+    /// one per CPU the process may use.
+    pub workers: Option<usize>,
 }
 
 /// Why a serving process could not start; each variant says which setting to fix.
@@ -56,7 +59,11 @@ pub async fn run(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(ProcessError::Signal)?;
     let stop = stop_signal();
-    let mut running = crate::start(&config, drain_timeout, &telemetry).await?;
+    let workers = settings
+        .workers
+        .or(config.workers.as_ref().map(|w| w.value))
+        .unwrap_or_else(crate::workers::default_count);
+    let mut running = crate::start(&config, drain_timeout, workers, &telemetry).await?;
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     if let Some(admin) = &admin {
         admin::start(

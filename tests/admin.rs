@@ -72,7 +72,15 @@ async fn metrics_count_requests_handshakes_and_certificate_expiry() {
     let pki = TestPki::new();
     pki.write(&files);
     let backend = spawn_echo().await;
-    let server = server_with_admin(&files, &backend.to_string());
+    // One worker, so one upstream pool: the three requests share one upstream connection.
+    let server = Certgate::start_with(
+        &server_mode_args(
+            &files,
+            &backend.to_string(),
+            &["--admin", "127.0.0.1:0", "--workers", "1"],
+        ),
+        2,
+    );
     let client = pki.client_config();
     for _ in 0..3 {
         assert_eq!(

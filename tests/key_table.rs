@@ -13,6 +13,7 @@ use support::*;
 const PROCESS_FLAGS: &[&str] = &[
     "help",
     "shutdown-timeout",
+    "workers",
     "admin",
     "admin-host",
     "access-log",

@@ -199,7 +199,6 @@ fn unsupported_directives_stop_check_with_file_and_line_and_harmless_ones_warn()
     let (code, output) = run_to_exit(&["check", "--config", &config]);
     assert_eq!(code, 0, "{output}");
     for expected in [
-        format!("warning: {config}:1: \"worker_processes\" is accepted and ignored"),
         format!("warning: {config}:3: \"worker_connections\" is accepted and ignored"),
         format!("warning: {config}:6: \"sendfile\" is accepted and ignored"),
         format!("{config}: configuration is valid (1 listener)"),
@@ -209,6 +208,39 @@ fn unsupported_directives_stop_check_with_file_and_line_and_harmless_ones_warn()
             "missing {expected:?}:\n{output}"
         );
     }
+}
+
+#[test]
+fn worker_processes_sets_the_worker_threads_unless_the_flag_does() {
+    let (files, pki) = (Files::new(), TestPki::new());
+    write_ssl_dir(&files, &pki);
+    let config = |workers: &str| {
+        files.write(
+            "nginx.conf",
+            format!("worker_processes {workers};\nevents {{ }}\nhttp {{\n    server {{\n        listen 127.0.0.1:0 ssl;\n        ssl_certificate ssl/server.crt;\n        ssl_certificate_key ssl/server.key;\n        location / {{\n            proxy_pass http://127.0.0.1:9;\n        }}\n    }}\n}}\n"),
+        )
+    };
+    let path = config("1");
+    let one = Certgate::start(&["run", "--config", &path]);
+    one.wait_for_log(&["listening on", "1 worker"]);
+    let two = Certgate::start(&["run", "--config", &path, "--workers", "2"]);
+    two.wait_for_log(&["listening on", "2 workers"]);
+    let (code, output) = run_to_exit(&["convert-nginx", &path]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("# worker_processes 1: run certgate with --workers 1"),
+        "{output}"
+    );
+
+    let path = config("0");
+    let (code, output) = run_to_exit(&["check", "--config", &path]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "{path}:1: invalid worker_processes \"0\": give auto or a number from 1 to 1024"
+        )),
+        "{output}"
+    );
 }
 
 #[test]

@@ -59,7 +59,14 @@ async fn hundred_requests_cost_no_more_handshakes_than_pooled_connections() {
     let pki = TestPki::new();
     let upstream = CountingUpstream::start(&pki, false).await;
     let url = format!("https://localhost:{}", upstream.address.port());
-    let proxy = proxy_b(&pki, &pki.ca.issued.cert_pem, &url, &[], true);
+    // One worker: one pool (each worker keeps its own).
+    let proxy = proxy_b(
+        &pki,
+        &pki.ca.issued.cert_pem,
+        &url,
+        &["--workers", "1"],
+        true,
+    );
 
     // 50 one after the other, each on a new downstream connection: one upstream connection.
     for _ in 0..50 {

@@ -130,7 +130,15 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// Server mode ("edge") in front of `backend`, with `extra` flags.
 fn server_mode(files: &Files, backend: &SlowBackend, extra: &[&str]) -> Certgate {
-    Certgate::start(&server_mode_args(files, &backend.upstream(), extra))
+    one_pool(files, &backend.upstream(), extra)
+}
+
+/// Server mode towards `upstream` on one worker: these tests count the connections of one
+/// upstream pool, and each worker has its own.
+fn one_pool(files: &Files, upstream: &str, extra: &[&str]) -> Certgate {
+    let mut args = server_mode_args(files, upstream, extra);
+    args.extend(["--workers".to_string(), "1".to_string()]);
+    Certgate::start(&args)
 }
 
 /// An HTTP/2 connection to server mode over mTLS (ALPN h2).
@@ -539,7 +547,7 @@ async fn a_get_on_a_pooled_connection_the_backend_closed_is_retried_on_a_fresh_o
         let (files, pki) = pki_files();
         let backend = OneRequestBackend::start(close).await;
         let upstream = format!("http://{}", backend.address);
-        let server = Certgate::start(&server_mode_args(&files, &upstream, &[]));
+        let server = one_pool(&files, &upstream, &[]);
         for attempt in 0..10 {
             let (status, body) = request(server.addr(), &pki, "GET", "").await;
             assert_eq!(
@@ -563,7 +571,7 @@ async fn a_post_that_reached_the_backend_is_not_retried() {
     let (files, pki) = pki_files();
     let backend = OneRequestBackend::start(CloseAfterFirst::OnNextRequest).await;
     let upstream = format!("http://{}", backend.address);
-    let server = Certgate::start(&server_mode_args(&files, &upstream, &[]));
+    let server = one_pool(&files, &upstream, &[]);
     // The first request leaves a pooled connection that the backend closes on the next one.
     assert_eq!(request(server.addr(), &pki, "GET", "").await.0, 200);
     let (status, body) = request(server.addr(), &pki, "POST", "order=7").await;

@@ -350,6 +350,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// An access log file the config names (nginx's `access_log`); the flags take precedence.
     pub access_log: Option<Located<PathBuf>>,
+    /// Serving threads the config asks for (nginx's `worker_processes`); `--workers`
+    /// takes precedence.
+    pub workers: Option<Located<usize>>,
 }
 
 impl Config {
@@ -393,6 +396,9 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Durat
 pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
 
 /// The largest `upstream_max_connections` accepted; beyond it a limit means nothing.
+/// The most serving threads `--workers` (or nginx's `worker_processes`) may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
 pub(crate) const MAX_UPSTREAM_MAX_CONNECTIONS: usize = 1_000_000;
 
 /// How long a request waits for a free upstream connection unless told otherwise: long

@@ -179,7 +179,8 @@ struct Outcome<'s> {
     failed: Option<Side>,
 }
 
-/// Failed requests logged per second per listener (the rest are counted in metrics).
+/// Failed requests logged per second per listener on each worker (the rest are counted in
+/// metrics).
 const FAILURE_LOG_BURST: u32 = 20;
 
 /// How long an idle pooled upstream connection is kept.

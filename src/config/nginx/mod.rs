@@ -50,6 +50,9 @@ pub fn load(path: &Path, text: &str) -> Result<Config, ConfigError> {
         value: resolve_relative(base, &file),
         origin,
     });
+    config.workers = translation
+        .workers
+        .map(|(value, origin)| Located { value, origin });
     let mut warnings = translation.warnings;
     warnings.append(&mut config.warnings);
     config.warnings = warnings;
@@ -78,7 +81,15 @@ pub fn to_toml(translation: &Translation) -> String {
             "# access_log {file}: run certgate with --access-log-file {file}\n"
         ));
     }
-    if !translation.warnings.is_empty() || translation.access_log.is_some() {
+    if let Some((workers, _)) = &translation.workers {
+        out.push_str(&format!(
+            "# worker_processes {workers}: run certgate with --workers {workers}\n"
+        ));
+    }
+    if !translation.warnings.is_empty()
+        || translation.access_log.is_some()
+        || translation.workers.is_some()
+    {
         out.push('\n');
     }
     for listener in &translation.listeners {

@@ -42,6 +42,8 @@ pub struct Translation {
     pub warnings: Vec<String>,
     /// The file of the config's `access_log` (certgate keeps one, in the combined format).
     pub access_log: Option<(String, Origin)>,
+    /// `worker_processes N`: certgate's worker threads (`auto`, the default, is not kept).
+    pub workers: Option<(usize, Origin)>,
 }
 
 impl Section {
@@ -130,10 +132,6 @@ fn directives_of(level: NginxLevel) -> impl Iterator<Item = &'static NginxDirect
 
 /// Directives that change nothing certgate does, accepted with a warning that says so.
 const HARMLESS: &[(&str, &str)] = &[
-    (
-        "worker_processes",
-        "certgate sizes its worker threads to the CPUs",
-    ),
     (
         "worker_connections",
         "certgate has no per-worker connection limit",
@@ -292,7 +290,7 @@ fn structural(name: &str, context: Context) -> bool {
     match context {
         Context::Main => matches!(
             name,
-            "http" | "events" | "server" | "upstream" | "error_log"
+            "http" | "events" | "server" | "upstream" | "error_log" | "worker_processes"
         ),
         Context::Http => matches!(name, "server" | "upstream" | "access_log" | "error_log"),
         Context::Server => matches!(
@@ -435,6 +433,7 @@ pub fn translate(top: &[Directive]) -> Result<Translation, ConfigError> {
 
 fn finish(mut translation: Translation, top: &[Directive]) -> Result<Translation, ConfigError> {
     access_logs(top, &mut translation);
+    translation.workers = worker_processes(top)?;
     if translation.listeners.is_empty() {
         return Err(ConfigError::general(
             "no server block with a listen directive: nothing to run",
@@ -474,6 +473,25 @@ fn log_directive(d: &Directive, warnings: &mut Vec<String>) {
         "{}: \"error_log\" is accepted, but certgate's error log is set for the whole process: use --log-file FILE and --log-level",
         d.place()
     ));
+}
+
+/// `worker_processes N` (main context): the number of certgate's worker threads, which do
+/// what nginx's worker processes do. `auto` is certgate's default too.
+fn worker_processes(top: &[Directive]) -> Result<Option<(usize, Origin)>, ConfigError> {
+    let Some(d) = top.iter().find(|d| d.name == "worker_processes") else {
+        return Ok(None);
+    };
+    match d.args.as_slice() {
+        [auto] if auto == "auto" => Ok(None),
+        [n] => match n.parse::<usize>() {
+            Ok(n) if (1..=crate::config::MAX_WORKERS).contains(&n) => Ok(Some((n, origin(d)))),
+            _ => Err(d.error(format!(
+                "invalid worker_processes \"{n}\": give auto or a number from 1 to {}",
+                crate::config::MAX_WORKERS
+            ))),
+        },
+        _ => Err(d.error("worker_processes takes one argument: auto or a number")),
+    }
 }
 
 /// The config's access log: the first `access_log FILE`, anywhere. certgate writes one access

@@ -7,18 +7,23 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SECONDS_TO_PROFILE=${SECONDS_TO_PROFILE:-8}
 command -v perf >/dev/null || { apt-get update; apt-get install -y linux-perf; }
+# CERTGATE: the binary to profile (default: this tree's release build); ARGS: extra flags
+# for both roles (e.g. "--workers 1"); OUT: the results' name suffix.
 cargo build --release --quiet --bin certgate --example loadgen
+CERTGATE=${CERTGATE:-$ROOT/target/release/certgate}
+ARGS=${ARGS:-}
+OUT=${OUT:-}
 WORK=$(mktemp -d /tmp/certgate-profile.XXXXXX)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 "$ROOT/target/release/examples/loadgen" pki --dir "$WORK/pki" --key-type p256
 sed -e "s|@WORK@|$WORK|g" -e "s|@PKI@|$WORK/pki|g" bench/nginx/backend.conf > "$WORK/backend.conf"
 nginx -c "$WORK/backend.conf" & PIDS+=($!)
-RUST_LOG=warn target/release/certgate server --listen 127.0.0.1:8443 --upstream 127.0.0.1:8000 \
-  --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" --client-ca "$WORK/pki/ca.pem" --verify-depth 2 & A=$!; PIDS+=($A)
+RUST_LOG=warn "$CERTGATE" server --listen 127.0.0.1:8443 --upstream 127.0.0.1:8000 \
+  --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" --client-ca "$WORK/pki/ca.pem" --verify-depth 2 $ARGS & A=$!; PIDS+=($A)
 sleep 0.5
-RUST_LOG=warn target/release/certgate client --listen 127.0.0.1:8080 --upstream https://localhost:8443 \
-  --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key" --ca "$WORK/pki/ca.pem" --verify-depth 2 & B=$!; PIDS+=($B)
+RUST_LOG=warn "$CERTGATE" client --listen 127.0.0.1:8080 --upstream https://localhost:8443 \
+  --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key" --ca "$WORK/pki/ca.pem" --verify-depth 2 $ARGS & B=$!; PIDS+=($B)
 sleep 0.5
 wrk -t2 -c64 -d1s http://127.0.0.1:8080/ >/dev/null
 wrk -t2 -c64 -d$((SECONDS_TO_PROFILE + 2))s http://127.0.0.1:8080/ > "$WORK/wrk.txt" &
@@ -38,8 +43,8 @@ for side in a b; do
     echo "# by function (self time)"
     perf report -i "$WORK/$side.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
       | grep -E '^ +[0-9]' || true
-  } > "bench/results/profile-$side.txt"
+  } > "bench/results/profile-$side$OUT.txt"
 done
 cat "$WORK/wrk.txt"
-echo "== A (server mode), self time"; head -40 bench/results/profile-a.txt
-echo "== B (client mode), self time"; head -40 bench/results/profile-b.txt
+echo "== A (server mode), self time"; head -40 "bench/results/profile-a$OUT.txt"
+echo "== B (client mode), self time"; head -40 "bench/results/profile-b$OUT.txt"

@@ -189,14 +189,19 @@ start_pair() {
   local run=(env "${env[@]}")
   case $kind in
     certgate)
-      local h2=(); [[ $proto == h1 ]] && h2=(--no-http2)
-      start_named certgate-a "${run[@]}" RUST_LOG=warn "$CERTGATE" server --listen 127.0.0.1:8443 \
+      # A variant's DIR/args: extra flags for both roles, one per line (e.g. --workers, 1);
+      # DIR/certgate: another build (an earlier commit's, say) in place of this one.
+      local h2=() extra=() bin=$CERTGATE
+      [[ $proto == h1 ]] && h2=(--no-http2)
+      [[ -f $dir/args ]] && mapfile -t extra < <(grep -v '^#' "$dir/args" | grep .)
+      [[ -x $dir/certgate ]] && bin=$dir/certgate
+      start_named certgate-a "${run[@]}" RUST_LOG=warn "$bin" server --listen 127.0.0.1:8443 \
         --upstream 127.0.0.1:8000 --cert "$pki/server.pem" --key "$pki/server.key" \
-        --client-ca "$pki/ca.pem" --verify-depth 2
+        --client-ca "$pki/ca.pem" --verify-depth 2 "${extra[@]}"
       A_PID=$LAST_PID; wait_port 8443
-      start_named certgate-b "${run[@]}" RUST_LOG=warn "$CERTGATE" client --listen 127.0.0.1:8080 \
+      start_named certgate-b "${run[@]}" RUST_LOG=warn "$bin" client --listen 127.0.0.1:8080 \
         --upstream https://localhost:8443 --cert "$pki/client.pem" --key "$pki/client.key" \
-        --ca "$pki/ca.pem" --verify-depth 2 "${h2[@]}"
+        --ca "$pki/ca.pem" --verify-depth 2 "${h2[@]}" "${extra[@]}"
       B_PID=$LAST_PID; wait_port 8080 ;;
     nginx|nginx-naive)
       start_named nginx-a "${run[@]}" nginx -c "$(render "$dir" server-a.conf "$pki" "$proto")"

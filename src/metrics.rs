@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
@@ -197,5 +197,78 @@ impl ConnectionGauge {
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// One listener's per-request metrics on one worker, each series looked up in its family
+/// once, on first use (so `/metrics` shows only series that happened): a request then
+/// increments what it already holds instead of building a label set (three strings) and
+/// taking each family's lock, which every worker would share.
+pub struct RequestMetrics {
+    metrics: Arc<Metrics>,
+    listener: String,
+    /// Per route ("" first: the listener's own upstream), a counter per status class
+    /// (1xx to 5xx).
+    requests: Vec<(String, [OnceLock<Counter>; 5])>,
+    duration: OnceLock<Histogram>,
+    upstream_errors: OnceLock<Counter>,
+}
+
+impl RequestMetrics {
+    pub fn new<'r>(
+        metrics: &Arc<Metrics>,
+        listener: &str,
+        routes: impl Iterator<Item = &'r str>,
+    ) -> RequestMetrics {
+        RequestMetrics {
+            metrics: metrics.clone(),
+            listener: listener.to_string(),
+            requests: std::iter::once("")
+                .chain(routes)
+                .map(|route| (route.to_string(), Default::default()))
+                .collect(),
+            duration: OnceLock::new(),
+            upstream_errors: OnceLock::new(),
+        }
+    }
+
+    /// A request answered with `status` after `elapsed`, on `route` ("" for none).
+    pub fn request(&self, route: &str, status: u16, elapsed: std::time::Duration) {
+        let class = usize::from(status / 100);
+        let slot = self
+            .requests
+            .iter()
+            .find(|(r, _)| r == route)
+            .and_then(|(_, classes)| classes.get(class.wrapping_sub(1)));
+        let labels = || RequestLabels {
+            listener: self.listener.clone(),
+            route: route.to_string(),
+            status: format!("{class}xx"),
+        };
+        match slot {
+            Some(slot) => slot
+                .get_or_init(|| self.metrics.requests.get_or_create_owned(&labels()))
+                .inc(),
+            // A status beyond 5xx (hyper allows up to 999): looked up each time.
+            None => self.metrics.requests.get_or_create(&labels()).inc(),
+        };
+        self.duration
+            .get_or_init(|| {
+                self.metrics
+                    .request_duration
+                    .get_or_create_owned(&Metrics::listener(&self.listener))
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request that failed on the upstream's side.
+    pub fn upstream_error(&self) {
+        self.upstream_errors
+            .get_or_init(|| {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create_owned(&Metrics::listener(&self.listener))
+            })
+            .inc();
     }
 }

@@ -13,7 +13,7 @@ use crate::config::{
     FixedResponse, HttpUpstream, ListenerConfig, ModeConfig, PathNormalization, RouteMatch,
 };
 use crate::log_limit::LogLimit;
-use crate::metrics::{Metrics, RequestLabels, Telemetry};
+use crate::metrics::{Metrics, RequestMetrics, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
 use body::{BodyFault, ClientFault, LimitedBody};
@@ -366,7 +366,7 @@ enum Destination<'s> {
 pub struct Proxy {
     pub listener: String,
     pub edits: HeaderEdits,
-    metrics: Arc<Metrics>,
+    request_metrics: RequestMetrics,
     access_log: Option<Arc<AccessLog>>,
     /// Refused and failed requests are logged at a bounded rate: peers control how many.
     failure_log: LogLimit,
@@ -429,7 +429,11 @@ impl Proxy {
         Proxy {
             listener: listener.name.clone(),
             edits: HeaderEdits::new(listener),
-            metrics: metrics.clone(),
+            request_metrics: RequestMetrics::new(
+                metrics,
+                &listener.name,
+                routes.iter().map(|r| r.path.as_str()),
+            ),
             access_log: telemetry.access_log.clone(),
             failure_log: LogLimit::new(FAILURE_LOG_BURST),
             upstream,
@@ -497,21 +501,10 @@ impl Proxy {
             }
         };
         if outcome.failed == Some(Side::Upstream) {
-            self.metrics
-                .upstream_errors
-                .get_or_create(&Metrics::listener(&self.listener))
-                .inc();
+            self.request_metrics.upstream_error();
         }
-        let labels = RequestLabels {
-            listener: self.listener.clone(),
-            route: outcome.route.to_string(),
-            status: format!("{}xx", response.status().as_u16() / 100),
-        };
-        self.metrics.requests.get_or_create(&labels).inc();
-        self.metrics
-            .request_duration
-            .get_or_create(&Metrics::listener(&self.listener))
-            .observe(started.elapsed().as_secs_f64());
+        self.request_metrics
+            .request(outcome.route, response.status().as_u16(), started.elapsed());
         let (Some(log), Some((method, target, version, referer, user_agent))) =
             (&self.access_log, request_line)
         else {

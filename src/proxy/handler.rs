@@ -37,9 +37,19 @@ enum Proxies {
         tls: Arc<TlsStore>,
         config: Box<ListenerConfig>,
         telemetry: Telemetry,
-        /// The client TLS config the current proxy was made with, and the proxy.
-        built: RwLock<(Arc<rustls::ClientConfig>, Arc<Proxy>)>,
+        /// This worker's proxy for the current snapshot. Per worker, so its lock is
+        /// uncontended; a request finds the snapshot unchanged by one atomic read of the
+        /// store's generation.
+        built: RwLock<Built>,
     },
+}
+
+/// A proxy, the client TLS config it was made with, and the generation of the store it was
+/// last found current at.
+struct Built {
+    generation: u64,
+    client_tls: Arc<rustls::ClientConfig>,
+    proxy: Arc<Proxy>,
 }
 
 impl Proxies {
@@ -53,23 +63,26 @@ impl Proxies {
                 built,
             } => (tls, config, telemetry, built),
         };
-        let Some(client_tls) = tls.current().client_tls.clone() else {
-            // A client-mode snapshot always has a client config; keep what there is.
-            return read(built).1.clone();
-        };
+        let generation = tls.generation();
         {
             let built = read(built);
-            if Arc::ptr_eq(&built.0, &client_tls) {
-                return built.1.clone();
+            if built.generation == generation {
+                return built.proxy.clone();
             }
         }
+        let Some(client_tls) = tls.current().client_tls.clone() else {
+            // A client-mode snapshot always has a client config; keep what there is.
+            return read(built).proxy.clone();
+        };
         let mut built = built.write().unwrap_or_else(|p| p.into_inner());
-        // Another request may have made it meanwhile.
-        if !Arc::ptr_eq(&built.0, &client_tls) {
-            let proxy = Arc::new(Proxy::new(config, Some(client_tls.clone()), telemetry));
-            *built = (client_tls, proxy);
+        // A reload may have kept the client config; or another request made the proxy.
+        if !Arc::ptr_eq(&built.client_tls, &client_tls) {
+            built.proxy = Arc::new(Proxy::new(config, Some(client_tls.clone()), telemetry));
+            built.client_tls = client_tls;
         }
-        built.1.clone()
+        // Read before the snapshot: if a swap came between, the next request looks again.
+        built.generation = generation;
+        built.proxy.clone()
     }
 }
 
@@ -80,6 +93,7 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 impl HttpProxy {
     /// The HTTP handler of `config`, its proxy made with `tls`'s current snapshot.
     pub fn new(config: &ListenerConfig, tls: &Arc<TlsStore>, telemetry: &Telemetry) -> HttpProxy {
+        let generation = tls.generation();
         let client_tls = tls.current().client_tls.clone();
         let proxy = Arc::new(Proxy::new(config, client_tls.clone(), telemetry));
         let proxies = match client_tls {
@@ -88,7 +102,11 @@ impl HttpProxy {
                 tls: tls.clone(),
                 config: Box::new(config.clone()),
                 telemetry: telemetry.clone(),
-                built: RwLock::new((client_tls, proxy)),
+                built: RwLock::new(Built {
+                    generation,
+                    client_tls,
+                    proxy,
+                }),
             },
         };
         HttpProxy {

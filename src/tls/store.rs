@@ -9,6 +9,7 @@ use crate::config::{ConfigError, ListenerConfig, ModeConfig};
 use crate::metrics::{CertificateLabels, Metrics, ResultLabels};
 use crate::tls::{self, server::ServerTls};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Certificates closer than this to their notAfter are warned about.
@@ -168,6 +169,11 @@ pub struct TlsStore {
     config: ListenerConfig,
     metrics: Arc<Metrics>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Counts the snapshots swapped in, bumped after each swap: a worker that has what the
+    /// snapshot gave it reads only this (written once per reload, so it stays in every
+    /// core's cache) instead of taking the lock and the snapshot's reference count, which
+    /// every worker's requests would share.
+    generation: AtomicU64,
     /// The fingerprint of files that failed to load (or of the error reading them), so a
     /// broken file is reported and counted once, not on every check.
     refused: Mutex<Option<u64>>,
@@ -194,6 +200,7 @@ impl TlsStore {
             config: config.clone(),
             metrics: metrics.clone(),
             snapshot: RwLock::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(0),
             refused: Mutex::new(None),
             polled: Mutex::new(None),
             reloading: Mutex::new(()),
@@ -245,6 +252,12 @@ impl TlsStore {
                     });
             }
         }
+    }
+
+    /// Which snapshot is current: changes (grows) with every swap. Read it before
+    /// [`TlsStore::current`]: what was made from that snapshot is then at least as new.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The snapshot new connections and requests use now.
@@ -356,6 +369,7 @@ impl TlsStore {
                     tracing::warn!("listener \"{name}\": {warning}");
                 }
                 *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
+                self.generation.fetch_add(1, Ordering::Release);
                 *refused = None;
                 tracing::info!(
                     "listener \"{name}\": reloaded its certificates; new connections use them"

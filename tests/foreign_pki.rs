@@ -582,11 +582,7 @@ struct OpensslServer {
 
 impl OpensslServer {
     fn start(cert: &Path, key: &Path) -> OpensslServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("openssl")
             .args([
                 "s_server",

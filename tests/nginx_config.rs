@@ -640,11 +640,7 @@ async fn sighup_rereads_an_nginx_config_and_refuses_a_broken_one() {
     let (files, pki) = (Files::new(), TestPki::new());
     write_ssl_dir(&files, &pki);
     let upstream = RecordingBackend::tls(&pki.server, &pki.ca.issued).await; // A fixed port, so that the restarted listener is found where it was.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let values = [
         ("LISTEN_PORT", port.to_string()),
         ("UPSTREAM_PORT", upstream.address.port().to_string()),

@@ -43,14 +43,6 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Nginx {
     /// Runs `fixture` (already in `files`) inside a minimal main config, as conf.d snippets
     /// run, and waits for `port` to accept connections.

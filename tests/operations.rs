@@ -563,11 +563,7 @@ async fn error_log_can_go_to_a_file() {
     let files = Files::new();
     TestPki::new().write(&files);
     let log = files.path("error.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let p = |name: &str| files.path(name).to_string_lossy().into_owned();
     let listen = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(BIN)
@@ -597,14 +593,6 @@ async fn error_log_can_go_to_a_file() {
         String::from_utf8_lossy(&output.stderr).is_empty(),
         "the log went to stderr too"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn listener_table(name: &str, port: u16, backend: SocketAddr, extra: &str) -> String {

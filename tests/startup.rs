@@ -360,11 +360,7 @@ async fn run_serves_every_listener_of_a_config() {
     TestPki::new().write(&files);
     let backend = spawn_echo().await;
     // Server A on a port picked first so that proxy B's config can name it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = config_file(
         &files,
         &format!(

@@ -76,6 +76,37 @@ fn every_worker_served(before: &[u64], after: &[u64], workers: usize, expected: 
     assert_eq!(grown.iter().sum::<u64>(), expected as u64, "{grown:?}");
 }
 
+/// [`one_request_per_connection`] to the listener "edge" of a 2-worker process, checking on
+/// its admin listener that both workers took some of the connections.
+async fn across_both_workers(
+    edge: SocketAddr,
+    admin: SocketAddr,
+    pki: &TestPki,
+) -> Vec<(Vec<u8>, String)> {
+    let counted = connections_per_worker(admin, "edge").await;
+    let seen = one_request_per_connection(edge, pki).await;
+    every_worker_served(
+        &counted,
+        &connections_per_worker(admin, "edge").await,
+        2,
+        CONNECTIONS,
+    );
+    seen
+}
+
+/// Server mode ("edge") on two workers in front of `backend`, with an admin listener.
+fn server_on_two_workers(files: &Files, backend: SocketAddr, env: &[(&str, &str)]) -> Certgate {
+    Certgate::start_env(
+        &server_mode_args(
+            files,
+            &format!("http://{backend}"),
+            &["--workers", "2", "--admin", "127.0.0.1:0"],
+        ),
+        2,
+        env,
+    )
+}
+
 fn hangup(server: &Certgate) {
     std::process::Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
@@ -89,24 +120,11 @@ async fn connections_are_served_by_every_worker_in_both_modes() {
     let pki = TestPki::new();
     pki.write(&files);
     let backend = spawn_echo().await;
-    let server = Certgate::start_with(
-        &server_mode_args(
-            &files,
-            &format!("http://{backend}"),
-            &["--workers", "2", "--admin", "127.0.0.1:0"],
-        ),
-        2,
-    );
+    let server = server_on_two_workers(&files, backend, &[]);
     server.wait_for_log(&["listener \"edge\"", "2 workers"]);
-    let admin = server.listener("admin");
-    let answers = one_request_per_connection(server.listener("edge"), &pki).await;
+    let answers =
+        across_both_workers(server.listener("edge"), server.listener("admin"), &pki).await;
     assert!(answers.iter().all(|(_, body)| body.contains("GET /")));
-    every_worker_served(
-        &[],
-        &connections_per_worker(admin, "edge").await,
-        2,
-        CONNECTIONS,
-    );
 
     // Client mode: plain HTTP in, each worker with its own pool towards server A.
     let args = client_mode_args(
@@ -134,15 +152,7 @@ async fn a_certificate_reload_reaches_every_worker() {
     pki.write(&files);
     let backend = spawn_echo().await;
     // Only SIGHUP reloads, so that what the workers serve changes at one known moment.
-    let server = Certgate::start_env(
-        &server_mode_args(
-            &files,
-            &format!("http://{backend}"),
-            &["--workers", "2", "--admin", "127.0.0.1:0"],
-        ),
-        2,
-        &[("CERTGATE_RELOAD_WATCH", "off")],
-    );
+    let server = server_on_two_workers(&files, backend, &[("CERTGATE_RELOAD_WATCH", "off")]);
     let (edge, admin) = (server.listener("edge"), server.listener("admin"));
     let before = one_request_per_connection(edge, &pki).await;
     assert!(before.iter().all(|(cert, _)| *cert == pki.server.cert_der));
@@ -156,17 +166,10 @@ async fn a_certificate_reload_reaches_every_worker() {
     hangup(&server);
     server.wait_for_log(&["listener \"edge\": reloaded its certificates"]);
 
-    let counted = connections_per_worker(admin, "edge").await;
-    let after = one_request_per_connection(edge, &pki).await;
+    let after = across_both_workers(edge, admin, &pki).await;
     assert!(
         after.iter().all(|(cert, _)| *cert == next.cert_der),
         "a connection got the old certificate after the reload"
-    );
-    every_worker_served(
-        &counted,
-        &connections_per_worker(admin, "edge").await,
-        2,
-        CONNECTIONS,
     );
 }
 
@@ -176,12 +179,7 @@ async fn a_config_reload_reaches_every_worker() {
     let pki = TestPki::new();
     pki.write(&files);
     let backend = spawn_echo().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let edge = SocketAddr::from(([127, 0, 0, 1], port));
+    let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let table = |extra: &str| {
         format!(
             "[[listener]]\nname = \"edge\"\nmode = \"server\"\nlisten = \"{edge}\"\nupstream = \"http://{backend}\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{extra}\n"
@@ -207,19 +205,12 @@ async fn a_config_reload_reaches_every_worker() {
     );
     hangup(&server);
     server.wait_for_log(&["SIGHUP: applied", "restarted [\"edge\"]"]);
-    let counted = connections_per_worker(admin, "edge").await;
-    let answers = one_request_per_connection(edge, &pki).await;
+    let answers = across_both_workers(edge, admin, &pki).await;
     assert!(
         answers
             .iter()
             .all(|(_, body)| body.contains("x-changed: yes")),
         "a worker still runs the old settings"
-    );
-    every_worker_served(
-        &counted,
-        &connections_per_worker(admin, "edge").await,
-        2,
-        CONNECTIONS,
     );
 }
 

@@ -313,6 +313,16 @@ pub fn run_to_exit_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     (status.code().unwrap_or(-1), output)
 }
 
+/// A port on 127.0.0.1 that was free a moment ago, for a config that must name its port
+/// before certgate binds it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts the echo backend on 127.0.0.1:0.
 pub async fn spawn_echo() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

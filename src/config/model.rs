@@ -395,10 +395,10 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Durat
 /// yet it bounds the damage to a number a backend and certgate's file limit survive.
 pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
 
-/// The largest `upstream_max_connections` accepted; beyond it a limit means nothing.
 /// The most serving threads `--workers` (or nginx's `worker_processes`) may ask for.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The largest `upstream_max_connections` accepted; beyond it a limit means nothing.
 pub(crate) const MAX_UPSTREAM_MAX_CONNECTIONS: usize = 1_000_000;
 
 /// How long a request waits for a free upstream connection unless told otherwise: long

@@ -253,8 +253,6 @@ pub struct ListenerRuntime {
     /// The TLS snapshot, swapped whole on reload; reloads, `/status` and the expiry metric
     /// go to it directly. Shared by the listener's workers.
     pub tls: Arc<TlsStore>,
-    /// Which worker this runtime serves on (0 for the first or only one).
-    pub worker: usize,
     handler: Arc<dyn ConnectionHandler>,
     accept: AcceptLoop,
     metrics: Arc<Metrics>,
@@ -320,7 +318,6 @@ impl ListenerRuntime {
             accept,
             config: config.clone(),
             tls,
-            worker,
             metrics,
             label,
             accepted,

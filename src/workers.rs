@@ -9,8 +9,9 @@
 //!   worker they share the port with `SO_REUSEPORT`, and the kernel spreads new connections
 //!   over them by a hash of the connection's addresses.
 //!
-//! What the workers share is read per connection, never per request: each listener's TLS
-//! snapshot and its connection limit (see [`crate::listener::ListenerRuntime::worker`]).
+//! What a listener's workers share is touched per connection (its TLS snapshot, its
+//! connection limit; see [`crate::listener::ListenerRuntime::worker`]) and, per request, only
+//! the metrics (a counter and the duration histogram's lock) and the access log's writer.
 //! Each worker has its own upstream pool, open-connection table and accept loop.
 
 use std::io;

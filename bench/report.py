@@ -77,6 +77,9 @@ PER_PROTOCOL = [
     ("chain_{p}_p99_ms", "chain p99 latency, ms", 1, 2, True),
     ("chain_{p}_cpu_us_a", "CPU per request in A, us", 1, 1, True),
     ("chain_{p}_cpu_us_b", "CPU per request in B, us", 1, 1, True),
+    ("chain_{p}_h2load_rps", "chain requests/s, h2load (second instrument)", 1, 0, False),
+    ("chain_{p}_h2load_cpu_us_a", "CPU per request in A, us, h2load", 1, 1, True),
+    ("chain_{p}_h2load_cpu_us_b", "CPU per request in B, us, h2load", 1, 1, True),
 ]
 REST = [
     ("Handshakes at A (loadgen, 8 clients, one request each)", [

@@ -55,6 +55,7 @@ need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
@@ -260,6 +261,26 @@ wrk_run() { # proxy key url connections label
   fi
 }
 
+# The same load from h2load (nghttp2's load generator, HTTP/1.1 here), a second instrument whose
+# figures must agree with wrk's: records rps and CPU per request under "LABEL h2load_".
+h2load_run() { # proxy key url connections label
+  local proxy=$1 key=$2 url=$3 connections=$4 label=${5}h2load_
+  local a0 b0 a1 b1 out requests
+  a0=$(cpu_ticks "$A_PID"); b0=$(cpu_ticks "$B_PID")
+  out=$(h2load --h1 -t2 -c"$connections" -D"$DURATION" "$url" 2>&1)
+  a1=$(cpu_ticks "$A_PID"); b1=$(cpu_ticks "$B_PID")
+  requests=$(echo "$out" | awk '/^requests:/ {print $8}')
+  if ! echo "$out" | grep -q ' 0 failed, 0 errored'; then
+    # h2load counts failed requests in its req/s: nothing is recorded from such a run.
+    say "$proxy $label: h2load saw failed requests, not recorded:"; say "$out"; return
+  fi
+  record "$proxy" "$key" "${label}rps" "$(echo "$out" | awk '/^finished in/ {print $4}')"
+  if [[ ${requests:-0} -gt 0 ]]; then
+    record "$proxy" "$key" "${label}cpu_us_a" "$(per_unit_us $((a1 - a0)) "$requests")"
+    record "$proxy" "$key" "${label}cpu_us_b" "$(per_unit_us $((b1 - b0)) "$requests")"
+  fi
+}
+
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
 
 handshake_run() { # proxy key [--resume] label
@@ -331,6 +352,7 @@ for key in $KEY_TYPES; do
             say "== $key round $round: $proxy keep-alive chain, $proto between B and A"
             wrk -t2 -c64 -d1s http://127.0.0.1:8080/ >/dev/null   # warm-up: pools and sessions
             wrk_run "$proxy" "$key" http://127.0.0.1:8080/ 64 "chain_${proto}_"
+            h2load_run "$proxy" "$key" http://127.0.0.1:8080/ 64 "chain_${proto}_"
             if ((first)); then
               record "$proxy" "$key" peak_rss_kib_a "$(mem_kib "$A_PID" VmHWM)"
               record "$proxy" "$key" peak_rss_kib_b "$(mem_kib "$B_PID" VmHWM)"

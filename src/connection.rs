@@ -395,21 +395,46 @@ where
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         // Taken before the handler runs, so a request dropped half-way (a reset stream) ends
         // it as well.
         let in_flight = self.activity.begin(&request);
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| TrackedBody {
-                inner: body,
-                _in_flight: in_flight,
-            }))
-        })
+        TrackedFuture {
+            response: self.inner.call(request),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's response on its way, wrapped in place: no box and no copy of the
+    /// handler's future per request.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        response: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> std::future::Future for TrackedFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.response.poll(cx))?;
+        let in_flight = this
+            .in_flight
+            .take()
+            .expect("TrackedFuture polled after completion");
+        Poll::Ready(Ok(response.map(|body| TrackedBody {
+            inner: body,
+            _in_flight: in_flight,
+        })))
     }
 }
 

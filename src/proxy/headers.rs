@@ -369,7 +369,8 @@ impl HeaderEdits {
         if out.is_empty() {
             return None;
         }
-        HeaderValue::from_bytes(&out).ok()
+        // The buffer becomes the value as it is, not copied.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
     }
 
     fn variable(
@@ -383,9 +384,10 @@ impl HeaderEdits {
         let peer = tls.and_then(|t| t.peer.as_ref());
         let text = |out: &mut Vec<u8>, s: &str| out.extend_from_slice(s.as_bytes());
         match variable {
-            Variable::Host => text(out, &request_host(parts, connection)),
-            Variable::RemoteAddr => text(out, &connection.remote.ip().to_string()),
-            Variable::RemotePort => text(out, &connection.remote.port().to_string()),
+            Variable::Host => push_request_host(parts, connection, out),
+            // Written into the value in place: these run on every request.
+            Variable::RemoteAddr => push_display(out, connection.remote.ip()),
+            Variable::RemotePort => push_display(out, connection.remote.port()),
             Variable::Scheme => text(out, self.scheme),
             Variable::RequestUri => text(
                 out,
@@ -409,7 +411,7 @@ impl HeaderEdits {
                     out.extend_from_slice(value.as_bytes());
                     out.extend_from_slice(b", ");
                 }
-                text(out, &connection.remote.ip().to_string());
+                push_display(out, connection.remote.ip());
             }
             Variable::SslClientEscapedCert => {
                 text(out, peer.map(|p| p.escaped_pem.as_str()).unwrap_or(""))
@@ -428,7 +430,7 @@ impl HeaderEdits {
             }
             Variable::SslClientVerify => {
                 if let Some(tls) = tls {
-                    text(out, &tls.verdict.to_string())
+                    push_display(out, &tls.verdict)
                 }
             }
             Variable::SslProtocol => text(out, tls.map(|t| t.protocol).unwrap_or("")),
@@ -438,30 +440,33 @@ impl HeaderEdits {
 }
 
 /// nginx's `$host`: the Host header's name (no port, lower case), else the listener address.
-fn request_host(parts: &Parts, connection: &ConnectionInfo) -> String {
+fn push_request_host(parts: &Parts, connection: &ConnectionInfo, out: &mut Vec<u8>) {
     // As nginx: the request line's host (absolute-form, HTTP/2) wins over the Host header.
-    let authority = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+    let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
         parts
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
     });
-    match authority {
-        Some(authority) => {
-            let host = if authority.starts_with('[') {
-                authority
-                    .split(']')
-                    .next()
-                    .map(|h| format!("{h}]"))
-                    .unwrap_or_default()
-            } else {
-                authority.split(':').next().unwrap_or_default().to_string()
-            };
-            host.to_ascii_lowercase()
-        }
-        None => connection.local.ip().to_string(),
+    let Some(authority) = authority else {
+        return push_display(out, connection.local.ip());
+    };
+    let lower = |out: &mut Vec<u8>, host: &str| {
+        out.extend(host.bytes().map(|b| b.to_ascii_lowercase()));
+    };
+    if authority.starts_with('[') {
+        lower(out, authority.split(']').next().unwrap_or_default());
+        out.push(b']');
+    } else {
+        lower(out, authority.split(':').next().unwrap_or_default());
     }
+}
+
+/// Appends `value` as text, with no string in between.
+fn push_display(out: &mut Vec<u8>, value: impl std::fmt::Display) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{value}");
 }
 
 /// Drops inbound headers whose names contain `_`, as nginx does by default; the first one of
@@ -530,6 +535,43 @@ mod tests {
             &[CertificateDer::from(intermediate.issued.cert_der.clone())],
         )
         .unwrap()
+    }
+
+    /// `$host` as nginx renders it: the request line's authority before the Host header,
+    /// lower case, without the port (an IPv6 literal keeps its brackets), else the listener's
+    /// address; `$remote_addr` and `$remote_port` are the peer's.
+    #[test]
+    fn host_and_address_variables_render_as_nginx_does() {
+        let connection = ConnectionInfo::new(
+            "192.0.2.7:40123".parse().unwrap(),
+            "[::1]:8443".parse().unwrap(),
+            None,
+        );
+        let render = |uri: &str, host: Option<&str>| {
+            let mut request = hyper::Request::builder().uri(uri);
+            if let Some(host) = host {
+                request = request.header(header::HOST, host);
+            }
+            let (parts, ()) = request.body(()).unwrap().into_parts();
+            let mut out = Vec::new();
+            push_request_host(&parts, &connection, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            render("/", Some("Api.Example.TEST:8443")),
+            "api.example.test"
+        );
+        assert_eq!(render("/", Some("[2001:DB8::1]:443")), "[2001:db8::1]");
+        assert_eq!(
+            render("https://Line.TEST:1/x", Some("header.test")),
+            "line.test"
+        );
+        assert_eq!(render("/", None), "::1");
+        let mut out = Vec::new();
+        push_display(&mut out, connection.remote.ip());
+        out.push(b' ');
+        push_display(&mut out, connection.remote.port());
+        assert_eq!(out, b"192.0.2.7 40123");
     }
 
     /// A format whose header is missing from its `header_names` would reach the backend

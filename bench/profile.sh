@@ -8,7 +8,9 @@ ROOT=$(pwd)
 SECONDS_TO_PROFILE=${SECONDS_TO_PROFILE:-8}
 command -v perf >/dev/null || { apt-get update; apt-get install -y linux-perf; }
 # CERTGATE: the binary to profile (default: this tree's release build); ARGS: extra flags
-# for both roles (e.g. "--workers 1"); OUT: the results' name suffix.
+# for both roles (e.g. "--workers 1"); OUT: the results' name suffix. CALLERS=1 records
+# call stacks with DWARF (fewer samples, real callers) and also writes
+# bench/results/callers-{a,b}OUT.txt: who calls memcpy, malloc and free (bench/callers.py).
 cargo build --release --quiet --bin certgate --example loadgen
 CERTGATE=${CERTGATE:-$ROOT/target/release/certgate}
 ARGS=${ARGS:-}
@@ -28,8 +30,10 @@ sleep 0.5
 wrk -t2 -c64 -d1s http://127.0.0.1:8080/ >/dev/null
 wrk -t2 -c64 -d$((SECONDS_TO_PROFILE + 2))s http://127.0.0.1:8080/ > "$WORK/wrk.txt" &
 sleep 1
-perf record -e cpu-clock -F 2000 -g -p "$A" -o "$WORK/a.data" -- sleep "$SECONDS_TO_PROFILE" 2>/dev/null &
-perf record -e cpu-clock -F 2000 -g -p "$B" -o "$WORK/b.data" -- sleep "$SECONDS_TO_PROFILE" 2>/dev/null
+RECORD=(-F 2000 -g)
+[[ ${CALLERS:-} == 1 ]] && RECORD=(-F 300 --call-graph dwarf,32768)
+perf record -e cpu-clock "${RECORD[@]}" -p "$A" -o "$WORK/a.data" -- sleep "$SECONDS_TO_PROFILE" 2>/dev/null &
+perf record -e cpu-clock "${RECORD[@]}" -p "$B" -o "$WORK/b.data" -- sleep "$SECONDS_TO_PROFILE" 2>/dev/null
 wait %4 2>/dev/null || true
 sleep 2
 mkdir -p bench/results
@@ -44,6 +48,12 @@ for side in a b; do
     perf report -i "$WORK/$side.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
       | grep -E '^ +[0-9]' || true
   } > "bench/results/profile-$side$OUT.txt"
+  if [[ ${CALLERS:-} == 1 ]]; then
+    perf script -i "$WORK/$side.data" 2>/dev/null > "$WORK/$side.script"
+    for target in memcpy malloc _int_free; do
+      python3 "$ROOT/bench/callers.py" "$target" < "$WORK/$side.script"
+    done > "bench/results/callers-$side$OUT.txt"
+  fi
 done
 cat "$WORK/wrk.txt"
 echo "== A (server mode), self time"; head -40 "bench/results/profile-a$OUT.txt"

@@ -255,10 +255,15 @@ wrk_run() { # proxy key url connections label
   record "$proxy" "$key" "${label}rps" "$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   record "$proxy" "$key" "${label}p50_ms" "$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")"
   record "$proxy" "$key" "${label}p99_ms" "$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
-  if [[ -n ${A_PID:-} && $requests -gt 0 ]]; then
-    record "$proxy" "$key" "${label}cpu_us_a" "$(per_unit_us $((a1 - a0)) "$requests")"
-    record "$proxy" "$key" "${label}cpu_us_b" "$(per_unit_us $((b1 - b0)) "$requests")"
-  fi
+  [[ -n ${A_PID:-} ]] && record_cpu "$proxy" "$key" "$label" "$requests" $((a1 - a0)) $((b1 - b0))
+  return 0
+}
+
+# CPU per request in A and B over one load run, from their CPU ticks across it.
+record_cpu() { # proxy key label requests ticks_a ticks_b
+  [[ ${4:-0} -gt 0 ]] || return 0
+  record "$1" "$2" "${3}cpu_us_a" "$(per_unit_us "$5" "$4")"
+  record "$1" "$2" "${3}cpu_us_b" "$(per_unit_us "$6" "$4")"
 }
 
 # The same load from h2load (nghttp2's load generator, HTTP/1.1 here), a second instrument whose
@@ -275,10 +280,7 @@ h2load_run() { # proxy key url connections label
     say "$proxy $label: h2load saw failed requests, not recorded:"; say "$out"; return
   fi
   record "$proxy" "$key" "${label}rps" "$(echo "$out" | awk '/^finished in/ {print $4}')"
-  if [[ ${requests:-0} -gt 0 ]]; then
-    record "$proxy" "$key" "${label}cpu_us_a" "$(per_unit_us $((a1 - a0)) "$requests")"
-    record "$proxy" "$key" "${label}cpu_us_b" "$(per_unit_us $((b1 - b0)) "$requests")"
-  fi
+  record_cpu "$proxy" "$key" "$label" "$requests" $((a1 - a0)) $((b1 - b0))
 }
 
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }

@@ -409,8 +409,8 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The handler's response on its way, wrapped in place: no box and no copy of the
-    /// handler's future per request.
+    /// The handler's response on its way, wrapped in place: no box per request. The request
+    /// counts as in flight until its response body is done or dropped.
     pub struct TrackedFuture<F> {
         #[pin]
         response: F,

@@ -260,7 +260,9 @@ async fn a_request_in_flight_is_not_cut_by_the_idle_timeouts() {
     let files = Files::new();
     let pki = TestPki::new();
     pki.write(&files);
-    let backend = slow_backend(Duration::from_secs(3)).await;
+    // Longer than an idle timeout plus the grace a connection told to close is given (5 s),
+    // so a request not counted as in flight would be cut off, not merely marked last.
+    let backend = slow_backend(Duration::from_secs(7)).await;
     let certgate = Certgate::start(&server_mode_args(
         &files,
         &format!("http://{backend}"),

@@ -222,7 +222,8 @@ impl AccessRecord {
 pub struct Logged<B> {
     inner: B,
     sent: u64,
-    pending: Option<(Arc<AccessLog>, AccessRecord)>,
+    /// Boxed so that a listener without an access log moves no record with each response.
+    pending: Option<Box<(Arc<AccessLog>, AccessRecord)>>,
 }
 
 impl<B> Logged<B> {
@@ -230,13 +231,23 @@ impl<B> Logged<B> {
         Logged {
             inner,
             sent: 0,
-            pending: Some((log, record)),
+            pending: Some(Box::new((log, record))),
+        }
+    }
+
+    /// The body as it is, for a listener that keeps no access log.
+    pub fn off(inner: B) -> Logged<B> {
+        Logged {
+            inner,
+            sent: 0,
+            pending: None,
         }
     }
 
     fn finish(&mut self) {
-        if let Some((log, record)) = self.pending.take() {
-            log.write(&record, self.sent);
+        if let Some(pending) = self.pending.take() {
+            let (log, record) = &*pending;
+            log.write(record, self.sent);
         }
     }
 }

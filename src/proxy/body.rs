@@ -1,11 +1,13 @@
-//! The request body on its way upstream, counted against `max_body_size` (nginx's
-//! `client_max_body_size`) as it streams: a body announced too large is refused before it is
-//! sent, and a chunked one that grows too large is cut off, the request failing with 413. A
-//! body the client breaks (bad chunked framing, a reset stream) fails the request with 400:
-//! the body records either fault so that it is not blamed on the upstream.
+//! The bodies a proxy passes on. The request body on its way upstream is counted against
+//! `max_body_size` (nginx's `client_max_body_size`) as it streams: a body announced too large
+//! is refused before it is sent, and a chunked one that grows too large is cut off, the request
+//! failing with 413. A body the client breaks (bad chunked framing, a reset stream) fails the
+//! request with 400: the body records either fault so that it is not blamed on the upstream.
+//! The response body is the upstream's, streamed, or one the proxy wrote.
 
 use crate::tls::explain;
 use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::io;
 use std::pin::Pin;
@@ -151,6 +153,52 @@ impl Body for LimitedBody {
         match &self.inner {
             Some(inner) => inner.size_hint(),
             None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A response body on its way to the client. An enum, not a boxed body: answering costs no
+/// allocation for the body, and the compiler sees through each poll.
+pub enum ProxyBody {
+    /// The upstream's body, streamed as it arrives.
+    Upstream(Incoming),
+    /// One the proxy wrote (an error, a route's fixed answer) or read whole (a refusal page).
+    Local(Full<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn local(bytes: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody::Local(Full::new(bytes.into()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Local(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Local(body) => body.size_hint(),
         }
     }
 }

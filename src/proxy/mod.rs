@@ -16,10 +16,10 @@ use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestMetrics, Telemetry};
 use crate::tls::explain;
 use crate::tls::identity::{ClientVerdict, PeerIdentity};
+pub use body::ProxyBody;
 use body::{BodyFault, ClientFault, LimitedBody};
 use bytes::Bytes;
 use headers::HeaderEdits;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -29,8 +29,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use upstream::{AllConnectionsBusy, Connector, Target};
-
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// What the TLS handshake of a server-mode connection established.
 #[derive(Debug, Clone)]
@@ -152,11 +150,7 @@ impl ProxyError {
             }
             other => format!("{other}\n"),
         };
-        let mut response = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed(),
-        );
+        let mut response = Response::new(ProxyBody::local(body));
         *response.status_mut() = status;
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -466,7 +460,7 @@ impl Proxy {
         self: Arc<Self>,
         request: Request<Incoming>,
         connection: Arc<ConnectionInfo>,
-    ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    ) -> Result<Response<Logged<ProxyBody>>, std::convert::Infallible> {
         let started = std::time::Instant::now();
         let time = std::time::SystemTime::now();
         // Only what the access log needs is copied out of the request, and only if it is on.
@@ -508,7 +502,7 @@ impl Proxy {
         let (Some(log), Some((method, target, version, referer, user_agent))) =
             (&self.access_log, request_line)
         else {
-            return Ok(response);
+            return Ok(response.map(Logged::off));
         };
         let record = AccessRecord {
             time,
@@ -529,11 +523,7 @@ impl Proxy {
             upstream: outcome.upstream.to_string(),
             upstream_time: outcome.upstream_time,
         };
-        let (parts, body) = response.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            Logged::new(body, log.clone(), record).boxed(),
-        ))
+        Ok(response.map(|body| Logged::new(body, log.clone(), record)))
     }
 
     /// The route for a request's path and the upstream it goes to; refuses identities the
@@ -746,7 +736,7 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
     } else {
         Bytes::from(fixed.text.clone())
     };
-    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(ProxyBody::local(body));
     *response.status_mut() = StatusCode::from_u16(fixed.status).unwrap_or(StatusCode::OK);
     let header = if redirect {
         hyper::header::LOCATION
@@ -780,6 +770,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     #[test]
     fn each_failure_is_answered_by_its_side() {

@@ -8,7 +8,7 @@
 
 use super::{Proxy, ProxyBody, ProxyError, Upstream};
 use crate::config::{ListenerConfig, ModeConfig};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::StatusCode;
 
@@ -130,10 +130,10 @@ impl Proxy {
         failed: &mut Option<super::Side>,
     ) -> Result<ProxyBody, ProxyError> {
         let Some(watch) = &self.refusal_watch else {
-            return Ok(body.boxed());
+            return Ok(ProxyBody::Upstream(body));
         };
         if !may_be_refusal_page(parts.status, &parts.headers) {
-            return Ok(body.boxed());
+            return Ok(ProxyBody::Upstream(body));
         }
         let read = Limited::new(body, PAGE_LIMIT).collect();
         let page = match tokio::time::timeout(self.response_timeout, read).await {
@@ -156,7 +156,7 @@ impl Proxy {
             self.log_failure(client, side, &watch.explain(refusal, &upstream.display));
             *failed = Some(side);
         }
-        Ok(Full::new(page).map_err(|never| match never {}).boxed())
+        Ok(ProxyBody::local(page))
     }
 }
 
